@@ -1,0 +1,120 @@
+"""
+### base_image: the base every app image is baked on
+
+Rebuilds the base image from the upstream distribution image: all security updates,
+unneeded packages removed, hardened (`include/base/scripts/`), network tuned, common
+libraries added. Publishes it to the build registry as a new monotonic version and moves
+the **candidate** channel to it, which emits the Asset `base-image/candidate` that
+canary-tier apps release on.
+
+- Runs **weekly** by itself; when nothing changed upstream and the candidate has no
+  pending upgrades, everything after `check_updates` is skipped (the reason is in its log).
+- Trigger it by hand the day a vulnerability is announced: reason `security`, the CVE ids,
+  and `force` to rebuild even when the archive shows nothing new yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from immutable.assets import BASE_CANDIDATE
+
+CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
+
+
+@dag(
+    dag_id="base_image",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["base-image", "immutable"],
+    doc_md=__doc__,
+    default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=30)},
+    params={
+        "reason": Param(
+            "weekly",
+            type="string",
+            enum=["weekly", "security", "manual"],
+            title="Reason",
+            description="Why this rebuild: the weekly schedule, a security fix, or another manual rebuild.",
+        ),
+        "cves": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": CVE_PATTERN},
+            title="CVE ids",
+            description="Vulnerabilities this rebuild fixes, such as CVE-2026-12345 (one per line).",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force",
+            description="Rebuild even when the upstream image and the candidate's packages are unchanged.",
+        ),
+        "fast_track": Param(
+            False,
+            type="boolean",
+            title="Fast track",
+            description="A security rebuild that may skip the canary-tier trial before reaching critical apps.",
+        ),
+    },
+)
+def base_image() -> None:
+    @task
+    def resolve_upstream(**context: Any) -> dict[str, Any]:
+        """Validate the trigger, find the upstream distribution image and its digest."""
+        from immutable.pipelines import base_image as steps
+
+        return steps.resolve_upstream(dict(context["params"]))
+
+    @task.short_circuit
+    def check_updates(upstream: dict[str, Any], **context: Any) -> dict[str, Any] | None:
+        """Rebuild only if the upstream changed, the candidate has pending upgrades, or force is set."""
+        from immutable.pipelines import base_image as steps
+
+        return steps.check_updates(upstream, context["dag_run"].run_after)
+
+    @task
+    def build(upstream: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """Build the image: security updates, package removal, hardening, sysctl, common libraries."""
+        from immutable.pipelines import base_image as steps
+
+        return steps.build(upstream, plan, context["run_id"])
+
+    @task
+    def test(built: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run containers from the image and check every promise; a failing check names itself."""
+        from immutable.pipelines import base_image as steps
+
+        return steps.test(built)
+
+    @task
+    def record_manifest(built: dict[str, Any]) -> dict[str, Any]:
+        """Record every installed package and version as JSON, and log the provenance labels."""
+        from immutable.pipelines import base_image as steps
+
+        return steps.record_manifest(built)
+
+    @task(outlets=[BASE_CANDIDATE])
+    def publish(upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """Push by digest, move the candidate tag, emit base-image/candidate with digest and version."""
+        from immutable.pipelines import base_image as steps
+
+        result = steps.publish(upstream, built, manifest)
+        context["outlet_events"][BASE_CANDIDATE].extra = result
+        return result
+
+    upstream = resolve_upstream()
+    plan = check_updates(upstream)
+    built = build(upstream, plan)
+    checks = test(built)
+    manifest = record_manifest(built)
+    checks >> manifest
+    publish(upstream, built, manifest)
+
+
+base_image()

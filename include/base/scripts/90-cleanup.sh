@@ -1,0 +1,8 @@
+#!/bin/sh
+# Leave no caches in the image, and record what is installed for the package manifest.
+set -eu
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/tmp/*
+mkdir -p /usr/share/immutable
+dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\n' | sort > /usr/share/immutable/packages.tsv
+echo "build version: ${BUILD_VERSION:-unknown}" > /usr/share/immutable/build.txt

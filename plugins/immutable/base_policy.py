@@ -1,0 +1,65 @@
+"""Pure decisions of the base-image pipeline: when to rebuild. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RebuildDecision:
+    rebuild: bool
+    why: str
+
+
+def decide_rebuild(
+    *,
+    upstream_digest: str,
+    candidate_version: str | None,
+    candidate_upstream_digest: str | None,
+    pending_upgrades: list[str],
+    force: bool,
+) -> RebuildDecision:
+    """Rebuild only when something is new, or when asked to."""
+    if force:
+        return RebuildDecision(True, "force=true was given")
+    if candidate_version is None:
+        return RebuildDecision(True, "there is no candidate base image yet")
+    if candidate_upstream_digest != upstream_digest:
+        return RebuildDecision(
+            True,
+            f"the upstream image changed: candidate {candidate_version} was built from "
+            f"{candidate_upstream_digest}, upstream is now {upstream_digest}",
+        )
+    if pending_upgrades:
+        shown = ", ".join(pending_upgrades[:10]) + (" ..." if len(pending_upgrades) > 10 else "")
+        return RebuildDecision(
+            True, f"{len(pending_upgrades)} package(s) in candidate {candidate_version} have upgrades: {shown}"
+        )
+    return RebuildDecision(
+        False,
+        f"nothing new: candidate {candidate_version} is built from the current upstream "
+        f"{upstream_digest} and has no pending upgrades; trigger with force=true to rebuild anyway",
+    )
+
+
+def parse_upgradable(apt_list_output: str) -> list[str]:
+    """Package names from `apt list --upgradable` output (`name/suite version arch [upgradable from: v]`)."""
+    names = []
+    for line in apt_list_output.splitlines():
+        if "/" in line and "[upgradable from:" in line:
+            names.append(line.split("/", 1)[0].strip())
+    return sorted(set(names))
+
+
+def parse_package_manifest(tsv: str) -> dict[str, dict[str, str]]:
+    """`dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'` output as a JSON-ready dict."""
+    manifest: dict[str, dict[str, str]] = {}
+    for number, line in enumerate(tsv.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3 or not all(fields):
+            raise ValueError(f"package manifest line {number} is not 'name<TAB>version<TAB>arch': {line!r}")
+        name, version, arch = fields
+        manifest[name] = {"version": version, "architecture": arch}
+    return manifest

@@ -1,0 +1,162 @@
+"""Pydantic models for every YAML file and every trigger form: the one place that validates.
+
+Errors name the file, the field and the allowed values, so they can be shown as they are in the
+Airflow UI (an import error or a failed validate task).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from immutable.paths import BASE_SPEC_FILE, PLATFORM_FILE
+
+CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
+PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+$"
+REASONS = ("weekly", "security", "manual")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration file or trigger value is invalid; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PackageName = Annotated[str, StringConstraints(pattern=PACKAGE_NAME)]
+
+
+class UpstreamImage(_Strict):
+    image: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$")] = (
+        "debian:bookworm-slim"
+    )
+    suite: Annotated[str, StringConstraints(pattern=r"^[a-z]+$")] = "bookworm"
+
+
+class RuntimeUser(_Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "app"
+    uid: int = Field(10001, ge=1000, le=65533)
+
+
+class BaseImageSpec(_Strict):
+    """include/base/base.yaml: what the base image is made of."""
+
+    upstream: UpstreamImage = UpstreamImage()
+    repository: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")]
+    runtime_user: RuntimeUser = RuntimeUser()
+    remove_packages: list[PackageName] = []
+    common_packages: list[PackageName] = []
+    setuid_allowlist: list[Annotated[str, StringConstraints(pattern=r"^/[^\s]+$")]] = []
+
+    @field_validator("common_packages")
+    @classmethod
+    def _not_also_removed(cls, value: list[str], info: object) -> list[str]:
+        removed = set(getattr(info, "data", {}).get("remove_packages", []))
+        both = sorted(removed.intersection(value))
+        if both:
+            raise ValueError(f"packages both removed and installed: {both}")
+        return value
+
+
+class LocalPlatform(_Strict):
+    build_registry_port: int = Field(5500, ge=1024, le=65535)
+    state_dir: str = "var"
+
+
+class Region(_Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
+    registry_port: int = Field(..., ge=1024, le=65535)
+
+
+class PlatformConfig(_Strict):
+    """include/platform.yaml: which platform, which regions."""
+
+    platform: Literal["local", "aws"] = "local"
+    local: LocalPlatform = LocalPlatform()
+    regions: list[Region] = Field(..., min_length=1)
+
+    @field_validator("regions")
+    @classmethod
+    def _unique(cls, regions: list[Region]) -> list[Region]:
+        names = [r.name for r in regions]
+        ports = [r.registry_port for r in regions]
+        if len(set(names)) != len(names) or len(set(ports)) != len(ports):
+            raise ValueError(f"region names and registry ports must be unique: {names} {ports}")
+        return regions
+
+    @property
+    def build_registry(self) -> str:
+        return f"127.0.0.1:{self.local.build_registry_port}"
+
+
+class BaseImageRunParams(_Strict):
+    """The base_image trigger form. Mirrors the DAG's Params so REST and UI callers get one rule."""
+
+    reason: Literal["weekly", "security", "manual"] = "weekly"
+    cves: list[Annotated[str, StringConstraints(pattern=CVE_PATTERN)]] = []
+    force: bool = False
+    fast_track: bool = False
+
+    @field_validator("cves")
+    @classmethod
+    def _unique_cves(cls, cves: list[str]) -> list[str]:
+        return sorted(set(cves))
+
+
+def describe_validation_error(source: str, error: ValidationError) -> str:
+    """One line per bad field: `source: field.path: message (got value)`."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: field '{field}': {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _load_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def parse_model(model: type[ModelT], data: object, source: str) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(source, exc)) from None
+
+
+@lru_cache(maxsize=8)
+def _load_platform(path: str, mtime: float) -> PlatformConfig:
+    return parse_model(PlatformConfig, _load_yaml(Path(path)), path)
+
+
+def load_platform(path: Path | None = None) -> PlatformConfig:
+    target = path or PLATFORM_FILE
+    return _load_platform(str(target), target.stat().st_mtime if target.exists() else 0.0)
+
+
+def load_base_spec(path: Path | None = None) -> BaseImageSpec:
+    target = path or BASE_SPEC_FILE
+    return parse_model(BaseImageSpec, _load_yaml(target), str(target))
+
+
+def parse_base_params(params: dict[str, object]) -> BaseImageRunParams:
+    known = {k: v for k, v in params.items() if k in BaseImageRunParams.model_fields}
+    return parse_model(BaseImageRunParams, known, "base_image trigger")
+
+
+def is_cve_id(value: str) -> bool:
+    return re.fullmatch(CVE_PATTERN, value) is not None

@@ -1,0 +1,313 @@
+"""Build, test, describe and publish the base image. Called by the base_image DAG's tasks.
+
+Every function is safe to run twice: builds reuse the engine's cache for the same version,
+publishing checks the registry before pushing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from immutable.apt_sources import host_sources, render_for_image
+from immutable.base_policy import parse_package_manifest, parse_upgradable
+from immutable.config import BaseImageRunParams, BaseImageSpec, PlatformConfig
+from immutable.images.engine import docker_client, run_in_image
+from immutable.paths import BASE_CONTEXT_DIR, PROJECT_ROOT
+from immutable.registry import RegistryClient
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_TAG = "candidate"
+STABLE_TAG = "stable"
+SYSCTL_FILE = "/etc/sysctl.d/60-immutable-net.conf"
+PACKAGE_LIST_FILE = "/usr/share/immutable/packages.tsv"
+
+OCI = "org.opencontainers.image"
+LABEL_VERSION = f"{OCI}.version"
+LABEL_CREATED = f"{OCI}.created"
+LABEL_REVISION = f"{OCI}.revision"
+LABEL_SOURCE = f"{OCI}.source"
+LABEL_BASE_NAME = f"{OCI}.base.name"
+LABEL_BASE_DIGEST = f"{OCI}.base.digest"
+LABEL_REASON = "io.immutable.base.reason"
+LABEL_CVES = "io.immutable.base.cves"
+LABEL_FAST_TRACK = "io.immutable.base.fast-track"
+LABEL_RUN_ID = "io.immutable.airflow.run-id"
+
+
+class BaseImageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    version: str | None
+    digest: str | None
+    upstream_digest: str | None
+
+
+def project_revision() -> str:
+    """The git commit the build context came from, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def current_candidate(spec: BaseImageSpec, platform: PlatformConfig) -> CandidateInfo:
+    registry = RegistryClient(platform.build_registry)
+    labels = registry.labels(spec.repository, CANDIDATE_TAG)
+    if labels is None:
+        return CandidateInfo(None, None, None)
+    return CandidateInfo(
+        version=labels.get(LABEL_VERSION),
+        digest=registry.manifest_digest(spec.repository, CANDIDATE_TAG),
+        upstream_digest=labels.get(LABEL_BASE_DIGEST),
+    )
+
+
+def pending_upgrades(image_ref: str) -> list[str]:
+    """Packages in `image_ref` with an upgrade available in the archive right now."""
+    client = docker_client()
+    sources = render_for_image(host_sources(), _suite_of(client, image_ref))
+    script = (
+        'printf "%s\\n" "$APT_SOURCES" > /etc/apt/sources.list.d/debian.sources && rm -f /etc/apt/sources.list && '
+        "apt-get update -qq >/dev/null && apt list --upgradable 2>/dev/null"
+    )
+    code, output = run_in_image(client, image_ref, ["sh", "-c", script], user="root", environment={"APT_SOURCES": sources})
+    if code != 0:
+        raise BaseImageError(
+            f"could not list pending upgrades in {image_ref} (exit {code}); is Debian's archive reachable "
+            f"from containers? Output:\n{output[-1500:]}"
+        )
+    return parse_upgradable(output)
+
+
+def _suite_of(client: Any, image_ref: str) -> str:
+    code, output = run_in_image(client, image_ref, ["sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME"], user="root")
+    if code != 0 or not output.strip():
+        raise BaseImageError(f"cannot read /etc/os-release in {image_ref}: {output[-500:]}")
+    return output.strip().splitlines()[-1]
+
+
+def pull_candidate(spec: BaseImageSpec, platform: PlatformConfig, digest: str) -> str:
+    client = docker_client()
+    ref = f"{platform.build_registry}/{spec.repository}@{digest}"
+    client.images.pull(ref)
+    return ref
+
+
+def build_labels(
+    *, spec: BaseImageSpec, version: str, created: datetime, upstream_digest: str, params: BaseImageRunParams, run_id: str
+) -> dict[str, str]:
+    return {
+        LABEL_VERSION: version,
+        LABEL_CREATED: created.isoformat(),
+        LABEL_REVISION: project_revision(),
+        LABEL_SOURCE: "include/base",
+        f"{OCI}.title": spec.repository,
+        LABEL_BASE_NAME: spec.upstream.image,
+        LABEL_BASE_DIGEST: upstream_digest,
+        LABEL_REASON: params.reason,
+        LABEL_CVES: ",".join(params.cves),
+        LABEL_FAST_TRACK: str(params.fast_track).lower(),
+        LABEL_RUN_ID: run_id,
+    }
+
+
+def build(*, spec: BaseImageSpec, upstream_ref: str, version: str, labels: dict[str, str], context: Path = BASE_CONTEXT_DIR) -> str:
+    """Build the base image; returns the local image id. Streams the build log to the task log."""
+    client = docker_client(timeout_s=3600)
+    build_args = {
+        "UPSTREAM": upstream_ref,
+        "APT_SOURCES": render_for_image(host_sources(), spec.upstream.suite),
+        "REMOVE_PACKAGES": " ".join(spec.remove_packages),
+        "COMMON_PACKAGES": " ".join(spec.common_packages),
+        "SETUID_ALLOWLIST": " ".join(spec.setuid_allowlist),
+        "RUNTIME_USER": spec.runtime_user.name,
+        "RUNTIME_UID": str(spec.runtime_user.uid),
+        "BUILD_VERSION": version,
+    }
+    tag = f"{spec.repository}:{version}"
+    image_id: str | None = None
+    recent: list[str] = []
+    for chunk in client.api.build(path=str(context), buildargs=build_args, labels=labels, tag=tag, rm=True, forcerm=True, decode=True):
+        if "stream" in chunk:
+            line = chunk["stream"].rstrip()
+            if line:
+                log.info("build: %s", line)
+                recent = (recent + [line])[-40:]
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if "error" in chunk:
+            raise BaseImageError(
+                f"base image build failed: {chunk['error'].strip()}\nlast build output:\n" + "\n".join(recent)
+                + "\nFix the failing script under include/base/scripts/ (or the package lists in base.yaml) and rerun."
+            )
+    if image_id is None:
+        raise BaseImageError("base image build ended without an image id; see the build output above")
+    return image_id
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+def test_image(image_ref: str, spec: BaseImageSpec) -> list[CheckResult]:
+    """Run containers from the image and check every promise of the base. Never raises on a failed check."""
+    client = docker_client()
+    results: list[CheckResult] = []
+
+    def check(name: str, script: str, judge: Any, user: str = "root") -> None:
+        code, output = run_in_image(client, image_ref, ["sh", "-c", script], user=user)
+        passed, detail = judge(code, output)
+        results.append(CheckResult(name, passed, detail))
+
+    sources = render_for_image(host_sources(), spec.upstream.suite).replace("'", "")
+    check(
+        "no-pending-upgrades",
+        f"printf '%s\\n' '{sources}' > /etc/apt/sources.list.d/debian.sources && rm -f /etc/apt/sources.list && "
+        "apt-get update -qq >/dev/null && apt list --upgradable 2>/dev/null",
+        lambda code, out: (
+            code == 0 and not parse_upgradable(out),
+            f"pending: {parse_upgradable(out)}" if code == 0 else f"apt failed (exit {code}): {out[-800:]}",
+        ),
+    )
+    for package in spec.remove_packages:
+        check(
+            f"removed:{package}",
+            f"dpkg-query -W -f='${{Status}}' {package} 2>/dev/null || true",
+            lambda code, out, p=package: ("ok installed" not in out, f"{p} status: {out.strip() or 'absent'}"),
+        )
+    for package in spec.common_packages:
+        check(
+            f"common-library:{package}",
+            f"dpkg-query -W -f='${{Status}} ${{Version}}' {package}",
+            lambda code, out, p=package: (code == 0 and "ok installed" in out, f"{p}: {out.strip() or 'absent'}"),
+        )
+    allowed = set(spec.setuid_allowlist)
+    check(
+        "setuid-audit",
+        r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \) 2>/dev/null || true",
+        lambda code, out: (
+            not (extra := sorted(set(out.split()) - allowed)),
+            f"setuid/setgid files outside the allowlist: {extra}" if extra else "no setuid/setgid files outside the allowlist",
+        ),
+    )
+    user = spec.runtime_user
+    check(
+        "runtime-user",
+        "id -u; id -un",
+        lambda code, out: (
+            code == 0 and out.split() == [str(user.uid), user.name],
+            f"default user is {out.split()} (expected uid {user.uid}, name {user.name})",
+        ),
+        user="",  # the image's own default user
+    )
+    check(
+        "root-locked",
+        "passwd -S root; getent passwd root",
+        lambda code, out: (
+            code == 0 and " L " in out and out.strip().endswith("/usr/sbin/nologin"),
+            out.strip(),
+        ),
+    )
+    check(
+        "sysctl-drop-in",
+        f"test -r {SYSCTL_FILE} && grep -c = {SYSCTL_FILE}",
+        lambda code, out: (code == 0, f"{SYSCTL_FILE}: {out.strip() or 'missing'} settings"),
+    )
+    check(
+        "package-list",
+        f"test -s {PACKAGE_LIST_FILE} && wc -l < {PACKAGE_LIST_FILE}",
+        lambda code, out: (code == 0, f"{PACKAGE_LIST_FILE}: {out.strip() or 'missing'} packages"),
+    )
+    return results
+
+
+def format_checks(results: list[CheckResult]) -> str:
+    width = max(len(r.name) for r in results)
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  {r.detail}" for r in results)
+
+
+def package_manifest(image_ref: str) -> dict[str, dict[str, str]]:
+    client = docker_client()
+    code, output = run_in_image(client, image_ref, ["cat", PACKAGE_LIST_FILE], user="root")
+    if code != 0:
+        raise BaseImageError(f"{image_ref} has no package list at {PACKAGE_LIST_FILE}: {output[-500:]}")
+    return parse_package_manifest(output)
+
+
+def write_manifest(manifest: dict[str, dict[str, str]], *, version: str, out_dir: Path) -> tuple[Path, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"base-{version}.json"
+    body = json.dumps({"version": version, "packages": manifest}, indent=1, sort_keys=True).encode()
+    path.write_bytes(body)
+    return path, "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def push(image_ref: str, repository: str, tag: str) -> str:
+    """Push `image_ref` as `repository:tag`; returns the manifest digest the registry stored."""
+    client = docker_client(timeout_s=3600)
+    image = client.images.get(image_ref)
+    image.tag(repository, tag=tag)
+    digest: str | None = None
+    for chunk in client.images.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            raise BaseImageError(f"push of {repository}:{tag} failed: {chunk['error']}")
+        if chunk.get("status") in ("Pushed", "Layer already exists"):
+            log.info("push %s: %s", chunk.get("id"), chunk["status"])
+        if "aux" in chunk and "Digest" in chunk["aux"]:
+            digest = chunk["aux"]["Digest"]
+    if digest is None:
+        raise BaseImageError(f"push of {repository}:{tag} reported no digest")
+    return digest
+
+
+@dataclass(frozen=True)
+class Published:
+    version: str
+    digest: str
+    image: str
+    reused: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def publish(*, image_id: str, spec: BaseImageSpec, platform: PlatformConfig, version: str) -> Published:
+    """Push the version tag, then move `candidate` to that digest. Older versions stay."""
+    registry = RegistryClient(platform.build_registry)
+    repository = f"{platform.build_registry}/{spec.repository}"
+    existing = registry.manifest_digest(spec.repository, version)
+    reused = False
+    if existing is not None:
+        labels = registry.labels(spec.repository, version) or {}
+        local_labels = docker_client().images.get(image_id).labels or {}
+        if labels.get(LABEL_RUN_ID) != local_labels.get(LABEL_RUN_ID):
+            raise BaseImageError(
+                f"version {version} is already in {repository} from another run "
+                f"({labels.get(LABEL_RUN_ID)}); versions are never overwritten. Rerun check_updates for a new version."
+            )
+        digest, reused = existing, True
+        log.info("version %s already pushed by this run as %s", version, digest)
+    else:
+        digest = push(image_id, repository, version)
+    if registry.manifest_digest(spec.repository, CANDIDATE_TAG) != digest:
+        moved = push(image_id, repository, CANDIDATE_TAG)
+        if moved != digest:
+            raise BaseImageError(f"candidate tag points at {moved}, expected {digest}; rerun publish")
+    return Published(version=version, digest=digest, image=f"{repository}@{digest}", reused=reused)

@@ -1,0 +1,1 @@
+"""The local platform: real processes and containers on this machine's loopback."""

@@ -1,0 +1,139 @@
+"""Start and stop the local platform's long-running processes, each in its own process group.
+
+A service is "ours" when its pid file exists and that process is alive. Stopping signals the
+whole process group, because some programs (`airflow standalone`) leave children behind when
+only the parent is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 20.0  # seconds between SIGTERM and SIGKILL
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class Service:
+    name: str
+    argv: Sequence[str]
+    run_dir: Path
+    ready: Callable[[], bool]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ready_timeout_s: float = 60.0
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def start(self) -> str:
+        """Start unless already running; returns what was done."""
+        if self.pid() is not None:
+            self._wait_ready()
+            return "already running"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            process = subprocess.Popen(
+                list(self.argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
+                start_new_session=True,  # its own process group, so stop() reaches every child
+            )
+        self.pid_file.write_text(str(process.pid))
+        self._wait_ready(process)
+        return f"started (pid {process.pid})"
+
+    def _wait_ready(self, process: subprocess.Popen[bytes] | None = None) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            if process is not None and process.poll() is not None:
+                break
+            time.sleep(0.5)
+        tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+        raise RuntimeError(f"{self.name} did not become ready within {self.ready_timeout_s:.0f}s; log tail:\n{tail}")
+
+    def stop(self) -> str:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return "not running"
+        stop_process_group(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return f"stopped (pid {pid})"
+
+
+def stop_process_group(pid: int, grace_s: float = STOP_GRACE_S) -> None:
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.2)
+        log.warning("process group %s did not stop on %s", pgid, sig.name)
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid and pid_alive(int(entry.name)):
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False

@@ -1,0 +1,230 @@
+"""`python -m immutable.localctl up|down|status|airflow-up`: the local platform's process manager.
+
+Used by the Makefile. Starts only what is missing and stops only what it started (pid files
+under the state dir, process groups, containers labelled io.immutable.managed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from immutable.config import load_base_spec, load_platform
+from immutable.local.services import Service, port_open
+from immutable.paths import PROJECT_ROOT, state_dir
+
+AIRFLOW_PORT = int(os.environ.get("IMMUTABLE_AIRFLOW_PORT", "8080"))
+AIRFLOW_USER = "admin"
+
+
+def run_dir() -> Path:
+    return state_dir() / "run"
+
+
+def say(message: str) -> None:
+    print(f"[immutable] {message}", flush=True)
+
+
+# --- Docker engine -------------------------------------------------------------------------
+
+def engine_answers() -> bool:
+    import docker
+
+    try:
+        docker.from_env(timeout=5).ping()
+        return True
+    except docker.errors.DockerException:
+        return False
+
+
+def engine_service() -> Service:
+    return Service(
+        name="dockerd",
+        argv=["dockerd", "--host=unix:///var/run/docker.sock"],
+        run_dir=run_dir(),
+        ready=engine_answers,
+        ready_timeout_s=90,
+    )
+
+
+def ensure_engine() -> None:
+    if engine_answers():
+        say("docker engine: answering")
+        return
+    if shutil.which("dockerd") is None or os.geteuid() != 0:
+        sys.exit(
+            "[immutable] no Docker engine answers and none can be started here. Install Docker "
+            "(Debian: `apt-get install docker.io`, as root) and start it, or set DOCKER_HOST."
+        )
+    say(f"docker engine: {engine_service().start()}")
+
+
+# --- registries ---------------------------------------------------------------------------
+
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: false
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def registry_services() -> list[Service]:
+    platform = load_platform()
+    ports = {"build": platform.local.build_registry_port} | {r.name: r.registry_port for r in platform.regions}
+    services = []
+    for name, port in ports.items():
+        home = state_dir() / "registry" / name
+        config = home / "config.yml"
+        home.joinpath("data").mkdir(parents=True, exist_ok=True)
+        config.write_text(REGISTRY_CONFIG.format(root=home / "data", port=port))
+        services.append(
+            Service(
+                name=f"registry-{name}",
+                argv=[registry_binary(), "serve", str(config)],
+                run_dir=run_dir(),
+                ready=lambda p=port: port_open(p),
+                ready_timeout_s=30,
+            )
+        )
+    return services
+
+
+def registry_binary() -> str:
+    found = shutil.which("docker-registry") or shutil.which("registry")
+    if found is None:
+        sys.exit(
+            "[immutable] the distribution registry is not installed. Debian: `apt-get install docker-registry`; "
+            "elsewhere install the `registry` binary from the distribution project."
+        )
+    return found
+
+
+# --- Airflow ------------------------------------------------------------------------------
+
+def airflow_env() -> dict[str, str]:
+    home = state_dir() / "airflow"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+        "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
+    }
+
+
+def airflow_password() -> str:
+    """Written before the first start so Airflow uses it instead of inventing one."""
+    home = state_dir() / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "simple_auth_manager_passwords.json.generated"
+    if path.exists():
+        return str(json.loads(path.read_text())[AIRFLOW_USER])
+    password = os.urandom(9).hex()
+    path.write_text(json.dumps({AIRFLOW_USER: password}))
+    path.chmod(0o600)
+    return password
+
+
+def airflow_ready() -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{AIRFLOW_PORT}/api/v2/monitor/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def airflow_service() -> Service:
+    airflow = str(Path(sys.executable).parent / "airflow")
+    return Service(
+        name="airflow",
+        argv=[airflow, "standalone"],
+        run_dir=run_dir(),
+        ready=airflow_ready,
+        env=airflow_env(),
+        cwd=PROJECT_ROOT,
+        ready_timeout_s=240,
+    )
+
+
+# --- commands -----------------------------------------------------------------------------
+
+def cmd_up(_: argparse.Namespace) -> None:
+    from immutable.images.upstream import ensure_upstream
+
+    ensure_engine()
+    say(f"upstream image: {ensure_upstream(load_base_spec())}")
+    for service in registry_services():
+        say(f"{service.name}: {service.start()}")
+
+
+def cmd_airflow_up(_: argparse.Namespace) -> None:
+    password = airflow_password()
+    service = airflow_service()
+    if service.pid() is None and port_open(AIRFLOW_PORT):
+        sys.exit(f"[immutable] port {AIRFLOW_PORT} is taken by another program; stop it or set IMMUTABLE_AIRFLOW_PORT")
+    say(f"airflow standalone: {service.start()}")
+    say(f"Airflow UI: http://127.0.0.1:{AIRFLOW_PORT}  user: {AIRFLOW_USER}  password: {password}")
+
+
+def cmd_down(_: argparse.Namespace) -> None:
+    say(f"airflow: {airflow_service().stop()}")
+    for service in registry_services():
+        say(f"{service.name}: {service.stop()}")
+    if engine_answers():
+        import docker
+
+        client = docker.from_env()
+        for container in client.containers.list(all=True, filters={"label": "io.immutable.managed=true"}):
+            container.remove(force=True)
+            say(f"container {container.name}: removed")
+    say(f"dockerd: {engine_service().stop()}")
+
+
+def cmd_status(_: argparse.Namespace) -> None:
+    for service in [engine_service(), *registry_services(), airflow_service()]:
+        pid = service.pid()
+        say(f"{service.name}: {'running, pid ' + str(pid) if pid else 'not started by us'}")
+
+
+def cmd_airflow_env(_: argparse.Namespace) -> None:
+    """Print the environment as shell exports, for running `airflow` commands by hand."""
+    for key, value in airflow_env().items():
+        print(f"export {key}={value}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="immutable.localctl", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+    for name, func in {
+        "up": cmd_up,
+        "airflow-up": cmd_airflow_up,
+        "down": cmd_down,
+        "status": cmd_status,
+        "airflow-env": cmd_airflow_env,
+    }.items():
+        sub.add_parser(name).set_defaults(func=func)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    args.func(args)
+    if args.func is not cmd_airflow_env:
+        say(f"done in {time.monotonic() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Where the project's files are, whether run from the repo or from a container mount."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# plugins/immutable/paths.py -> the project root holds dags/, plugins/ and include/.
+PROJECT_ROOT = Path(os.environ.get("IMMUTABLE_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
+INCLUDE_DIR = PROJECT_ROOT / "include"
+BASE_CONTEXT_DIR = INCLUDE_DIR / "base"
+BASE_SPEC_FILE = BASE_CONTEXT_DIR / "base.yaml"
+PLATFORM_FILE = Path(os.environ.get("IMMUTABLE_PLATFORM_FILE", INCLUDE_DIR / "platform.yaml"))
+
+
+def state_dir() -> Path:
+    """Registry storage, logs, pid files and records; configurable so tests can isolate it."""
+    configured = os.environ.get("IMMUTABLE_STATE_DIR")
+    if configured:
+        return Path(configured)
+    from immutable.config import load_platform
+
+    return PROJECT_ROOT / load_platform().local.state_dir
