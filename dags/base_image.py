@@ -64,21 +64,21 @@ CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
     },
 )
 def base_image() -> None:
-    @task
+    @task(multiple_outputs=False)
     def resolve_upstream(**context: Any) -> dict[str, Any]:
         """Validate the trigger, find the upstream distribution image and its digest."""
         from immutable.pipelines import base_image as steps
 
         return steps.resolve_upstream(dict(context["params"]))
 
-    @task.short_circuit
+    @task.short_circuit(multiple_outputs=False)
     def check_updates(upstream: dict[str, Any], **context: Any) -> dict[str, Any] | None:
         """Rebuild only if the upstream changed, the candidate has pending upgrades, or force is set."""
         from immutable.pipelines import base_image as steps
 
         return steps.check_updates(upstream, context["dag_run"].run_after)
 
-    @task
+    @task(multiple_outputs=False)
     def build(upstream: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Build the image: security updates, package removal, hardening, sysctl, common libraries."""
         from immutable.pipelines import base_image as steps
@@ -92,15 +92,17 @@ def base_image() -> None:
 
         return steps.test(built)
 
-    @task
+    @task(multiple_outputs=False)
     def record_manifest(built: dict[str, Any]) -> dict[str, Any]:
         """Record every installed package and version as JSON, and log the provenance labels."""
         from immutable.pipelines import base_image as steps
 
         return steps.record_manifest(built)
 
-    @task(outlets=[BASE_CANDIDATE])
-    def publish(upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
+    @task(multiple_outputs=False, outlets=[BASE_CANDIDATE])
+    def publish(
+        upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any], **context: Any
+    ) -> dict[str, Any]:
         """Push by digest, move the candidate tag, emit base-image/candidate with digest and version."""
         from immutable.pipelines import base_image as steps
 

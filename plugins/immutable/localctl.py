@@ -32,6 +32,7 @@ def say(message: str) -> None:
 
 # --- Docker engine -------------------------------------------------------------------------
 
+
 def engine_answers() -> bool:
     import docker
 
@@ -112,6 +113,7 @@ def registry_binary() -> str:
 
 # --- Airflow ------------------------------------------------------------------------------
 
+
 def airflow_env() -> dict[str, str]:
     home = state_dir() / "airflow"
     return {
@@ -122,8 +124,12 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
         "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # A 2-core machine: 32 idle LocalExecutor workers would only cost memory.
+        "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
+        # standalone starts its scheduler, api-server and workers as `airflow ...` found on PATH
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
     }
 
 
@@ -163,6 +169,7 @@ def airflow_service() -> Service:
 
 
 # --- commands -----------------------------------------------------------------------------
+
 
 def cmd_up(_: argparse.Namespace) -> None:
     from immutable.images.upstream import ensure_upstream

@@ -84,7 +84,9 @@ def pending_upgrades(image_ref: str) -> list[str]:
         'printf "%s\\n" "$APT_SOURCES" > /etc/apt/sources.list.d/debian.sources && rm -f /etc/apt/sources.list && '
         "apt-get update -qq >/dev/null && apt list --upgradable 2>/dev/null"
     )
-    code, output = run_in_image(client, image_ref, ["sh", "-c", script], user="root", environment={"APT_SOURCES": sources})
+    code, output = run_in_image(
+        client, image_ref, ["sh", "-c", script], user="root", environment={"APT_SOURCES": sources}
+    )
     if code != 0:
         raise BaseImageError(
             f"could not list pending upgrades in {image_ref} (exit {code}); is Debian's archive reachable "
@@ -94,7 +96,9 @@ def pending_upgrades(image_ref: str) -> list[str]:
 
 
 def _suite_of(client: Any, image_ref: str) -> str:
-    code, output = run_in_image(client, image_ref, ["sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME"], user="root")
+    code, output = run_in_image(
+        client, image_ref, ["sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME"], user="root"
+    )
     if code != 0 or not output.strip():
         raise BaseImageError(f"cannot read /etc/os-release in {image_ref}: {output[-500:]}")
     return output.strip().splitlines()[-1]
@@ -108,7 +112,13 @@ def pull_candidate(spec: BaseImageSpec, platform: PlatformConfig, digest: str) -
 
 
 def build_labels(
-    *, spec: BaseImageSpec, version: str, created: datetime, upstream_digest: str, params: BaseImageRunParams, run_id: str
+    *,
+    spec: BaseImageSpec,
+    version: str,
+    created: datetime,
+    upstream_digest: str,
+    params: BaseImageRunParams,
+    run_id: str,
 ) -> dict[str, str]:
     return {
         LABEL_VERSION: version,
@@ -125,7 +135,9 @@ def build_labels(
     }
 
 
-def build(*, spec: BaseImageSpec, upstream_ref: str, version: str, labels: dict[str, str], context: Path = BASE_CONTEXT_DIR) -> str:
+def build(
+    *, spec: BaseImageSpec, upstream_ref: str, version: str, labels: dict[str, str], context: Path = BASE_CONTEXT_DIR
+) -> str:
     """Build the base image; returns the local image id. Streams the build log to the task log."""
     client = docker_client(timeout_s=3600)
     build_args = {
@@ -141,17 +153,20 @@ def build(*, spec: BaseImageSpec, upstream_ref: str, version: str, labels: dict[
     tag = f"{spec.repository}:{version}"
     image_id: str | None = None
     recent: list[str] = []
-    for chunk in client.api.build(path=str(context), buildargs=build_args, labels=labels, tag=tag, rm=True, forcerm=True, decode=True):
+    for chunk in client.api.build(
+        path=str(context), buildargs=build_args, labels=labels, tag=tag, rm=True, forcerm=True, decode=True
+    ):
         if "stream" in chunk:
             line = chunk["stream"].rstrip()
             if line:
                 log.info("build: %s", line)
-                recent = (recent + [line])[-40:]
+                recent = [*recent, line][-40:]
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
         if "error" in chunk:
             raise BaseImageError(
-                f"base image build failed: {chunk['error'].strip()}\nlast build output:\n" + "\n".join(recent)
+                f"base image build failed: {chunk['error'].strip()}\nlast build output:\n"
+                + "\n".join(recent)
                 + "\nFix the failing script under include/base/scripts/ (or the package lists in base.yaml) and rerun."
             )
     if image_id is None:
@@ -204,7 +219,9 @@ def test_image(image_ref: str, spec: BaseImageSpec) -> list[CheckResult]:
         r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \) 2>/dev/null || true",
         lambda code, out: (
             not (extra := sorted(set(out.split()) - allowed)),
-            f"setuid/setgid files outside the allowlist: {extra}" if extra else "no setuid/setgid files outside the allowlist",
+            f"setuid/setgid files outside the allowlist: {extra}"
+            if extra
+            else "no setuid/setgid files outside the allowlist",
         ),
     )
     user = spec.runtime_user

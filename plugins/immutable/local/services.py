@@ -85,7 +85,13 @@ class Service:
                 start_new_session=True,  # its own process group, so stop() reaches every child
             )
         self.pid_file.write_text(str(process.pid))
-        self._wait_ready(process)
+        try:
+            self._wait_ready(process)
+        except BaseException:
+            # Never leave a half-started service behind.
+            stop_process_group(process.pid)
+            self.pid_file.unlink(missing_ok=True)
+            raise
         return f"started (pid {process.pid})"
 
     def _wait_ready(self, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -110,30 +116,52 @@ class Service:
 
 
 def stop_process_group(pid: int, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop `pid`, its process group and every descendant (some start their own sessions)."""
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
+        targets = _members(pgid, pid)
+        if not targets:
             return
+        for target in targets:
+            try:
+                os.kill(target, sig)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            if not _group_alive(pgid):
+            if not any(pid_alive(t) for t in targets):
                 return
             time.sleep(0.2)
-        log.warning("process group %s did not stop on %s", pgid, sig.name)
+        log.warning("processes %s did not stop on %s", sorted(targets), sig.name)
 
 
-def _group_alive(pgid: int) -> bool:
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) for every live process."""
+    table: dict[int, tuple[int, int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) == pgid and pid_alive(int(entry.name)):
-                return True
-        except (ProcessLookupError, PermissionError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
             continue
-    return False
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def _members(pgid: int, root: int) -> set[int]:
+    """Live processes in group `pgid` plus all descendants of `root` and of those."""
+    table = _process_table()
+    found = {p for p, (_, group) in table.items() if group == pgid}
+    if root in table:
+        found.add(root)
+    grew = True
+    while grew:
+        children = {p for p, (parent, _) in table.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
+    return found

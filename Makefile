@@ -1,0 +1,35 @@
+# One entry point. `make demo` runs the main job, `make test` the whole test suite; both set up
+# only what is missing first. `make down` stops everything the project started.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)/plugins
+
+.PHONY: setup up airflow-up demo test lint bench down status clean
+
+setup:
+	@scripts/setup.sh
+
+up: setup
+	@$(PY) -m immutable.localctl up
+
+airflow-up: up
+	@$(PY) -m immutable.localctl airflow-up
+
+demo: airflow-up
+	@$(PY) -m immutable.demo
+
+test: up
+	@$(MAKE) --no-print-directory lint
+	@.venv/bin/pytest
+
+lint: setup
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+bench: up
+	@$(PY) bench/base_build.py
+
+down:
+	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi
+
+status:
+	@$(PY) -m immutable.localctl status
