@@ -27,6 +27,7 @@ lint: setup
 
 bench: up
 	@$(PY) bench/base_build.py
+	@$(PY) bench/dag_parse.py
 
 down:
 	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi

@@ -101,14 +101,17 @@ class AirflowApi:
         return body["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        response = self.request(
-            "GET",
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            headers={"Accept": "text/plain"},
-        )
-        if response.status_code >= 400:
-            raise AirflowApiError(f"log of {task_id}: HTTP {response.status_code}")
-        return str(response.text)
+        """The task's log as plain lines (`level event`), as the UI's log view shows them."""
+        body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}", full_content=True)
+        lines = []
+        for entry in body.get("content", []):
+            if isinstance(entry, str):
+                lines.append(entry)
+                continue
+            event = str(entry.get("event", ""))
+            level = str(entry.get("level") or "").upper()
+            lines.append(f"{level:<7} {event}" if level else event)
+        return "\n".join(lines)
 
     def latest_asset_event(self, asset_name: str) -> dict[str, Any] | None:
         assets = self.get("/assets", name_pattern=asset_name)["assets"]

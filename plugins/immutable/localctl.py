@@ -7,6 +7,7 @@ under the state dir, process groups, containers labelled io.immutable.managed).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -94,7 +95,7 @@ def registry_services() -> list[Service]:
                 name=f"registry-{name}",
                 argv=[registry_binary(), "serve", str(config)],
                 run_dir=run_dir(),
-                ready=lambda p=port: port_open(p),
+                ready=functools.partial(port_open, port),
                 ready_timeout_s=30,
             )
         )
@@ -123,6 +124,9 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
         "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        # Task workers report to the API server; it must be the port we chose, not the default.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{AIRFLOW_PORT}/execution/",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         # A 2-core machine: 32 idle LocalExecutor workers would only cost memory.
         "AIRFLOW__CORE__PARALLELISM": "8",

@@ -136,7 +136,13 @@ def build_labels(
 
 
 def build(
-    *, spec: BaseImageSpec, upstream_ref: str, version: str, labels: dict[str, str], context: Path = BASE_CONTEXT_DIR
+    *,
+    spec: BaseImageSpec,
+    upstream_ref: str,
+    version: str,
+    labels: dict[str, str],
+    context: Path = BASE_CONTEXT_DIR,
+    nocache: bool = False,
 ) -> str:
     """Build the base image; returns the local image id. Streams the build log to the task log."""
     client = docker_client(timeout_s=3600)
@@ -154,7 +160,14 @@ def build(
     image_id: str | None = None
     recent: list[str] = []
     for chunk in client.api.build(
-        path=str(context), buildargs=build_args, labels=labels, tag=tag, rm=True, forcerm=True, decode=True
+        path=str(context),
+        buildargs=build_args,
+        labels=labels,
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        decode=True,
+        nocache=nocache,
     ):
         if "stream" in chunk:
             line = chunk["stream"].rstrip()

@@ -7,6 +7,7 @@ only the parent is killed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -126,10 +127,8 @@ def stop_process_group(pid: int, grace_s: float = STOP_GRACE_S) -> None:
         if not targets:
             return
         for target in targets:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(target, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             if not any(pid_alive(t) for t in targets):

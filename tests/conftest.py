@@ -1,0 +1,79 @@
+"""Test-wide environment: an isolated state dir, platform file and Airflow home.
+
+Set before anything imports Airflow, so every test (and every subprocess it starts) sees them.
+Services that a test needs must exist in CI; outside CI a missing one skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_STATE = ROOT / "var" / "test"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+os.environ.update(
+    {
+        "IMMUTABLE_STATE_DIR": str(TEST_STATE),
+        "IMMUTABLE_PLATFORM_FILE": str(ROOT / "tests" / "platform.yaml"),
+        "AIRFLOW_HOME": str(TEST_STATE / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+)
+sys.path.insert(0, str(ROOT / "plugins"))
+
+
+def require(service: str, available: bool, how: str) -> None:
+    """Skip outside CI when a service is missing; in CI that is a failure, never a skip."""
+    if available:
+        return
+    message = f"{service} is not available: {how}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI must provide it)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    from immutable.localctl import engine_answers
+
+    require("Docker engine", engine_answers(), "start it with `make up` (Debian, root) or set DOCKER_HOST")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh SQLite metadata DB for dag.test()."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
+@pytest.fixture(scope="session")
+def local_platform(docker_engine: None) -> Iterator[None]:
+    """The test platform's registries on fresh storage, and the upstream image; stopped afterwards."""
+    from immutable.config import load_base_spec
+    from immutable.images.upstream import ensure_upstream
+    from immutable.localctl import registry_services
+
+    ensure_upstream(load_base_spec())
+    shutil.rmtree(TEST_STATE / "registry", ignore_errors=True)
+    services = registry_services()
+    for service in services:
+        service.stop()
+        service.start()
+    yield
+    for service in services:
+        service.stop()

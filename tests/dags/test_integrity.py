@@ -1,0 +1,42 @@
+"""Every DAG file imports cleanly, without network or connections, and without heavy modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+PROBE = Path(__file__).with_name("parse_probe.py")
+
+
+def parse(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(PROBE), str(path)], capture_output=True, text=True, env=os.environ.copy(), timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_there_are_dag_files() -> None:
+    assert DAG_FILES, "no DAG files found under dags/"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_parses_cleanly(path: Path) -> None:
+    result = parse(path)
+    assert result["import_errors"] == {}
+    assert result["dag_ids"], f"{path.name} defines no DAG"
+    assert result["heavy_modules"] == [], f"{path.name} imports heavy modules at parse time"
+    for dag_id, facts in result["dags"].items():
+        assert facts["catchup"] is False, dag_id
+        assert facts["tags"], dag_id
+        assert facts["doc_md"], dag_id
+        assert facts["start_date_tz"] in ("UTC", "Timezone('UTC')"), dag_id
+        assert facts["tasks_without_doc"] == [], f"{dag_id}: tasks without a doc"

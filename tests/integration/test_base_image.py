@@ -1,0 +1,180 @@
+"""base_image end to end with dag.test() on the real Docker engine and a real registry."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from immutable.config import load_base_spec, load_platform
+from immutable.registry import RegistryClient
+
+ROOT = Path(__file__).resolve().parents[2]
+OCI = "org.opencontainers.image"
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db")]
+
+
+def run_dag(conf: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "base_image.py"))
+    dag = bag.dags["base_image"]
+    run = dag.test(run_conf=conf)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    return run, states
+
+
+def xcom(run: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == run.dag_id,
+                XComModel.run_id == run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).first()
+        assert row is not None, f"no XCom from {task_id}"
+        return XComModel.deserialize_value(row)
+
+
+def asset_events(run_id: str) -> list[dict[str, Any]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "base-image/candidate", AssetEvent.source_run_id == run_id)
+        ).all()
+        return [dict(e.extra) for e in events]
+
+
+def run_in(image: str, command: str, user: str | None = None) -> tuple[int, str]:
+    from immutable.images.engine import docker_client, run_in_image
+
+    return run_in_image(docker_client(), image, ["sh", "-c", command], user=user)
+
+
+@pytest.fixture(scope="module")
+def first_build() -> dict[str, Any]:
+    run, states = run_dag({"reason": "security", "cves": ["CVE-2026-4242"], "force": True})
+    assert str(run.state) == "success", states
+    assert set(states.values()) == {"success"}, states
+    return {"run": run, "published": xcom(run, "publish")}
+
+
+def test_publish_pushes_by_digest_and_moves_candidate(first_build: dict[str, Any]) -> None:
+    spec, platform = load_base_spec(), load_platform()
+    registry = RegistryClient(platform.build_registry)
+    published = first_build["published"]
+    assert published["digest"].startswith("sha256:")
+    assert registry.manifest_digest(spec.repository, published["digest"]) == published["digest"]
+    assert registry.manifest_digest(spec.repository, "candidate") == published["digest"]
+    assert registry.manifest_digest(spec.repository, published["version"]) == published["digest"]
+
+
+def test_provenance_labels_on_the_pushed_image(first_build: dict[str, Any]) -> None:
+    from immutable.images.upstream import upstream_digest
+
+    spec, platform = load_base_spec(), load_platform()
+    published = first_build["published"]
+    labels = RegistryClient(platform.build_registry).labels(spec.repository, published["digest"])
+    assert labels is not None
+    assert labels[f"{OCI}.version"] == published["version"]
+    assert labels[f"{OCI}.created"].startswith(str(first_build["run"].run_after.date()))
+    assert labels[f"{OCI}.revision"]
+    assert labels[f"{OCI}.base.name"] == spec.upstream.image
+    assert labels[f"{OCI}.base.digest"] == upstream_digest(spec.upstream.image)
+    assert labels["io.immutable.base.reason"] == "security"
+    assert labels["io.immutable.base.cves"] == "CVE-2026-4242"
+
+
+def test_asset_event_carries_digest_version_reason_and_cves(first_build: dict[str, Any]) -> None:
+    published = first_build["published"]
+    events = asset_events(first_build["run"].run_id)
+    assert len(events) == 1
+    extra = events[0]
+    assert extra["digest"] == published["digest"]
+    assert extra["version"] == published["version"]
+    assert extra["reason"] == "security"
+    assert extra["cves"] == ["CVE-2026-4242"]
+
+
+def test_pushed_image_is_hardened(first_build: dict[str, Any]) -> None:
+    from immutable.images.engine import docker_client
+
+    spec = load_base_spec()
+    image = first_build["published"]["image"]
+    docker_client().images.pull(image)
+    assert run_in(image, "id -un") == (0, f"{spec.runtime_user.name}\n")
+    for package in spec.remove_packages:
+        code, _ = run_in(image, f"dpkg-query -W -f='${{Status}}' {package} | grep -q 'ok installed'")
+        assert code != 0, f"{package} should be removed"
+    code, out = run_in(image, r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \)", user="root")
+    assert out.strip() == "", f"setuid files left: {out}"
+    assert run_in(image, "test -r /etc/sysctl.d/60-immutable-net.conf")[0] == 0
+    assert run_in(image, "python3 -c 'import ssl, venv'")[0] == 0
+
+
+def test_package_manifest_is_recorded(first_build: dict[str, Any]) -> None:
+    manifest = xcom(first_build["run"], "record_manifest")
+    body = json.loads(Path(manifest["path"]).read_text())
+    assert body["version"] == first_build["published"]["version"]
+    assert "python3" in body["packages"]
+    assert "e2fsprogs" not in body["packages"]
+    assert manifest["packages"] == len(body["packages"]) > 50
+
+
+def test_second_run_with_nothing_new_skips_then_force_builds_a_new_version(first_build: dict[str, Any]) -> None:
+    spec, platform = load_base_spec(), load_platform()
+    registry = RegistryClient(platform.build_registry)
+    tags_before = registry.tags(spec.repository)
+
+    run, states = run_dag({"reason": "weekly"})
+    assert str(run.state) == "success"
+    assert states["check_updates"] == "success"
+    for task in ("build", "test", "record_manifest", "publish"):
+        assert states[task] == "skipped", states
+    assert registry.tags(spec.repository) == tags_before
+    assert asset_events(run.run_id) == []
+
+    run, states = run_dag({"reason": "manual", "force": True})
+    assert str(run.state) == "success", states
+    published = xcom(run, "publish")
+    first = first_build["published"]
+    assert published["version"] != first["version"]
+    assert tuple(int(p) for p in published["version"].split(".")) > tuple(int(p) for p in first["version"].split("."))
+    assert registry.manifest_digest(spec.repository, "candidate") == published["digest"]
+    # Nothing is deleted: the earlier candidate is still there by version and digest.
+    assert registry.manifest_digest(spec.repository, first["version"]) == first["digest"]
+
+
+def test_a_failing_check_names_itself(first_build: dict[str, Any]) -> None:
+    from immutable.images import base
+    from immutable.images.engine import docker_client
+    from immutable.pipelines import base_image as steps
+
+    # An image that breaks one promise: a setuid binary outside the allowlist.
+    dockerfile = f"FROM {first_build['published']['image']}\nUSER root\nRUN chmod u+s /usr/bin/env\nUSER app\n"
+    image, _ = docker_client().images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True)
+    try:
+        results = base.test_image(image.id, load_base_spec())
+        failed = {r.name: r.detail for r in results if not r.passed}
+        assert list(failed) == ["setuid-audit"]
+        assert "/usr/bin/env" in failed["setuid-audit"]
+        with pytest.raises(base.BaseImageError, match=r"failed 1 check\(s\): setuid-audit") as raised:
+            steps.test({"image_id": image.id, "version": "broken"})
+        assert "Nothing was published" in str(raised.value)
+    finally:
+        docker_client().images.remove(image.id, force=True)
