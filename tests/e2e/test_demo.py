@@ -85,6 +85,9 @@ def test_demo_builds_the_base_prints_where_it_is_and_down_stops_everything(demo_
     assert "nothing new upstream" in again
     assert field(again, "digest") == digest
 
+    status = make("status", demo_env)
+    assert re.search(r"airflow: running, pid \d+", status), status
+
     pids = [int(p.read_text()) for p in (STATE / "run").glob("*.pid")]
     assert len(pids) == 1 + len(REGISTRY_PORTS)  # airflow standalone and the registries, no dockerd
     groups = {pid: {p for p, (_, g) in _process_table().items() if g == pid} for pid in pids}
@@ -96,3 +99,9 @@ def test_demo_builds_the_base_prints_where_it_is_and_down_stops_everything(demo_
         assert not (members | {pid}) & alive, f"processes of group {pid} survived make down"
     for port in [AIRFLOW_PORT, *REGISTRY_PORTS]:
         assert not port_open(port), f"port {port} still open after make down"
+
+
+def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
+    output = make("bench", demo_env)
+    for figure in ("cold build (no cache)", "warm build", "base image size", "common libraries share", "parse time"):
+        assert figure in output, output[-2000:]
