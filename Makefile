@@ -4,10 +4,13 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: setup up airflow-up demo test lint bench down status clean
+.PHONY: setup engine up airflow-up demo test lint bench down status
 
 setup:
 	@scripts/setup.sh
+
+engine: setup
+	@$(PY) -m immutable.localctl engine
 
 up: setup
 	@$(PY) -m immutable.localctl up
@@ -18,14 +21,15 @@ airflow-up: up
 demo: airflow-up
 	@$(PY) -m immutable.demo
 
-test: up
+# The tests start their own registries on their own ports (tests/platform.yaml).
+test: engine
 	@$(MAKE) --no-print-directory lint
 	@.venv/bin/pytest
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
-bench: up
+bench: engine
 	@$(PY) bench/base_build.py
 	@$(PY) bench/dag_parse.py
 

@@ -64,11 +64,13 @@ def airflow_db() -> None:
 @pytest.fixture(scope="session")
 def local_platform(docker_engine: None) -> Iterator[None]:
     """The test platform's registries on fresh storage, and the upstream image; stopped afterwards."""
-    from immutable.config import load_base_spec
+    from immutable.config import load_base_spec, load_platform
     from immutable.images.upstream import ensure_upstream
     from immutable.localctl import registry_services
+    from immutable.signing import ensure_key, key_path
 
     ensure_upstream(load_base_spec())
+    ensure_key(key_path(load_platform()))
     shutil.rmtree(TEST_STATE / "registry", ignore_errors=True)
     services = registry_services()
     for service in services:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from immutable.paths import BASE_SPEC_FILE, PLATFORM_FILE
 
@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 PackageName = Annotated[str, StringConstraints(pattern=PACKAGE_NAME)]
@@ -71,9 +71,43 @@ class LocalPlatform(_Strict):
     state_dir: str = "var"
 
 
+RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
+
+
 class Region(_Strict):
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
+    name: RegionName
     registry_port: int = Field(..., ge=1024, le=65535)
+
+
+class Rollout(_Strict):
+    """Waves of regions: the first wave's single region is the pilot; later waves run in parallel."""
+
+    waves: list[list[RegionName]] = Field(..., min_length=1)
+    synchronized: bool = False  # one flip across all regions at once instead of waves
+
+    @field_validator("waves")
+    @classmethod
+    def _pilot_first(cls, waves: list[list[str]]) -> list[list[str]]:
+        if len(waves[0]) != 1:
+            raise ValueError(f"the first wave is the pilot and must hold exactly one region, got {waves[0]}")
+        flat = [r for wave in waves for r in wave]
+        if len(set(flat)) != len(flat) or any(not wave for wave in waves):
+            raise ValueError(f"each region may appear in one wave only, and no wave may be empty: {waves}")
+        return waves
+
+    @property
+    def regions(self) -> list[str]:
+        return [r for wave in self.waves for r in wave]
+
+
+class CopySettings(_Strict):
+    attempts: int = Field(3, ge=1, le=10)
+    backoff_s: float = Field(2.0, ge=0, le=300)  # seconds; doubles after each failed attempt
+
+
+class Signing(_Strict):
+    key_file: str = "var/keys/release-signing.pem"
+    connection_id: str | None = None
 
 
 class PlatformConfig(_Strict):
@@ -82,6 +116,32 @@ class PlatformConfig(_Strict):
     platform: Literal["local", "aws"] = "local"
     local: LocalPlatform = LocalPlatform()
     regions: list[Region] = Field(..., min_length=1)
+    rollout: Rollout | None = None
+    copy_settings: CopySettings = Field(CopySettings(), alias="copy")
+    signing: Signing = Signing()
+
+    @model_validator(mode="after")
+    def _waves_name_known_regions(self) -> PlatformConfig:
+        known = [r.name for r in self.regions]
+        if self.rollout is not None:
+            unknown = sorted(set(self.rollout.regions) - set(known))
+            if unknown:
+                raise ValueError(f"rollout.waves name regions that are not defined: {unknown}; defined: {known}")
+        return self
+
+    @property
+    def waves(self) -> list[list[str]]:
+        """Configured waves, or the pilot (first region) then all the others in one wave."""
+        if self.rollout is not None:
+            return self.rollout.waves
+        names = [r.name for r in self.regions]
+        return [names[:1], names[1:]] if len(names) > 1 else [names]
+
+    def region(self, name: str) -> Region:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise ConfigError(f"region '{name}' is not defined in the platform; defined: {[r.name for r in self.regions]}")
 
     @field_validator("regions")
     @classmethod

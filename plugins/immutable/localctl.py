@@ -97,6 +97,7 @@ def registry_services() -> list[Service]:
                 run_dir=run_dir(),
                 ready=functools.partial(port_open, port),
                 ready_timeout_s=30,
+                port=port,
             )
         )
     return services
@@ -166,6 +167,7 @@ def airflow_service() -> Service:
         argv=[airflow, "standalone"],
         run_dir=run_dir(),
         ready=airflow_ready,
+        port=AIRFLOW_PORT,
         env=airflow_env(),
         cwd=PROJECT_ROOT,
         ready_timeout_s=240,
@@ -175,11 +177,18 @@ def airflow_service() -> Service:
 # --- commands -----------------------------------------------------------------------------
 
 
-def cmd_up(_: argparse.Namespace) -> None:
+def cmd_engine(_: argparse.Namespace) -> None:
+    """What every command needs: the engine, the upstream image, the signing key."""
     from immutable.images.upstream import ensure_upstream
+    from immutable.signing import ensure_key, key_path
 
     ensure_engine()
     say(f"upstream image: {ensure_upstream(load_base_spec())}")
+    say(f"signing key: {ensure_key(key_path(load_platform()))}")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    cmd_engine(args)
     for service in registry_services():
         say(f"{service.name}: {service.start()}")
 
@@ -187,8 +196,6 @@ def cmd_up(_: argparse.Namespace) -> None:
 def cmd_airflow_up(_: argparse.Namespace) -> None:
     password = airflow_password()
     service = airflow_service()
-    if service.pid() is None and port_open(AIRFLOW_PORT):
-        sys.exit(f"[immutable] port {AIRFLOW_PORT} is taken by another program; stop it or set IMMUTABLE_AIRFLOW_PORT")
     say(f"airflow standalone: {service.start()}")
     say(f"Airflow UI: http://127.0.0.1:{AIRFLOW_PORT}  user: {AIRFLOW_USER}  password: {password}")
 
@@ -223,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="immutable.localctl", description=__doc__)
     sub = parser.add_subparsers(required=True)
     for name, func in {
+        "engine": cmd_engine,
         "up": cmd_up,
         "airflow-up": cmd_airflow_up,
         "down": cmd_down,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TIMEOUT_S = 30.0  # seconds; a local registry answers in milliseconds, a stuck one must not hang a task
 
 
@@ -82,6 +84,93 @@ class RegistryClient:
         if config is None:
             return None
         return dict((config.get("config") or {}).get("Labels") or {})
+
+    def raw_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str] | None:
+        """(exact bytes, media type, digest): copying these bytes keeps the digest identical."""
+        response = self._get(f"/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES})
+        if response.status_code == 404:
+            return None
+        self._raise_for(response, f"read manifest {repository}:{reference}")
+        digest = (
+            response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
+        )
+        return response.content, response.headers["Content-Type"].split(";")[0], digest
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        response = self._get(f"/{repository}/blobs/{digest}", method="HEAD")
+        if response.status_code == 404:
+            return False
+        self._raise_for(response, f"look up blob {digest} in {repository}")
+        return True
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        response = self._get(f"/{repository}/blobs/{digest}")
+        self._raise_for(response, f"read blob {digest} from {repository}")
+        data = bytes(response.content)
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise RegistryError(f"blob {digest} from {self.address}/{repository} does not match its digest")
+        return data
+
+    def upload_blob(self, repository: str, digest: str, data: bytes) -> None:
+        """Monolithic upload: POST for a session, PUT the bytes with their digest."""
+        import httpx
+
+        start = self._get(f"/{repository}/blobs/uploads/", method="POST")
+        self._raise_for(start, f"start a blob upload to {repository}")
+        location = start.headers["Location"]
+        if location.startswith("/"):
+            location = f"{self.base_url.rsplit('/v2', 1)[0]}{location}"
+        separator = "&" if "?" in location else "?"
+        try:
+            response = httpx.put(
+                f"{location}{separator}digest={digest}",
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=TIMEOUT_S * 10,
+            )
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"registry {self.address} failed during the upload of {digest}: {exc}") from exc
+        self._raise_for(response, f"upload blob {digest} to {repository}")
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        import httpx
+
+        try:
+            response = httpx.put(
+                f"{self.base_url}/{repository}/manifests/{reference}",
+                content=body,
+                headers={"Content-Type": media_type},
+                timeout=TIMEOUT_S,
+            )
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"registry {self.address} failed to store manifest {reference}: {exc}") from exc
+        self._raise_for(response, f"store manifest {repository}:{reference}")
+        return str(response.headers.get("Docker-Content-Digest", ""))
+
+    def push_artifact(
+        self, repository: str, tag: str, files: list[tuple[bytes, str, dict[str, str]]], artifact_type: str
+    ) -> str:
+        """Store files as an OCI artifact (an image manifest with an empty config); returns its digest."""
+        empty = b"{}"
+        empty_digest = "sha256:" + hashlib.sha256(empty).hexdigest()
+        if not self.blob_exists(repository, empty_digest):
+            self.upload_blob(repository, empty_digest, empty)
+        layers = []
+        for data, media_type, notes in files:
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if not self.blob_exists(repository, digest):
+                self.upload_blob(repository, digest, data)
+            layers.append({"mediaType": media_type, "digest": digest, "size": len(data), "annotations": notes})
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": len(empty)},
+            "layers": layers,
+        }
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        self.put_manifest(repository, tag, body, OCI_MANIFEST)
+        return "sha256:" + hashlib.sha256(body).hexdigest()
 
     def _raise_for(self, response: Any, action: str) -> None:
         if response.status_code >= 400:

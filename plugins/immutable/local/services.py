@@ -53,6 +53,7 @@ class Service:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     ready_timeout_s: float = 60.0
+    port: int | None = None  # the port it listens on, checked free before starting
 
     @property
     def pid_file(self) -> Path:
@@ -74,6 +75,11 @@ class Service:
         if self.pid() is not None:
             self._wait_ready()
             return "already running"
+        if self.port is not None and port_open(self.port):
+            raise RuntimeError(
+                f"{self.name}: port {self.port} is already taken by a program we did not start; "
+                f"stop it (`ss -ltnp | grep :{self.port}` shows which) or choose another port in the platform file"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
             process = subprocess.Popen(
@@ -98,10 +104,10 @@ class Service:
     def _wait_ready(self, process: subprocess.Popen[bytes] | None = None) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
-            if self.ready():
-                return
             if process is not None and process.poll() is not None:
                 break
+            if self.ready():
+                return
             time.sleep(0.5)
         tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
         raise RuntimeError(f"{self.name} did not become ready within {self.ready_timeout_s:.0f}s; log tail:\n{tail}")

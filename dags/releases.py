@@ -1,0 +1,202 @@
+"""
+One `release_<app>` DAG per app spec in `include/apps/<app>.yaml`.
+
+A spec that does not validate becomes an import error of this file naming the spec's file and
+field; the other apps' DAGs still load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, setup, task, teardown
+
+from immutable.app_spec import SEMVER, AppSpec, load_app_specs
+from immutable.assets import BASE_CANDIDATE, BASE_STABLE
+from immutable.config import ConfigError, load_platform
+
+RELEASE_DOC = """
+### release_{app}: package, bake, sign, test, copy to every region
+
+Turns `{app}` at a version into one immutable, signed image on the **{tier}** tier's base
+(`base-image/{channel}`), proves it in dev and staging, and copies it by digest to every region
+({regions}). Bake once, copy everywhere: every region holds the very same digest.
+
+Trigger with a **version** (semantic version). Left empty, as in runs scheduled by a new
+`base-image/{channel}`, it re-releases the version in production on the new base.
+
+Spec: `include/apps/{app}.yaml`. Failures say what failed, with which values, and what to do.
+"""
+
+
+def release_dag(spec: AppSpec, regions: list[str]) -> DAG:
+    channel_asset = BASE_CANDIDATE if spec.tier == "canary" else BASE_STABLE
+    app = spec.name
+    with DAG(
+        dag_id=f"release_{app}",
+        schedule=[channel_asset],
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["release", f"app:{app}", f"tier:{spec.tier}"],
+        doc_md=RELEASE_DOC.format(
+            app=app, tier=spec.tier, channel=channel_asset.name.split("/")[-1], regions=", ".join(regions)
+        ),
+        default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=15)},
+        params={
+            "version": Param(
+                "",
+                type="string",
+                pattern=f"^$|{SEMVER}",
+                title="Version",
+                description="Semantic version to release, such as 1.2.0. Empty: re-release the production version.",
+            ),
+            "ref": Param(
+                "",
+                type="string",
+                title="Git ref",
+                description="Branch, tag or commit, for apps built from a git URL. Empty: the spec's ref.",
+            ),
+            "note": Param("", type="string", maxLength=500, title="Note", description="Why this release (free text)."),
+        },
+    ) as dag:
+
+        @task(multiple_outputs=False)
+        def validate(**context: Any) -> dict[str, Any]:
+            """Check the spec and the trigger before anything is built; pin the base image by digest."""
+            from immutable.pipelines import release
+
+            events = context.get("triggering_asset_events") or {}
+            try:
+                base_events = [dict(e.extra) for e in events[channel_asset]]
+            except (KeyError, TypeError):
+                base_events = []
+            return release.validate(app, dict(context["params"]), base_events, context["dag_run"].run_after)
+
+        @task(multiple_outputs=False)
+        def package(plan: dict[str, Any]) -> dict[str, Any]:
+            """Build the wheel hermetically in a container from the base image; record its sha256."""
+            from immutable.pipelines import release
+
+            return release.package(plan)
+
+        @task(multiple_outputs=False)
+        def bake(plan: dict[str, Any], packaged: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Install the package onto the base pinned by digest, with provenance labels; push by digest."""
+            from immutable.pipelines import release
+
+            return release.bake(plan, packaged, context["run_id"])
+
+        @task(multiple_outputs=False)
+        def sign(baked: dict[str, Any]) -> dict[str, Any]:
+            """Sign the digest and its provenance (ed25519); every later deploy step verifies it."""
+            from immutable.pipelines import release
+
+            return release.sign(baked)
+
+        @setup
+        @task(multiple_outputs=False)
+        def create_dev_env(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
+            """Start the image in an isolated network as the dev environment."""
+            from immutable.pipelines import release
+
+            return release.create_environment("dev", plan, baked, context["run_id"])
+
+        @task(multiple_outputs=False)
+        def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
+            """Wait for health, then run the spec's smoke checks (HTTP status and body)."""
+            from immutable.pipelines import release
+
+            return release.dev_test(plan, environment)
+
+        @teardown
+        def destroy_dev_env(**context: Any) -> list[str]:
+            """Remove the dev environment, whatever happened in it."""
+            from immutable.pipelines import release
+
+            return release.destroy_environment("dev", app, context["run_id"])
+
+        @setup
+        @task(multiple_outputs=False)
+        def create_staging_env(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
+            """Start the same digest in a staging environment with the staging config."""
+            from immutable.pipelines import release
+
+            return release.create_environment("staging", plan, baked, context["run_id"])
+
+        @task(multiple_outputs=False)
+        def staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+            """Run the spec's staging test command in a container against the app."""
+            from immutable.pipelines import release
+
+            return release.staging_test(plan, environment)
+
+        @teardown
+        def destroy_staging_env(**context: Any) -> list[str]:
+            """Remove the staging environment, whatever happened in it."""
+            from immutable.pipelines import release
+
+            return release.destroy_environment("staging", app, context["run_id"])
+
+        @task(
+            multiple_outputs=False,
+            retries=0,  # the copy retries with backoff itself; see copy.attempts in include/platform.yaml
+            map_index_template="{{ task.op_kwargs['region'] }}",
+            doc_md="Copy the signed image to one region's registry (missing blobs only); verify it there.",
+        )
+        def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> dict[str, Any]:
+            """Copy the signed image to one region's registry (missing blobs only); verify it there."""
+            from immutable.pipelines import release
+
+            return release.copy_to_region(plan, baked, region)
+
+        @task(multiple_outputs=False)
+        def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
+            """Check every region holds the same digest; the release's outcome as XCom."""
+            from immutable.pipelines import release
+
+            return release.summarize(plan, baked, list(copies))
+
+        plan = validate()
+        baked = bake(plan, package(plan))
+        signed = sign(baked)
+
+        dev_env = create_dev_env(plan, baked)
+        signed >> dev_env
+        dev_checked = dev_test(plan, dev_env)
+        dev_checked >> destroy_dev_env()
+
+        staging_env = create_staging_env(plan, baked)
+        dev_checked >> staging_env
+        staging_checked = staging_test(plan, staging_env)
+        staging_checked >> destroy_staging_env()
+
+        copies = copy_to_region.partial(plan=plan, baked=baked).expand(region=regions)
+        staging_checked >> copies
+        summarize(plan, baked, copies)
+    return dag
+
+
+def invalid_specs_dag(errors: dict[str, str]) -> DAG:
+    """A DAG whose validation fails with the spec errors, so they show as this file's import error."""
+    message = "invalid app spec(s) in include/apps/:\n" + "\n".join(errors.values())
+
+    class InvalidAppSpecs(DAG):
+        def validate(self) -> None:
+            raise ConfigError(message)
+
+    return InvalidAppSpecs(
+        dag_id="invalid_app_specs", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")
+    )
+
+
+_platform = load_platform()
+_specs, _errors = load_app_specs()
+for _spec in _specs.values():
+    try:
+        globals()[f"release_{_spec.name}"] = release_dag(_spec, _spec.rollout_regions(_platform))
+    except ConfigError as exc:
+        _errors[f"{_spec.name}.yaml"] = str(exc)
+if _errors:
+    invalid_app_specs = invalid_specs_dag(_errors)

@@ -1,0 +1,1 @@
+"""A small HTTP service to release: health, version, Prometheus metrics and fault knobs."""

@@ -1,0 +1,144 @@
+"""The sample service. Standard library only, so the wheel has no dependencies to fetch.
+
+Fault knobs (from faults.json for this version, overridden by environment variables):
+  SAMPLE_ERROR_RATE        share of requests to / answered with HTTP 500 (0.0 to 1.0)
+  SAMPLE_EXTRA_LATENCY_MS  milliseconds added to every request to /
+  SAMPLE_FAIL_HEALTH       "1" makes /healthz answer 503
+  SAMPLE_FAULT_AFTER_S     faults start this many seconds after start (a regression that appears late)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata, resources
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # seconds
+
+
+def app_version() -> str:
+    return metadata.version("sample-app")
+
+
+@dataclass(frozen=True)
+class Faults:
+    error_rate: float = 0.0
+    extra_latency_ms: float = 0.0
+    fail_health: bool = False
+    after_s: float = 0.0
+
+    @classmethod
+    def load(cls, version: str) -> Faults:
+        table = json.loads(resources.files("sample_app").joinpath("faults.json").read_text())
+        knobs = table.get(version, {})
+        env = os.environ
+        return cls(
+            error_rate=float(env.get("SAMPLE_ERROR_RATE", knobs.get("error_rate", 0.0))),
+            extra_latency_ms=float(env.get("SAMPLE_EXTRA_LATENCY_MS", knobs.get("extra_latency_ms", 0.0))),
+            fail_health=env.get("SAMPLE_FAIL_HEALTH", str(int(knobs.get("fail_health", False)))) == "1",
+            after_s=float(env.get("SAMPLE_FAULT_AFTER_S", knobs.get("after_s", 0.0))),
+        )
+
+
+class Metrics:
+    """Prometheus text-format counters and a latency histogram, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = {}
+        self.buckets = [0] * len(LATENCY_BUCKETS_S)
+        self.count = 0
+        self.total_s = 0.0
+
+    def observe(self, path: str, status: int, elapsed_s: float) -> None:
+        with self._lock:
+            key = (path, str(status))
+            self.requests[key] = self.requests.get(key, 0) + 1
+            for i, bound in enumerate(LATENCY_BUCKETS_S):
+                if elapsed_s <= bound:
+                    self.buckets[i] += 1
+            self.count += 1
+            self.total_s += elapsed_s
+
+    def render(self, version: str) -> str:
+        with self._lock:
+            lines = [
+                "# HELP sample_build_info The running version.",
+                "# TYPE sample_build_info gauge",
+                f'sample_build_info{{version="{version}"}} 1',
+                "# HELP sample_requests_total Requests served, by path and status code.",
+                "# TYPE sample_requests_total counter",
+            ]
+            for (path, status), n in sorted(self.requests.items()):
+                lines.append(f'sample_requests_total{{path="{path}",code="{status}"}} {n}')
+            lines += [
+                "# HELP sample_request_duration_seconds Request latency.",
+                "# TYPE sample_request_duration_seconds histogram",
+            ]
+            for bound, n in zip(LATENCY_BUCKETS_S, self.buckets, strict=True):
+                lines.append(f'sample_request_duration_seconds_bucket{{le="{bound}"}} {n}')
+            lines.append(f'sample_request_duration_seconds_bucket{{le="+Inf"}} {self.count}')
+            lines.append(f"sample_request_duration_seconds_sum {self.total_s:.6f}")
+            lines.append(f"sample_request_duration_seconds_count {self.count}")
+            return "\n".join(lines) + "\n"
+
+
+def make_handler(version: str, faults: Faults, metrics: Metrics, started: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            begin = time.monotonic()
+            faulty = time.monotonic() - started >= faults.after_s
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                failing = faulty and faults.fail_health
+                status, body = (503, "unhealthy\n") if failing else (200, "ok\n")
+            elif path == "/version":
+                status, body = 200, json.dumps({"version": version}) + "\n"
+            elif path == "/metrics":
+                self._send(200, metrics.render(version), "text/plain; version=0.0.4")
+                return
+            elif path == "/":
+                if faulty and faults.extra_latency_ms:
+                    time.sleep(faults.extra_latency_ms / 1000)
+                if faulty and random.random() < faults.error_rate:
+                    status, body = 500, "injected failure\n"
+                else:
+                    status, body = 200, f"hello from sample-app {version}\n"
+            else:
+                status, body = 404, "not found\n"
+            self._send(status, body, "text/plain")
+            metrics.observe(path if status != 404 else "other", status, time.monotonic() - begin)
+
+        def _send(self, status: int, body: str, content_type: str) -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # request logs would drown the container's output; /metrics has the counts
+
+    return Handler
+
+
+def main() -> None:
+    version = app_version()
+    faults = Faults.load(version)
+    port = int(os.environ.get("PORT", "8000"))
+    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(version, faults, Metrics(), time.monotonic()))
+    server.daemon_threads = True
+    print(f"sample-app {version} listening on :{port} with faults {faults}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""App release specs (include/apps/<app>.yaml) and the release trigger form, validated with pydantic.
+
+One spec is one `release_<app>` DAG. A broken spec is reported with its file and field, and never
+stops the other apps' DAGs from loading.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from immutable.config import ConfigError, PlatformConfig, RegionName, _load_yaml, _Strict, parse_model
+from immutable.paths import INCLUDE_DIR, PROJECT_ROOT
+
+APPS_DIR = INCLUDE_DIR / "apps"
+SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z][0-9A-Za-z.-]*)?$"
+GIT_REF = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
+APP_NAME = r"^[a-z][a-z0-9-]{1,30}$"
+
+EnvMap = dict[Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")], str]
+UrlPath = Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")]
+
+
+class GitSource(_Strict):
+    url: Annotated[str, StringConstraints(pattern=r"^(https?|ssh|git|file)://\S+$")]
+    ref: Annotated[str, StringConstraints(pattern=GIT_REF)] = "main"
+
+
+class Source(_Strict):
+    """Exactly one of `path` (a folder inside this repo) or `git` (a URL and ref)."""
+
+    path: str | None = None
+    git: GitSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.path is None) == (self.git is None):
+            raise ValueError("set exactly one of 'path' (a folder in this repo) or 'git' (url and ref)")
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _inside_repo(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        resolved = (PROJECT_ROOT / path).resolve()
+        if not resolved.is_relative_to(PROJECT_ROOT.resolve()):
+            raise ValueError(f"'{path}' is outside the repository; sources must be folders of this repo")
+        if not resolved.is_dir():
+            raise ValueError(f"'{path}' is not a folder of this repo")
+        return path
+
+    def local_dir(self) -> Path | None:
+        return (PROJECT_ROOT / self.path).resolve() if self.path else None
+
+
+class PythonWheelPackaging(_Strict):
+    """Build a wheel (and its dependencies' wheels) in a container from the base image."""
+
+    kind: Literal["python-wheel"]
+    distribution: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+# Later kinds (an OS package, say) join this as a discriminated union on `kind`.
+Packaging = PythonWheelPackaging
+
+
+class Runtime(_Strict):
+    port: int = Field(..., ge=1024, le=65535)
+    command: list[str] = Field(..., min_length=1)
+    health_path: UrlPath = "/healthz"
+    env: EnvMap = Field(default_factory=dict)
+
+
+class SmokeCheck(_Strict):
+    path: UrlPath
+    status: int = Field(200, ge=100, le=599)
+    body_contains: str | None = None  # may use {version}
+
+
+class DevSettings(_Strict):
+    smoke_checks: list[SmokeCheck] = Field(..., min_length=1)
+    env: EnvMap = Field(default_factory=dict)
+
+
+class StagingSettings(_Strict):
+    env: EnvMap = Field(default_factory=dict)
+    test_command: list[str] = Field(..., min_length=1)  # run in a container from the same image; {url} is the app
+
+
+class HealthWait(_Strict):
+    timeout_s: float = Field(60.0, gt=0, le=1800)  # seconds to wait for the health path to answer 200
+
+
+class AppSpec(_Strict):
+    name: Annotated[str, StringConstraints(pattern=APP_NAME)]
+    source: Source
+    packaging: Packaging
+    runtime: Runtime
+    tier: Literal["canary", "critical"]
+    dev: DevSettings
+    staging: StagingSettings
+    health: HealthWait = HealthWait()
+    regions: list[RegionName] | None = None
+    waves: list[list[RegionName]] | None = None
+
+    @property
+    def repository(self) -> str:
+        return f"apps/{self.name}"
+
+    def rollout_waves(self, platform: PlatformConfig) -> list[list[str]]:
+        """This app's waves: its own, else the platform's restricted to its regions."""
+        known = [r.name for r in platform.regions]
+        if self.waves is not None:
+            waves = self.waves
+        else:
+            allowed = set(self.regions or known)
+            waves = [[r for r in wave if r in allowed] for wave in platform.waves]
+            waves = [w for w in waves if w]
+        unknown = sorted({r for w in waves for r in w} - set(known))
+        if unknown:
+            raise ConfigError(f"app '{self.name}': regions {unknown} are not in the platform; defined: {known}")
+        if len(waves[0]) != 1:
+            raise ConfigError(f"app '{self.name}': the first wave is the pilot and must hold one region: {waves[0]}")
+        return waves
+
+    def rollout_regions(self, platform: PlatformConfig) -> list[str]:
+        return [r for wave in self.rollout_waves(platform) for r in wave]
+
+
+class ReleaseParams(_Strict):
+    """The release trigger form. An empty version re-releases what runs in production now."""
+
+    version: str = ""
+    ref: str = ""
+    note: Annotated[str, StringConstraints(max_length=500)] = ""
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, version: str) -> str:
+        if version and not re.fullmatch(SEMVER, version):
+            raise ValueError(
+                "must be a semantic version MAJOR.MINOR.PATCH[-PRERELEASE] such as 1.2.0, "
+                "or empty to re-release the version in production"
+            )
+        return version
+
+    @field_validator("ref")
+    @classmethod
+    def _git_ref(cls, ref: str) -> str:
+        if ref and (not re.fullmatch(GIT_REF, ref) or ".." in ref):
+            raise ValueError("must be a git branch, tag or commit (letters, digits, . _ / -), or empty")
+        return ref
+
+
+def load_app_spec(path: Path) -> AppSpec:
+    spec = parse_model(
+        AppSpec, _load_yaml(path), str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path)
+    )
+    if spec.name != path.stem:
+        raise ConfigError(f"{path.name}: field 'name': '{spec.name}' must match the file name '{path.stem}'")
+    return spec
+
+
+def load_app_specs(apps_dir: Path = APPS_DIR) -> tuple[dict[str, AppSpec], dict[str, str]]:
+    """All specs that validate, and an error message per file that does not."""
+    specs: dict[str, AppSpec] = {}
+    errors: dict[str, str] = {}
+    for path in sorted(apps_dir.glob("*.yaml")):
+        try:
+            spec = load_app_spec(path)
+        except ConfigError as exc:
+            errors[path.name] = str(exc)
+            continue
+        specs[spec.name] = spec
+    return specs, errors
+
+
+def app_spec(name: str, apps_dir: Path = APPS_DIR) -> AppSpec:
+    path = apps_dir / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in apps_dir.glob("*.yaml"))
+        raise ConfigError(f"unknown app '{name}': no {path.name} in {apps_dir}; known apps: {known}")
+    return load_app_spec(path)
+
+
+def parse_release_params(params: dict[str, object]) -> ReleaseParams:
+    known = {k: v for k, v in params.items() if k in ReleaseParams.model_fields}
+    return parse_model(ReleaseParams, known, "release trigger")

@@ -1,0 +1,117 @@
+"""Copy an image, by digest, from one registry to another: only the blobs the target lacks travel.
+
+The manifest's exact bytes are copied, so the target serves the very same digest ("bake once,
+copy everywhere": nothing is rebuilt per region, nothing can drift).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from immutable.registry import RegistryClient, RegistryError
+from immutable.signing import signature_tag
+
+log = logging.getLogger(__name__)
+
+
+class CopyError(RuntimeError):
+    pass
+
+
+@dataclass
+class CopyReport:
+    digest: str
+    pushed_blobs: list[str] = field(default_factory=list)
+    skipped_blobs: list[str] = field(default_factory=list)
+    bytes_pushed: int = 0
+    manifests_pushed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _copy_manifest(
+    source: RegistryClient, target: RegistryClient, repository: str, reference: str, report: CopyReport
+) -> str:
+    found = source.raw_manifest(repository, reference)
+    if found is None:
+        raise CopyError(f"{repository}:{reference} is not in the source registry {source.address}")
+    body, media_type, digest = found
+    manifest = json.loads(body)
+    blobs = [manifest["config"], *manifest.get("layers", [])] if "config" in manifest else []
+    if not blobs:
+        raise CopyError(f"{repository}@{digest} is a {media_type}; only single-platform manifests are copied")
+    for blob in blobs:
+        blob_digest = blob["digest"]
+        if target.blob_exists(repository, blob_digest):
+            report.skipped_blobs.append(blob_digest)
+            continue
+        data = source.blob(repository, blob_digest)
+        target.upload_blob(repository, blob_digest, data)
+        report.pushed_blobs.append(blob_digest)
+        report.bytes_pushed += len(data)
+        log.info("copied blob %s (%d bytes) to %s", blob_digest, len(data), target.address)
+    if target.manifest_digest(repository, digest) != digest:
+        target.put_manifest(repository, digest, body, media_type)
+        report.manifests_pushed += 1
+    return digest
+
+
+def copy_image(
+    source: RegistryClient, target: RegistryClient, repository: str, digest: str, tags: list[str]
+) -> CopyReport:
+    """Copy `repository@digest`, its tags and its signature. Safe to repeat: nothing present is sent."""
+    report = CopyReport(digest=digest)
+    copied = _copy_manifest(source, target, repository, digest, report)
+    if copied != digest:
+        raise CopyError(f"source registry served {copied} for {digest}")
+    body, media_type, _ = source.raw_manifest(repository, digest) or (b"", "", "")
+    for tag in tags:
+        if target.manifest_digest(repository, tag) != digest:
+            target.put_manifest(repository, tag, body, media_type)
+            report.manifests_pushed += 1
+    sig_tag = signature_tag(digest)
+    if source.manifest_digest(repository, sig_tag) is not None:
+        sig_digest = _copy_manifest(source, target, repository, sig_tag, report)
+        if target.manifest_digest(repository, sig_tag) != sig_digest:
+            sig_body, sig_type, _ = source.raw_manifest(repository, sig_tag) or (b"", "", "")
+            target.put_manifest(repository, sig_tag, sig_body, sig_type)
+            report.manifests_pushed += 1
+    served = target.manifest_digest(repository, digest)
+    if served != digest:
+        raise CopyError(f"after the copy {target.address} serves {served} for {repository}@{digest}")
+    return report
+
+
+def copy_with_retries(
+    source: RegistryClient,
+    target: RegistryClient,
+    repository: str,
+    digest: str,
+    tags: list[str],
+    *,
+    region: str,
+    attempts: int,
+    backoff_s: float,
+) -> CopyReport:
+    """Retry transient registry failures with exponential backoff; the last error names the region."""
+    delay = backoff_s
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return copy_image(source, target, repository, digest, tags)
+        except (RegistryError, CopyError) as exc:
+            last = exc
+            log.warning("copy to %s (%s), attempt %d of %d failed: %s", region, target.address, attempt, attempts, exc)
+            if attempt < attempts:
+                time.sleep(delay)
+                delay *= 2
+    raise CopyError(
+        f"copying {repository}@{digest} to region {region} (registry {target.address}) failed after "
+        f"{attempts} attempts: {last}. Check that the region's registry is up (`make status`), then clear "
+        "this task to retry; blobs already copied are not sent again."
+    )

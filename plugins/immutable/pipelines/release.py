@@ -1,0 +1,319 @@
+"""The release_<app> DAGs' task bodies: validate, package, bake, sign, test in dev and staging, copy.
+
+Each takes plain values (from XCom or the task context) and returns JSON-ready dicts. Each is
+safe to run twice: it checks the registries before it pushes, and environments have fixed names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from immutable.app_spec import AppSpec, app_spec, parse_release_params
+from immutable.config import ConfigError, load_base_spec, load_platform
+
+log = logging.getLogger(__name__)
+
+OCI = "org.opencontainers.image"
+LABEL_RUN_ID = "io.immutable.airflow.run-id"
+
+
+class ReleaseError(RuntimeError):
+    pass
+
+
+def base_channel(spec: AppSpec) -> str:
+    return "candidate" if spec.tier == "canary" else "stable"
+
+
+def validate(
+    app: str,
+    params: dict[str, Any],
+    base_events: list[dict[str, Any]],
+    run_after: datetime,
+) -> dict[str, Any]:
+    """Check the spec, the trigger and the inputs before anything is built; pin the base by digest."""
+    from immutable.images import base as base_images
+    from immutable.platforms.interface import images_for
+    from immutable.registry import RegistryClient
+
+    spec = app_spec(app)
+    release = parse_release_params(params)
+    platform, base_spec = load_platform(), load_base_spec()
+    if release.ref and spec.source.git is None:
+        raise ConfigError(
+            f"release trigger: field 'ref': '{release.ref}' was given but app '{app}' builds from the repo folder "
+            f"'{spec.source.path}', which has no refs; leave ref empty"
+        )
+    regions = spec.rollout_regions(platform)
+    images = images_for(platform)
+
+    channel = base_channel(spec)
+    if base_events:
+        event = base_events[-1]
+        base_digest, base_version = str(event["digest"]), str(event["version"])
+        log.info("triggered by base-image/%s %s (%s)", channel, base_version, base_digest)
+    else:
+        build_registry = RegistryClient(platform.build_registry)
+        found = build_registry.manifest_digest(base_spec.repository, channel)
+        if found is None:
+            raise ReleaseError(
+                f"there is no base image on the '{channel}' channel yet, which {spec.tier}-tier apps build on; "
+                + ("run the base_image DAG first" if channel == "candidate" else "run promote_base first")
+            )
+        base_digest = found
+        labels = build_registry.labels(base_spec.repository, base_digest) or {}
+        base_version = labels.get(base_images.LABEL_VERSION, "unknown")
+
+    version = release.version
+    rereleased = False
+    if not version:
+        pilot = regions[0]
+        versions = images.versions_in(pilot, spec.repository)
+        if not versions:
+            raise ConfigError(
+                f"release trigger: field 'version' is empty, which re-releases the version in production, but "
+                f"{app} has no release in {pilot} yet; give a version such as 1.0.0"
+            )
+        version = max(versions, key=_semver_key)
+        rereleased = True
+        log.info("re-releasing %s %s (in production) on base %s", app, version, base_version)
+    plan = {
+        "app": app,
+        "version": version,
+        "rereleased": rereleased,
+        "ref": release.ref,
+        "note": release.note,
+        "regions": regions,
+        "waves": spec.rollout_waves(platform),
+        "repository": spec.repository,
+        "base": {
+            "repository": base_spec.repository,
+            "digest": base_digest,
+            "version": base_version,
+            "image": f"{platform.build_registry}/{base_spec.repository}@{base_digest}",
+            "channel": channel,
+        },
+        "created": run_after.isoformat(),
+    }
+    log.info("release plan:\n%s", json.dumps(plan, indent=2))
+    return plan
+
+
+def _semver_key(version: str) -> tuple[int, int, int, int, str]:
+    core, _, pre = version.partition("-")
+    major, minor, patch = (int(p) for p in core.split("."))
+    return (major, minor, patch, 0 if pre else 1, pre)
+
+
+def package(plan: dict[str, Any]) -> dict[str, Any]:
+    """Build the wheel in a container from the base image; store it as an artifact; record its sha256."""
+    from immutable.images import app as app_images
+    from immutable.images.engine import docker_client
+    from immutable.registry import RegistryClient
+
+    spec, platform, base_spec = app_spec(plan["app"]), load_platform(), load_base_spec()
+    docker_client().images.pull(plan["base"]["image"])
+    with app_images.with_tempdir() as tmp:
+        from pathlib import Path
+
+        tree = app_images.checkout(spec, plan["ref"], Path(tmp))
+        source_tar = app_images.source_archive(tree, plan["version"], base_spec.runtime_user.uid)
+    wheels = app_images.build_wheels(
+        base_ref=plan["base"]["image"], source_tar=source_tar, uid=base_spec.runtime_user.uid
+    )
+    wheel = app_images.app_wheel_name(wheels, spec.packaging.distribution, plan["version"])
+    registry = RegistryClient(platform.build_registry)
+    artifact_repo = f"artifacts/{spec.name}"
+    artifact_digest = app_images.push_wheels(registry, artifact_repo, plan["version"], wheels, wheel)
+    result = {
+        "wheel": wheel,
+        "sha256": app_images.sha256(wheels[wheel]),
+        "dependencies": sorted(n for n in wheels if n != wheel),
+        "artifact": f"{platform.build_registry}/{artifact_repo}@{artifact_digest}",
+        "artifact_repository": artifact_repo,
+        "artifact_digest": artifact_digest,
+        "revision": tree.revision,
+        "source": tree.description,
+    }
+    log.info(
+        "packaged %s %s: %s (%s), stored as %s", spec.name, plan["version"], wheel, result["sha256"], result["artifact"]
+    )
+    return result
+
+
+def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Install the wheel onto the base pinned by digest; label with provenance; push by digest."""
+    from immutable.images import app as app_images
+    from immutable.images import base as base_images
+    from immutable.registry import RegistryClient
+
+    spec, platform, base_spec = app_spec(plan["app"]), load_platform(), load_base_spec()
+    registry = RegistryClient(platform.build_registry)
+    build_tag = f"{plan['version']}-b{plan['base']['version']}"
+    existing = registry.labels(spec.repository, build_tag)
+    if existing is not None and existing.get(LABEL_RUN_ID) == run_id:
+        digest = registry.manifest_digest(spec.repository, build_tag)
+        log.info("already baked by this run as %s; reusing it", digest)
+        return _baked(platform.build_registry, spec.repository, str(digest), existing, [plan["version"], build_tag])
+
+    labels = {
+        f"{OCI}.version": plan["version"],
+        f"{OCI}.revision": packaged["revision"],
+        f"{OCI}.created": plan["created"],
+        f"{OCI}.source": packaged["source"],
+        f"{OCI}.title": spec.name,
+        f"{OCI}.base.name": f"{platform.build_registry}/{plan['base']['repository']}:{plan['base']['version']}",
+        f"{OCI}.base.digest": plan["base"]["digest"],
+        app_images.LABEL_APP: spec.name,
+        app_images.LABEL_ARTIFACT: packaged["sha256"],
+        LABEL_RUN_ID: run_id,
+    }
+    wheels = app_images.fetch_wheels(registry, packaged["artifact_repository"], packaged["artifact_digest"])
+    if app_images.sha256(wheels[packaged["wheel"]]) != packaged["sha256"]:
+        raise ReleaseError(
+            f"artifact {packaged['artifact']} no longer matches sha256 {packaged['sha256']}; package again"
+        )
+    context = app_images.bake_context(
+        spec=spec, base=base_spec, base_ref=plan["base"]["image"], version=plan["version"], wheels=wheels
+    )
+    image_id = app_images.bake(context=context, labels=labels, tag=f"{spec.repository}:{build_tag}")
+    repository = f"{platform.build_registry}/{spec.repository}"
+    digest = base_images.push(image_id, repository, build_tag)
+    moved = base_images.push(image_id, repository, plan["version"])
+    if moved != digest:
+        raise ReleaseError(f"pushing tag {plan['version']} gave {moved}, expected {digest}; rerun bake")
+    log.info("baked %s %s as %s@%s", spec.name, plan["version"], repository, digest)
+    return _baked(platform.build_registry, spec.repository, digest, labels, [plan["version"], build_tag])
+
+
+def _baked(registry: str, repository: str, digest: str, labels: dict[str, str], tags: list[str]) -> dict[str, Any]:
+    return {
+        "repository": repository,
+        "digest": digest,
+        "image": f"{registry}/{repository}@{digest}",
+        "tags": tags,
+        "labels": labels,
+    }
+
+
+def sign(baked: dict[str, Any]) -> dict[str, Any]:
+    """Sign digest + provenance with the pipeline's ed25519 key; store the signature beside the image."""
+    from immutable.images.app import sha256
+    from immutable.platforms.interface import images_for
+    from immutable.registry import RegistryClient
+    from immutable.signing import SignatureError, load_signer, signature_tag
+
+    platform = load_platform()
+    images = images_for(platform)
+    try:
+        images.verify_in(None, baked["repository"], baked["digest"])
+        log.info("%s is already signed with our key", baked["image"])
+    except SignatureError:
+        signer = load_signer(platform)
+        labels = RegistryClient(platform.build_registry).labels(baked["repository"], baked["digest"]) or {}
+        document = json.dumps(signer.sign(baked["repository"], baked["digest"], labels), sort_keys=True).encode()
+        RegistryClient(platform.build_registry).push_artifact(
+            baked["repository"],
+            signature_tag(baked["digest"]),
+            [
+                (
+                    document,
+                    "application/vnd.immutable.signature.v1+json",
+                    {"io.immutable.signed.digest": baked["digest"]},
+                )
+            ],
+            "application/vnd.immutable.signature.v1",
+        )
+        images.verify_in(None, baked["repository"], baked["digest"])
+        log.info("signed %s (signature %s)", baked["image"], sha256(document))
+    return {"digest": baked["digest"], "signature_tag": signature_tag(baked["digest"])}
+
+
+def create_environment(kind: str, plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
+    from immutable import environments
+    from immutable.platforms.interface import images_for
+
+    spec = app_spec(plan["app"])
+    images_for(load_platform()).verify_in(None, baked["repository"], baked["digest"])
+    settings = spec.dev if kind == "dev" else spec.staging
+    name = environments.environment_name(kind, spec.name, run_id)
+    environment = environments.create(name=name, spec=spec, image=baked["image"], env=dict(settings.env))
+    log.info("%s environment %s: %s from %s", kind, name, environment.url, baked["image"])
+    return environment.as_dict()
+
+
+def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
+    from immutable import environments
+
+    spec = app_spec(plan["app"])
+    env = environments.Environment(**environment)
+    results = environments.smoke_checks(env, spec=spec, checks=spec.dev.smoke_checks, version=plan["version"])
+    table = "\n".join(f"{'PASS' if r['passed'] else 'FAIL'}  {r['check']:<20} {r['detail']}" for r in results)
+    log.info("dev smoke checks of %s %s:\n%s", spec.name, plan["version"], table)
+    failed = [r["check"] for r in results if not r["passed"]]
+    if failed:
+        raise ReleaseError(
+            f"dev smoke checks failed for {spec.name} {plan['version']}: {', '.join(failed)}.\n{table}\n"
+            f"app container log (last lines):\n{environments.app_logs(env)}\n"
+            "Nothing was deployed; the dev environment is removed by teardown. Fix the app and release again."
+        )
+    return results
+
+
+def staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+    from immutable import environments
+
+    spec = app_spec(plan["app"])
+    env = environments.Environment(**environment)
+    health = environments.smoke_checks(env, spec=spec, checks=[], version=plan["version"])
+    if not health[0]["passed"]:
+        raise ReleaseError(f"{spec.name} {plan['version']} never became healthy in staging: {health[0]['detail']}")
+    code, output = environments.run_test_command(env, spec.staging.test_command)
+    log.info("staging test command %s exited %d:\n%s", spec.staging.test_command, code, output)
+    if code != 0:
+        raise ReleaseError(
+            f"the staging test failed (exit {code}) for {spec.name} {plan['version']}:\n{output[-2000:]}\n"
+            "Nothing was deployed; the staging environment is removed by teardown."
+        )
+    return {"exit_code": code, "output": output[-2000:]}
+
+
+def destroy_environment(kind: str, app: str, run_id: str) -> list[str]:
+    from immutable import environments
+
+    name = environments.environment_name(kind, app, run_id)
+    removed = environments.destroy(name)
+    log.info("removed %s environment %s: %s", kind, name, removed or "nothing was left")
+    return removed
+
+
+def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> dict[str, Any]:
+    """Copy the signed image to the region's registry; verify digest and signature there."""
+    from immutable.platforms.interface import images_for
+
+    images = images_for(load_platform())
+    images.verify_in(None, baked["repository"], baked["digest"])
+    report = images.copy_to(region, baked["repository"], baked["digest"], baked["tags"])
+    images.verify_in(region, baked["repository"], baked["digest"])
+    log.info(
+        "%s: %s present with a valid signature; %d blob(s) sent (%d bytes), %d already there",
+        region,
+        baked["digest"],
+        len(report["pushed_blobs"]),
+        report["bytes_pushed"],
+        len(report["skipped_blobs"]),
+    )
+    return report
+
+
+def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
+    by_region = {c["region"]: c["digest"] for c in copies}
+    lines = [f"{'region':<12} {'digest':<71} blobs sent"]
+    lines += [f"{c['region']:<12} {c['digest']:<71} {len(c['pushed_blobs'])}" for c in copies]
+    log.info("%s %s is in every region by the same digest:\n%s", plan["app"], plan["version"], "\n".join(lines))
+    if set(by_region.values()) != {baked["digest"]}:
+        raise ReleaseError(f"regions hold different digests: {by_region}; expected {baked['digest']} everywhere")
+    return {"app": plan["app"], "version": plan["version"], "digest": baked["digest"], "regions": by_region}
