@@ -13,9 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from immutable.config import ConfigError, PlatformConfig, RegionName, _load_yaml, _Strict, parse_model
-from immutable.paths import INCLUDE_DIR, PROJECT_ROOT
+from immutable.paths import APPS_DIR, PROJECT_ROOT
 
-APPS_DIR = INCLUDE_DIR / "apps"
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z][0-9A-Za-z.-]*)?$"
 GIT_REF = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 APP_NAME = r"^[a-z][a-z0-9-]{1,30}$"

@@ -11,6 +11,7 @@ INCLUDE_DIR = PROJECT_ROOT / "include"
 BASE_CONTEXT_DIR = INCLUDE_DIR / "base"
 BASE_SPEC_FILE = BASE_CONTEXT_DIR / "base.yaml"
 PLATFORM_FILE = Path(os.environ.get("IMMUTABLE_PLATFORM_FILE", INCLUDE_DIR / "platform.yaml"))
+APPS_DIR = Path(os.environ.get("IMMUTABLE_APPS_DIR", INCLUDE_DIR / "apps"))
 
 
 def state_dir() -> Path:

@@ -16,9 +16,14 @@ DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 PROBE = Path(__file__).with_name("parse_probe.py")
 
 
-def parse(path: Path) -> dict[str, Any]:
+def parse(path: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Parse in a fresh interpreter, so only this file's imports are seen."""
     done = subprocess.run(
-        [sys.executable, str(PROBE), str(path)], capture_output=True, text=True, env=os.environ.copy(), timeout=120
+        [sys.executable, str(PROBE), str(path)],
+        capture_output=True,
+        text=True,
+        env=os.environ | (extra_env or {}),
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))

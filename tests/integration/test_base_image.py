@@ -11,39 +11,16 @@ import pytest
 
 from immutable.config import load_base_spec, load_platform
 from immutable.registry import RegistryClient
+from tests.integration import helpers
+from tests.integration.helpers import xcom
 
-ROOT = Path(__file__).resolve().parents[2]
 OCI = "org.opencontainers.image"
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db")]
 
 
 def run_dag(conf: dict[str, Any]) -> tuple[Any, dict[str, str]]:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "base_image.py"))
-    dag = bag.dags["base_image"]
-    run = dag.test(run_conf=conf)
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    return run, states
-
-
-def xcom(run: Any, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == run.dag_id,
-                XComModel.run_id == run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).first()
-        assert row is not None, f"no XCom from {task_id}"
-        return XComModel.deserialize_value(row)
+    return helpers.run_dag("base_image.py", "base_image", conf)
 
 
 def asset_events(run_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -78,6 +79,25 @@ def checkout(spec: AppSpec, ref: str, workdir: Path) -> SourceTree:
     return SourceTree(target, revision, f"{git.url}@{wanted}")
 
 
+PRE_RELEASE = re.compile(r"^(alpha|a|beta|b|rc|c)[.-]?(\d*)$")
+PEP440_PRE = {"alpha": "a", "a": "a", "beta": "b", "b": "b", "rc": "rc", "c": "rc"}
+
+
+def python_version(semver: str) -> str:
+    """The release's semantic version as a PEP 440 version, which Python packaging requires.
+
+    1.2.0 stays 1.2.0; 1.2.0-rc.1 becomes 1.2.0rc1; any other pre-release label becomes a local
+    version label (1.2.0-hotfix.2 becomes 1.2.0+hotfix.2). The image still reports the semver.
+    """
+    core, _, pre = semver.partition("-")
+    if not pre:
+        return core
+    match = PRE_RELEASE.match(pre)
+    if match:
+        return f"{core}{PEP440_PRE[match.group(1)]}{match.group(2) or 0}"
+    return f"{core}+{re.sub(r'[^A-Za-z0-9]+', '.', pre).strip('.').lower()}"
+
+
 def source_archive(tree: SourceTree, version: str, uid: int) -> bytes:
     """A tar of the source under src/, owned by the build user, with VERSION set to the release's."""
     buffer = io.BytesIO()
@@ -91,7 +111,7 @@ def source_archive(tree: SourceTree, version: str, uid: int) -> bytes:
             return info
 
         tar.add(tree.directory, arcname="src", filter=owned)
-        data = f"{version}\n".encode()
+        data = f"{python_version(version)}\n".encode()
         info = tarfile.TarInfo("src/VERSION")
         info.size, info.uid, info.gid, info.mode = len(data), uid, uid, 0o644
         tar.addfile(info, io.BytesIO(data))
@@ -163,7 +183,7 @@ def build_wheels(*, base_ref: str, source_tar: bytes, uid: int) -> dict[str, byt
 
 
 def app_wheel_name(wheels: dict[str, bytes], distribution: str, version: str) -> str:
-    prefix = f"{distribution.replace('-', '_').lower()}-{version}-"
+    prefix = f"{distribution.replace('-', '_').lower()}-{python_version(version)}-"
     matches = [name for name in wheels if name.lower().startswith(prefix)]
     if len(matches) != 1:
         raise PackagingError(
@@ -207,12 +227,12 @@ USER root
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/app \\
  && /opt/app/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \\
-      --find-links /tmp/wheels "{spec.packaging.distribution}=={version}"
+      --find-links /tmp/wheels "{spec.packaging.distribution}=={python_version(version)}"
 
 FROM {base_ref}
 COPY --from=install --chown=0:0 /opt/app /opt/app
 USER {user.name}
-ENV PORT={spec.runtime.port}
+ENV PORT={spec.runtime.port} APP_VERSION={version}
 EXPOSE {spec.runtime.port}
 CMD {json.dumps(spec.runtime.command)}
 """

@@ -22,7 +22,8 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # seco
 
 
 def app_version() -> str:
-    return metadata.version("sample-app")
+    """The release's version as the pipeline named it (APP_VERSION, set by the bake), else the wheel's."""
+    return os.environ.get("APP_VERSION") or metadata.version("sample-app")
 
 
 @dataclass(frozen=True)

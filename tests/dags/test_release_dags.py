@@ -1,0 +1,86 @@
+"""release_<app> DAGs are generated from include/apps/*.yaml; a bad spec is an import error naming it."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.dags.test_integrity import parse
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASES = ROOT / "dags" / "releases.py"
+
+
+@pytest.fixture(scope="module")
+def dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(RELEASES))
+    assert bag.import_errors == {}
+    return bag.dags["release_sample"]
+
+
+def test_one_dag_per_spec(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "include" / "apps" / "sample.yaml", tmp_path / "sample.yaml")
+    other = yaml.safe_load((tmp_path / "sample.yaml").read_text()) | {"name": "billing", "tier": "critical"}
+    (tmp_path / "billing.yaml").write_text(yaml.safe_dump(other))
+    result = parse(RELEASES, {"IMMUTABLE_APPS_DIR": str(tmp_path)})
+    assert result["import_errors"] == {}
+    assert result["dag_ids"] == ["release_billing", "release_sample"]
+
+
+def test_a_bad_spec_is_an_import_error_naming_file_and_field_and_the_others_load(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "include" / "apps" / "sample.yaml", tmp_path / "sample.yaml")
+    broken = yaml.safe_load((tmp_path / "sample.yaml").read_text()) | {"name": "broken", "tier": "gold"}
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    result = parse(RELEASES, {"IMMUTABLE_APPS_DIR": str(tmp_path)})
+    assert result["dag_ids"] == ["release_sample"]
+    [(path, message)] = result["import_errors"].items()
+    assert path.endswith("releases.py")
+    assert "broken.yaml" in message
+    assert "field 'tier'" in message
+
+
+def test_tasks_in_order_with_setup_and_teardown(dag: Any) -> None:
+    order = ["validate", "package", "bake", "sign", "create_dev_env", "dev_test", "create_staging_env", "staging_test"]
+    for upstream, downstream in itertools.pairwise(order):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert dag.get_task("create_dev_env").is_setup
+    assert dag.get_task("destroy_dev_env").is_teardown
+    assert dag.get_task("destroy_staging_env").is_teardown
+    assert "copy_to_region" in dag.get_task("staging_test").downstream_task_ids
+    assert dag.max_active_runs == 1
+
+
+def test_copies_are_mapped_over_the_rollout_regions(dag: Any) -> None:
+    copy = dag.get_task("copy_to_region")
+    assert copy.op_kwargs_expand_input.value["region"] == ["eu-west", "us-east", "ap-south"]
+
+
+def test_scheduled_on_the_base_asset_of_its_tier(dag: Any) -> None:
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["base-image/candidate"]
+
+
+@pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0.0", "latest"])
+def test_the_form_refuses_a_bad_version(dag: Any, version: str) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict({k: dag.params.get_param(k) for k in dag.params})
+    with pytest.raises(ParamValidationError, match="param version"):
+        params.update({"version": version})
+        params.validate()
+
+
+def test_the_form_accepts_a_version_or_nothing(dag: Any) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict({k: dag.params.get_param(k) for k in dag.params})
+    assert params.validate()["version"] == ""
+    params.update({"version": "1.2.0"})
+    assert params.validate()["version"] == "1.2.0"
