@@ -103,5 +103,14 @@ def test_demo_builds_the_base_prints_where_it_is_and_down_stops_everything(demo_
 
 def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
     output = make("bench", demo_env)
-    for figure in ("cold build (no cache)", "warm build", "base image size", "common libraries share", "parse time"):
+    for figure in (
+        "cold build (no cache)",
+        "warm build",
+        "base image size",
+        "common libraries share",
+        "parse time",
+        "copy wall time, empty regions",
+        "app layer(s) not in the base",
+        "app-only change, warm cache",
+    ):
         assert figure in output, output[-2000:]

@@ -222,12 +222,14 @@ def sha256(data: bytes) -> str:
 def bake_context(*, spec: AppSpec, base: BaseImageSpec, base_ref: str, version: str, wheels: dict[str, bytes]) -> bytes:
     """Dockerfile and wheels as a tar. Two stages, so the wheels never land in a layer of the image."""
     user = base.runtime_user
+    # The app's venv has no pip or setuptools (nothing the service needs; less to ship to every
+    # region): a throwaway tools venv installs into it.
     dockerfile = f"""FROM {base_ref} AS install
 USER root
 COPY wheels/ /tmp/wheels/
-RUN python3 -m venv /opt/app \\
- && /opt/app/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \\
-      --find-links /tmp/wheels "{spec.packaging.distribution}=={python_version(version)}"
+RUN python3 -m venv /tmp/tools && python3 -m venv --without-pip /opt/app \\
+ && /tmp/tools/bin/pip --python /opt/app/bin/python install --no-cache-dir --disable-pip-version-check \\
+      --no-index --find-links /tmp/wheels "{spec.packaging.distribution}=={python_version(version)}"
 
 FROM {base_ref}
 COPY --from=install --chown=0:0 /opt/app /opt/app
@@ -248,10 +250,12 @@ CMD {json.dumps(spec.runtime.command)}
 
 
 def bake(*, context: bytes, labels: dict[str, str], tag: str) -> str:
-    """Build the app image; returns the local image id."""
+    """Build the app image; returns the local image id. The install stage's image is removed after."""
     client = docker_client(timeout_s=BUILD_TIMEOUT_S)
     image_id: str | None = None
     recent: list[str] = []
+    stage_images: list[str] = []  # the last image of each finished stage, from "---> <id>" lines
+    last_step_image: str | None = None
     for chunk in client.api.build(
         fileobj=io.BytesIO(context), custom_context=True, labels=labels, tag=tag, rm=True, forcerm=True, decode=True
     ):
@@ -259,13 +263,30 @@ def bake(*, context: bytes, labels: dict[str, str], tag: str) -> str:
             line = chunk["stream"].rstrip()
             log.info("bake: %s", line)
             recent = [*recent, line][-30:]
+            if line.startswith(" ---> ") and not line.startswith(" ---> Running"):
+                last_step_image = line.removeprefix(" ---> ").strip()
+            if " : FROM " in line and last_step_image is not None:
+                stage_images.append(last_step_image)
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
         if "error" in chunk:
             raise PackagingError(f"bake failed: {chunk['error'].strip()}\n" + "\n".join(recent))
     if image_id is None:
         raise PackagingError("bake ended without an image id; see the bake output above")
+    for stage_image in stage_images:
+        _remove_if_dangling(client, stage_image)
     return image_id
+
+
+def _remove_if_dangling(client: Any, image: str) -> None:
+    """An intermediate stage image nobody tags would otherwise stay behind after every bake."""
+    import docker
+
+    try:
+        if not client.images.get(image).tags:
+            client.images.remove(image, noprune=False)
+    except docker.errors.APIError as exc:  # in use by another build, or already gone: leave it
+        log.info("kept intermediate image %s: %s", image, exc.explanation)
 
 
 def image_labels(image_id: str) -> dict[str, Any]:

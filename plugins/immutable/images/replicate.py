@@ -36,7 +36,8 @@ class CopyReport:
 
 def _copy_manifest(
     source: RegistryClient, target: RegistryClient, repository: str, reference: str, report: CopyReport
-) -> str:
+) -> tuple[bytes, str, str]:
+    """Copy the blobs and the manifest of `reference`; returns (manifest bytes, media type, digest)."""
     found = source.raw_manifest(repository, reference)
     if found is None:
         raise CopyError(f"{repository}:{reference} is not in the source registry {source.address}")
@@ -50,15 +51,14 @@ def _copy_manifest(
         if target.blob_exists(repository, blob_digest):
             report.skipped_blobs.append(blob_digest)
             continue
-        data = source.blob(repository, blob_digest)
-        target.upload_blob(repository, blob_digest, data)
+        sent = source.copy_blob_to(target, repository, blob_digest)
         report.pushed_blobs.append(blob_digest)
-        report.bytes_pushed += len(data)
-        log.info("copied blob %s (%d bytes) to %s", blob_digest, len(data), target.address)
+        report.bytes_pushed += sent
+        log.info("copied blob %s (%d bytes) to %s", blob_digest, sent, target.address)
     if target.manifest_digest(repository, digest) != digest:
         target.put_manifest(repository, digest, body, media_type)
         report.manifests_pushed += 1
-    return digest
+    return body, media_type, digest
 
 
 def copy_image(
@@ -66,19 +66,17 @@ def copy_image(
 ) -> CopyReport:
     """Copy `repository@digest`, its tags and its signature. Safe to repeat: nothing present is sent."""
     report = CopyReport(digest=digest)
-    copied = _copy_manifest(source, target, repository, digest, report)
+    body, media_type, copied = _copy_manifest(source, target, repository, digest, report)
     if copied != digest:
         raise CopyError(f"source registry served {copied} for {digest}")
-    body, media_type, _ = source.raw_manifest(repository, digest) or (b"", "", "")
     for tag in tags:
         if target.manifest_digest(repository, tag) != digest:
             target.put_manifest(repository, tag, body, media_type)
             report.manifests_pushed += 1
     sig_tag = signature_tag(digest)
     if source.manifest_digest(repository, sig_tag) is not None:
-        sig_digest = _copy_manifest(source, target, repository, sig_tag, report)
+        sig_body, sig_type, sig_digest = _copy_manifest(source, target, repository, sig_tag, report)
         if target.manifest_digest(repository, sig_tag) != sig_digest:
-            sig_body, sig_type, _ = source.raw_manifest(repository, sig_tag) or (b"", "", "")
             target.put_manifest(repository, sig_tag, sig_body, sig_type)
             report.manifests_pushed += 1
     served = target.manifest_digest(repository, digest)
