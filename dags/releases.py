@@ -10,18 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, setup, task, teardown
+from airflow.sdk import DAG, Param, TaskGroup, setup, task, teardown
 
 from immutable.app_spec import SEMVER, AppSpec, load_app_specs
-from immutable.assets import BASE_CANDIDATE, BASE_STABLE
-from immutable.config import ConfigError, load_platform
+from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
+from immutable.config import ConfigError, PlatformConfig, load_platform
+from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 
 RELEASE_DOC = """
-### release_{app}: package, bake, sign, test, copy to every region
+### release_{app}: package, bake, sign, test, copy, canary, blue/green, rollback
 
 Turns `{app}` at a version into one immutable, signed image on the **{tier}** tier's base
 (`base-image/{channel}`), proves it in dev and staging, and copies it by digest to every region
 ({regions}). Bake once, copy everywhere: every region holds the very same digest.
+
+Then production, {rollout}: in the pilot region a canary is judged against a freshly launched
+baseline on live metrics; each region launches the new color, flips its load balancer to it and
+watches it with a post-flip gate. Any failed gate flips every region this run touched back to
+the previous color and removes the new fleets; the run fails with the reason.
 
 Trigger with a **version** (semantic version). Left empty, as in runs scheduled by a new
 `base-image/{channel}`, it re-releases the version in production on the new base.
@@ -30,9 +36,17 @@ Spec: `include/apps/{app}.yaml`. Failures say what failed, with which values, an
 """
 
 
-def release_dag(spec: AppSpec, regions: list[str]) -> DAG:
+def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
     channel_asset = BASE_CANDIDATE if spec.tier == "canary" else BASE_STABLE
     app = spec.name
+    regions = spec.rollout_regions(platform)
+    waves = spec.rollout_waves(platform)
+    synchronized = spec.is_synchronized(platform)
+    rollout = (
+        f"the pilot {waves[0][0]} first, then one synchronized flip of all regions"
+        if synchronized
+        else "wave by wave: " + " then ".join("+".join(w) for w in waves)
+    )
     with DAG(
         dag_id=f"release_{app}",
         schedule=[channel_asset],
@@ -41,7 +55,11 @@ def release_dag(spec: AppSpec, regions: list[str]) -> DAG:
         max_active_runs=1,
         tags=["release", f"app:{app}", f"tier:{spec.tier}"],
         doc_md=RELEASE_DOC.format(
-            app=app, tier=spec.tier, channel=channel_asset.name.split("/")[-1], regions=", ".join(regions)
+            app=app,
+            tier=spec.tier,
+            channel=channel_asset.name.split("/")[-1],
+            regions=", ".join(regions),
+            rollout=rollout,
         ),
         default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=15)},
         params={
@@ -153,10 +171,83 @@ def release_dag(spec: AppSpec, regions: list[str]) -> DAG:
 
         @task(multiple_outputs=False)
         def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
-            """Check every region holds the same digest; the release's outcome as XCom."""
+            """Check every region holds the same digest before production is touched."""
             from immutable.pipelines import release
 
             return release.summarize(plan, baked, list(copies))
+
+        @task(multiple_outputs=False)
+        def retire_expired() -> dict[str, list[str]]:
+            """Retire old colors whose rollback window is over (never waits for one still open)."""
+            from immutable.pipelines import production
+
+            return production.retire_expired(app, regions)
+
+        @setup
+        @task(multiple_outputs=False)
+        def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Launch the canary (new image) and a fresh baseline (production image), each with a share."""
+            from immutable.pipelines import production
+
+            return production.prepare_canary(plan, baked, context["run_id"])
+
+        @teardown
+        def end_canary() -> dict[str, Any]:
+            """Give the pilot's traffic back to production and remove canary and baseline, pass or fail."""
+            from immutable.pipelines import production
+
+            return production.end_canary(app, waves[0][0])
+
+        @task(multiple_outputs=False, retries=0)
+        def launch_new_color(
+            plan: dict[str, Any], baked: dict[str, Any], region: str, **context: Any
+        ) -> dict[str, Any]:
+            """Start the new color at full size on the new digest; check its health before any traffic."""
+            from immutable.pipelines import production
+
+            return production.launch_new_color(plan, baked, region, context["run_id"])
+
+        @task(multiple_outputs=False, retries=0)
+        def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Move the load balancer's weight to the new color (in steps); the old color stays, idle."""
+            from immutable.pipelines import production
+
+            return production.flip(plan, launched, context["run_id"])
+
+        @task(multiple_outputs=False, retries=0)
+        def flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]]:
+            """Synchronized rollout: flip every region once all new colors are up and healthy."""
+            from immutable.pipelines import production
+
+            return [production.flip(plan, one, context["run_id"]) for one in launched]
+
+        @task(multiple_outputs=False, trigger_rule="one_failed", retries=0)
+        def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
+            """After any failure: flip back every region this run flipped; remove its new fleets."""
+            from immutable.pipelines import production
+
+            return production.rollback_release(plan, baked, context["run_id"])
+
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def release_leases(**context: Any) -> list[str]:
+            """Let the next release or rollback change this app's traffic."""
+            from immutable.pipelines import production
+
+            return production.release_leases(app, regions, context["run_id"])
+
+        @task(multiple_outputs=False, outlets=[release_asset(app)])
+        def record_release(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Read back what runs where; the release's outcome as XCom and as an Asset event."""
+            from immutable.pipelines import production
+
+            outcome = production.record_release(plan, baked)
+            context["outlet_events"][release_asset(app)].extra = {
+                "version": outcome["version"],
+                "digest": outcome["digest"],
+                "base_digest": plan["base"]["digest"],
+                "regions": sorted(outcome["regions"]),
+            }
+            return outcome
 
         plan = validate()
         baked = bake(plan, package(plan))
@@ -174,7 +265,63 @@ def release_dag(spec: AppSpec, regions: list[str]) -> DAG:
 
         copies = copy_to_region.partial(plan=plan, baked=baked).expand(region=regions)
         staging_checked >> copies
-        summarize(plan, baked, copies)
+        copied = summarize(plan, baked, copies)
+
+        retired = retire_expired()
+        copied >> retired
+        with TaskGroup("canary") as canary_group:
+            canary = prepare_canary(plan, baked)
+            gate = CanaryGateOperator(
+                task_id="analysis",
+                app=app,
+                region=waves[0][0],
+                canary=canary,
+                doc_md="Judge canary against baseline every interval (Mann-Whitney per metric, Kayenta scoring).",
+            )
+            gate >> end_canary().as_teardown(setups=canary)
+        retired >> canary_group
+
+        production_tasks: list[Any] = [gate]
+        previous: Any = gate
+        rollout_groups = [[waves[0][0]], regions] if synchronized else waves
+        for number, wave in enumerate(rollout_groups, start=1):
+            if synchronized and number == 2:
+                wave = [r for r in regions if r != waves[0][0]]
+            if not wave:
+                continue
+            with TaskGroup(f"wave_{number}", tooltip=", ".join(wave)) as group:
+                launched = launch_new_color.partial(plan=plan, baked=baked).expand(region=wave)
+                if synchronized and number > 1:
+                    flipped = flip_all(plan, launched)
+                    gates = PostFlipGateOperator.partial(
+                        task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."
+                    ).expand(flipped=flipped)
+                else:
+                    flipped = flip.partial(plan=plan).expand(launched=launched)
+                    gates = PostFlipGateOperator.partial(
+                        task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."
+                    ).expand(flipped=flipped)
+            previous >> group
+            production_tasks += [launched, flipped, gates]
+            previous = group
+            if number == 1 and spec.approval and len(rollout_groups) > 1:
+                from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+                approve_rollout = ApprovalOperator(
+                    task_id="approve_rollout",
+                    subject=f"Roll {app} out beyond the pilot region {waves[0][0]}?",
+                    body="The canary and the pilot's post-flip gate passed. Approve to continue to the other regions.",
+                    doc_md="A human approves before the rollout leaves the pilot region.",
+                )
+                previous >> approve_rollout
+                production_tasks.append(approve_rollout)
+                previous = approve_rollout
+
+        recorded = record_release(plan, baked)
+        previous >> recorded
+        undo = rollback(plan, baked)
+        production_tasks >> undo
+        [recorded, undo] >> release_leases()
     return dag
 
 
@@ -195,7 +342,7 @@ _platform = load_platform()
 _specs, _errors = load_app_specs()
 for _spec in _specs.values():
     try:
-        globals()[f"release_{_spec.name}"] = release_dag(_spec, _spec.rollout_regions(_platform))
+        globals()[f"release_{_spec.name}"] = release_dag(_spec, _platform)
     except ConfigError as exc:
         _errors[f"{_spec.name}.yaml"] = str(exc)
 if _errors:

@@ -94,6 +94,77 @@ class HealthWait(_Strict):
     timeout_s: float = Field(60.0, gt=0, le=1800)  # seconds to wait for the health path to answer 200
 
 
+QUERY_HELP = "PromQL with $app, $region, $color and $window ($window: the rate window, such as 10s)"
+
+
+class MetricCheck(_Strict):
+    """One canary metric: the same query runs for the canary and the baseline."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+    query: str = Field(..., min_length=1, description=QUERY_HELP)
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    critical: bool = False
+    must_have_data: bool = True
+    group: str = "default"
+    tolerance_rel: float = Field(0.25, ge=0)
+    tolerance_abs: float = Field(0.0, ge=0)
+
+
+class CanarySettings(_Strict):
+    size: int = Field(1, ge=1, le=20)
+    traffic_percent: float = Field(10.0, gt=0, le=25)  # each of canary and baseline takes this share
+    warmup_s: float = Field(60.0, ge=0)
+    interval_s: float = Field(300.0, gt=0)
+    lifetime_s: float = Field(900.0, gt=0)
+    step_s: float = Field(5.0, gt=0)  # one sample per step: interval_s / step_s samples per interval
+    rate_window: Annotated[str, StringConstraints(pattern=r"^\d+[smh]$")] = "30s"
+    confidence: float = Field(0.98, gt=0.5, lt=1)
+    min_samples: int = Field(50, ge=3)
+    pass_score: float = Field(95.0, gt=0, le=100)
+    marginal_score: float = Field(75.0, ge=0, lt=100)
+    group_weights: dict[str, float] = Field(default_factory=dict)
+    metrics: list[MetricCheck] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CanarySettings:
+        if self.lifetime_s < self.interval_s:
+            raise ValueError(f"lifetime_s ({self.lifetime_s}) must be at least interval_s ({self.interval_s})")
+        if self.marginal_score >= self.pass_score:
+            raise ValueError(f"marginal_score ({self.marginal_score}) must be below pass_score ({self.pass_score})")
+        return self
+
+    @property
+    def intervals(self) -> int:
+        return max(1, int(self.lifetime_s // self.interval_s))
+
+
+class ThresholdCheck(_Strict):
+    """A post-flip check on the new color alone: fail when the value goes above `max`."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+    query: str = Field(..., min_length=1, description=QUERY_HELP)
+    max: float
+    must_have_data: bool = True
+
+
+class BlueGreenSettings(_Strict):
+    size: int = Field(2, ge=1, le=50)
+    weight_steps: list[float] = Field(default_factory=lambda: [100.0], min_length=1)
+    step_pause_s: float = Field(10.0, ge=0)
+    post_flip_window_s: float = Field(120.0, gt=0)
+    post_flip_step_s: float = Field(5.0, gt=0)
+    post_flip_failures: int = Field(2, ge=1)  # consecutive bad evaluations before flipping back
+    post_flip_checks: list[ThresholdCheck] = Field(..., min_length=1)
+    rollback_window_s: float = Field(1800.0, ge=0)  # the old color is kept this long without traffic
+
+    @field_validator("weight_steps")
+    @classmethod
+    def _increasing_to_100(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError(f"weight_steps must increase strictly within (0, 100] and end at 100, got {steps}")
+        return steps
+
+
 class AppSpec(_Strict):
     name: Annotated[str, StringConstraints(pattern=APP_NAME)]
     source: Source
@@ -105,6 +176,27 @@ class AppSpec(_Strict):
     health: HealthWait = HealthWait()
     regions: list[RegionName] | None = None
     waves: list[list[RegionName]] | None = None
+    synchronized: bool | None = None  # one flip across all regions; default from the platform's rollout
+    approval: bool = False  # a human approves before the rollout leaves the pilot region
+    canary: CanarySettings
+    bluegreen: BlueGreenSettings
+
+    def for_platform(self, platform: PlatformConfig) -> AppSpec:
+        """This spec with the platform's timing overrides applied (short windows on a laptop or in CI)."""
+        overrides = platform.timing_overrides
+        if overrides is None:
+            return self
+        return self.model_copy(
+            update={
+                "canary": self.canary.model_copy(update=overrides.canary),
+                "bluegreen": self.bluegreen.model_copy(update=overrides.bluegreen),
+            }
+        )
+
+    def is_synchronized(self, platform: PlatformConfig) -> bool:
+        if self.synchronized is not None:
+            return self.synchronized
+        return bool(platform.rollout and platform.rollout.synchronized)
 
     @property
     def repository(self) -> str:

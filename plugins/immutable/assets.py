@@ -6,3 +6,8 @@ from airflow.sdk import Asset
 
 BASE_CANDIDATE = Asset("base-image/candidate")
 BASE_STABLE = Asset("base-image/stable")
+
+
+def release_asset(app: str) -> Asset:
+    """Emitted when a release of `app` is live everywhere; promote_base listens to canary-tier apps'."""
+    return Asset(f"release/{app}")

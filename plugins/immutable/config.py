@@ -67,8 +67,14 @@ class BaseImageSpec(_Strict):
 
 
 class LocalPlatform(_Strict):
+    # Names this platform's containers, so several local platforms (the demo, the tests) can
+    # share one Docker engine without touching each other's fleets.
+    instance: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,15}$")] = "local"
     build_registry_port: int = Field(5500, ge=1024, le=65535)
     state_dir: str = "var"
+    prometheus_port: int = Field(9090, ge=1024, le=65535)
+    # The traffic generator standing for real users: requests per second sent to each region.
+    traffic_rps: float = Field(20.0, gt=0, le=500)
 
 
 RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
@@ -77,6 +83,8 @@ RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")
 class Region(_Strict):
     name: RegionName
     registry_port: int = Field(..., ge=1024, le=65535)
+    lb_port: int = Field(..., ge=1024, le=65535)  # the region's load balancer: where users' requests arrive
+    lb_admin_port: int = Field(..., ge=1024, le=65535)  # its runtime API, stats page and Prometheus exporter
 
 
 class Rollout(_Strict):
@@ -110,6 +118,31 @@ class Signing(_Strict):
     connection_id: str | None = None
 
 
+class TimingOverrides(_Strict):
+    """Applied over every app's canary and bluegreen settings: shorter windows for a laptop or CI."""
+
+    canary: dict[str, float | int | str] = Field(default_factory=dict)
+    bluegreen: dict[str, float | int] = Field(default_factory=dict)
+
+    @field_validator("canary")
+    @classmethod
+    def _canary_keys(cls, values: dict[str, object]) -> dict[str, object]:
+        allowed = {"warmup_s", "interval_s", "lifetime_s", "step_s", "rate_window", "min_samples", "traffic_percent"}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; allowed: {sorted(allowed)}")
+        return values
+
+    @field_validator("bluegreen")
+    @classmethod
+    def _bluegreen_keys(cls, values: dict[str, object]) -> dict[str, object]:
+        allowed = {"size", "step_pause_s", "post_flip_window_s", "post_flip_step_s", "rollback_window_s"}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; allowed: {sorted(allowed)}")
+        return values
+
+
 class PlatformConfig(_Strict):
     """include/platform.yaml: which platform, which regions."""
 
@@ -119,6 +152,7 @@ class PlatformConfig(_Strict):
     rollout: Rollout | None = None
     copy_settings: CopySettings = Field(CopySettings(), alias="copy")
     signing: Signing = Signing()
+    timing_overrides: TimingOverrides | None = None
 
     @model_validator(mode="after")
     def _waves_name_known_regions(self) -> PlatformConfig:
@@ -147,7 +181,7 @@ class PlatformConfig(_Strict):
     @classmethod
     def _unique(cls, regions: list[Region]) -> list[Region]:
         names = [r.name for r in regions]
-        ports = [r.registry_port for r in regions]
+        ports = [p for r in regions for p in (r.registry_port, r.lb_port, r.lb_admin_port)]
         if len(set(names)) != len(names) or len(set(ports)) != len(ports):
             raise ValueError(f"region names and registry ports must be unique: {names} {ports}")
         return regions

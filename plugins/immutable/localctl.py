@@ -187,10 +187,58 @@ def cmd_engine(_: argparse.Namespace) -> None:
     say(f"signing key: {ensure_key(key_path(load_platform()))}")
 
 
+def app_health_paths() -> dict[str, str]:
+    from immutable.app_spec import load_app_specs
+
+    specs, _ = load_app_specs()
+    return {name: spec.runtime.health_path for name, spec in specs.items()}
+
+
+def production_services() -> list[Service]:
+    """Per region a load balancer; once for all, Prometheus and the traffic generator."""
+    from immutable.local.loadbalancer import haproxy_service
+    from immutable.local.prometheus import prometheus_service
+    from immutable.local.traffic import traffic_service
+
+    platform, apps = load_platform(), app_health_paths()
+    services = [haproxy_service(platform, region, apps, state_dir()) for region in platform.regions]
+    services.append(prometheus_service(platform, state_dir()))
+    services.append(traffic_service(platform, state_dir(), list(apps)))
+    for service in services:
+        service.run_dir = run_dir()
+    return services
+
+
+def reconcile_load_balancers() -> None:
+    """After a load balancer (re)starts, put the running fleets back in it with their last shares."""
+    from immutable.local.fleets import LocalFleets, server_name
+    from immutable.local.loadbalancer import LoadBalancer
+
+    platform = load_platform()
+    fleets = LocalFleets(platform, state_dir())
+    for region in platform.regions:
+        lb = LoadBalancer(region, state_dir())
+        for app in app_health_paths():
+            members = fleets.members(app, region.name)
+            by_color: dict[str, int] = {}
+            for member in members:
+                by_color[member.color] = by_color.get(member.color, 0) + 1
+                lb.add_server(app, server_name(member.color, by_color[member.color]), "127.0.0.1", member.port)
+            if members:
+                say(f"{region.name}: {app}: restored shares {lb.restore(app)}")
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     cmd_engine(args)
     for service in registry_services():
         say(f"{service.name}: {service.start()}")
+    restarted = False
+    for service in production_services():
+        outcome = service.start()
+        restarted |= outcome.startswith("started") and service.name.startswith("haproxy")
+        say(f"{service.name}: {outcome}")
+    if restarted:
+        reconcile_load_balancers()
 
 
 def cmd_airflow_up(_: argparse.Namespace) -> None:
@@ -202,7 +250,7 @@ def cmd_airflow_up(_: argparse.Namespace) -> None:
 
 def cmd_down(_: argparse.Namespace) -> None:
     say(f"airflow: {airflow_service().stop()}")
-    for service in registry_services():
+    for service in [*reversed(production_services()), *registry_services()]:
         say(f"{service.name}: {service.stop()}")
     if engine_answers():
         import docker
@@ -215,7 +263,7 @@ def cmd_down(_: argparse.Namespace) -> None:
 
 
 def cmd_status(_: argparse.Namespace) -> None:
-    for service in [engine_service(), *registry_services(), airflow_service()]:
+    for service in [engine_service(), *registry_services(), *production_services(), airflow_service()]:
         pid = service.pid()
         say(f"{service.name}: {'running, pid ' + str(pid) if pid else 'not started by us'}")
 

@@ -46,14 +46,25 @@ def test_base_spec_rejects_unknown_fields(tmp_path: Path) -> None:
 def test_platform_rejects_duplicate_ports(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        {"regions": [{"name": "eu-west", "registry_port": 5501}, {"name": "us-east", "registry_port": 5501}]},
+        {
+            "regions": [
+                {"name": "eu-west", "registry_port": 5501, "lb_port": 8101, "lb_admin_port": 8201},
+                {"name": "us-east", "registry_port": 5501, "lb_port": 8102, "lb_admin_port": 8202},
+            ]
+        },
     )
     with pytest.raises(ConfigError, match="unique"):
         load_platform(path)
 
 
 def test_platform_names_the_allowed_platforms(tmp_path: Path) -> None:
-    path = write(tmp_path, {"platform": "gcp", "regions": [{"name": "eu-west", "registry_port": 5501}]})
+    path = write(
+        tmp_path,
+        {
+            "platform": "gcp",
+            "regions": [{"name": "eu-west", "registry_port": 5501, "lb_port": 8101, "lb_admin_port": 8201}],
+        },
+    )
     with pytest.raises(ConfigError, match=r"field 'platform'.*'local' or 'aws'"):
         load_platform(path)
 

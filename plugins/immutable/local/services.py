@@ -36,12 +36,20 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie still answers kill(0); it is not alive for our purposes.
+    # A zombie still answers kill(0); it is not alive for our purposes. But /proc/<pid>/stat is
+    # the main thread only: a multi-threaded server (HAProxy, Prometheus) whose main thread has
+    # exited can still hold its port from another thread, so every thread is looked at.
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")", 1)[1].split()[0] != "Z"
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return True
+        tasks = [Path(f"/proc/{pid}")]
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().split(")", 1)[1].split()[0] != "Z":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 @dataclass
@@ -119,6 +127,10 @@ class Service:
             return "not running"
         stop_process_group(pid)
         self.pid_file.unlink(missing_ok=True)
+        if self.port is not None:
+            deadline = time.monotonic() + STOP_GRACE_S
+            while port_open(self.port) and time.monotonic() < deadline:
+                time.sleep(0.2)
         return f"stopped (pid {pid})"
 
 

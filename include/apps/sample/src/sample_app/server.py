@@ -5,6 +5,8 @@ Fault knobs (from faults.json for this version, overridden by environment variab
   SAMPLE_EXTRA_LATENCY_MS  milliseconds added to every request to /
   SAMPLE_FAIL_HEALTH       "1" makes /healthz answer 503
   SAMPLE_FAULT_AFTER_S     faults start this many seconds after start (a regression that appears late)
+A JSON file at SAMPLE_FAULTS_FILE (default /tmp/sample-faults.json) with the same keys as
+faults.json's entries overrides them while it exists: a fault injected into a running server.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata, resources
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # seconds
+FAULTS_FILE_CHECK_S = 1.0  # how often the injected-faults file is looked at
 
 
 def app_version() -> str:
@@ -34,10 +37,10 @@ class Faults:
     after_s: float = 0.0
 
     @classmethod
-    def load(cls, version: str) -> Faults:
+    def load(cls, version: str, injected: dict[str, object] | None = None) -> Faults:
         table = json.loads(resources.files("sample_app").joinpath("faults.json").read_text())
-        knobs = table.get(version, {})
-        env = os.environ
+        knobs = table.get(version, {}) | (injected or {})
+        env = {} if injected else os.environ
         return cls(
             error_rate=float(env.get("SAMPLE_ERROR_RATE", knobs.get("error_rate", 0.0))),
             extra_latency_ms=float(env.get("SAMPLE_EXTRA_LATENCY_MS", knobs.get("extra_latency_ms", 0.0))),
@@ -60,6 +63,8 @@ class Metrics:
         with self._lock:
             key = (path, str(status))
             self.requests[key] = self.requests.get(key, 0) + 1
+            if path != "/":
+                return  # the latency histogram is about users' requests, not health checks and scrapes
             for i, bound in enumerate(LATENCY_BUCKETS_S):
                 if elapsed_s <= bound:
                     self.buckets[i] += 1
@@ -78,7 +83,7 @@ class Metrics:
             for (path, status), n in sorted(self.requests.items()):
                 lines.append(f'sample_requests_total{{path="{path}",code="{status}"}} {n}')
             lines += [
-                "# HELP sample_request_duration_seconds Request latency.",
+                "# HELP sample_request_duration_seconds Latency of requests to /.",
                 "# TYPE sample_request_duration_seconds histogram",
             ]
             for bound, n in zip(LATENCY_BUCKETS_S, self.buckets, strict=True):
@@ -89,12 +94,36 @@ class Metrics:
             return "\n".join(lines) + "\n"
 
 
-def make_handler(version: str, faults: Faults, metrics: Metrics, started: float) -> type[BaseHTTPRequestHandler]:
+class FaultSource:
+    """The version's faults, replaced by the injected-faults file while that file exists."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.path = os.environ.get("SAMPLE_FAULTS_FILE", "/tmp/sample-faults.json")
+        self.current = Faults.load(version)
+        self.checked = 0.0
+        self.lock = threading.Lock()
+
+    def get(self) -> Faults:
+        now = time.monotonic()
+        with self.lock:
+            if now - self.checked >= FAULTS_FILE_CHECK_S:
+                self.checked = now
+                try:
+                    with open(self.path) as injected:
+                        self.current = Faults.load(self.version, json.load(injected))
+                except (OSError, ValueError):
+                    self.current = Faults.load(self.version)
+            return self.current
+
+
+def make_handler(version: str, source: FaultSource, metrics: Metrics, started: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
             begin = time.monotonic()
+            faults = source.get()
             faulty = time.monotonic() - started >= faults.after_s
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
@@ -133,11 +162,11 @@ def make_handler(version: str, faults: Faults, metrics: Metrics, started: float)
 
 def main() -> None:
     version = app_version()
-    faults = Faults.load(version)
+    source = FaultSource(version)
     port = int(os.environ.get("PORT", "8000"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(version, faults, Metrics(), time.monotonic()))
+    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(version, source, Metrics(), time.monotonic()))
     server.daemon_threads = True
-    print(f"sample-app {version} listening on :{port} with faults {faults}", flush=True)
+    print(f"sample-app {version} listening on :{port} with faults {source.get()}", flush=True)
     server.serve_forever()
 
 

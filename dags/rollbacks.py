@@ -1,0 +1,73 @@
+"""
+One `rollback_<app>` DAG per app spec: put the previous release back in the chosen regions.
+
+While the previous color is still kept (its rollback window), this is a flip of the load
+balancer back to it: seconds. After the window it redeploys the previous release's image by
+digest with the same blue/green steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from immutable.app_spec import AppSpec, load_app_specs
+from immutable.config import ConfigError, PlatformConfig, load_platform
+
+
+def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
+    app, regions = spec.name, spec.rollout_regions(platform)
+    with DAG(
+        dag_id=f"rollback_{app}",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["rollback", f"app:{app}"],
+        doc_md=__doc__,
+        params={
+            "regions": Param(
+                regions,
+                type="array",
+                items={"type": "string", "enum": regions},
+                minItems=1,
+                title="Regions",
+                description=f"Where to put the previous release back. Allowed: {', '.join(regions)}.",
+            ),
+            "reason": Param("", type="string", maxLength=500, title="Reason", description="Why (free text)."),
+        },
+    ) as dag:
+
+        @task(multiple_outputs=False)
+        def choose_regions(**context: Any) -> list[str]:
+            """Validate the chosen regions against the app's rollout regions."""
+            chosen = list(dict.fromkeys(context["params"]["regions"]))
+            unknown = sorted(set(chosen) - set(regions))
+            if unknown:
+                raise ConfigError(f"rollback trigger: field 'regions': {unknown} are not regions of {app}: {regions}")
+            return chosen
+
+        @task(
+            multiple_outputs=False,
+            retries=0,
+            map_index_template="{{ task.op_kwargs['region'] }}",
+            doc_md="Flip back to the kept color, or redeploy the previous release by digest.",
+        )
+        def rollback_region(region: str, **context: Any) -> dict[str, Any]:
+            from immutable.pipelines import production
+
+            return production.rollback_region(app, region, context["run_id"])
+
+        rollback_region.expand(region=choose_regions())
+    return dag
+
+
+_platform = load_platform()
+_specs, _ = load_app_specs()  # releases.py reports bad specs as its import error
+for _spec in _specs.values():
+    try:
+        globals()[f"rollback_{_spec.name}"] = rollback_dag(_spec, _platform)
+    except ConfigError:
+        continue

@@ -1,0 +1,207 @@
+"""App fleets on the local platform: containers per app, region and color, behind the region's LB.
+
+Names and labels are deterministic (`<instance>-<app>-<region>-<color>-<n>`; labels platform
+instance, app, region, color, version, digest), so every step can look before it acts and a retry never makes a second fleet.
+What runs where is read back from the containers' labels: they are the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from immutable.app_spec import AppSpec
+from immutable.config import PlatformConfig
+from immutable.images.engine import MANAGED_LABEL, docker_client
+
+log = logging.getLogger(__name__)
+
+LABEL_INSTANCE = "io.immutable.platform"
+LABEL_APP = "io.immutable.app.name"
+LABEL_REGION = "io.immutable.region"
+LABEL_COLOR = "io.immutable.color"
+LABEL_VERSION = "io.immutable.version"
+LABEL_DIGEST = "io.immutable.digest"
+LABEL_ROLE = "io.immutable.role"
+COLORS = ("blue", "green", "canary", "baseline")
+HEALTH_POLL_S = 0.5  # seconds between health probes of a starting member
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    color: str
+    port: int  # published on 127.0.0.1
+    version: str
+    digest: str
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def member_name(instance: str, app: str, region: str, color: str, index: int) -> str:
+    return f"{instance}-{app}-{region}-{color}-{index}"
+
+
+def server_name(color: str, index: int) -> str:
+    """The member's name in the load balancer: `<color>-<n>`, which the LB groups shares by."""
+    return f"{color}-{index}"
+
+
+class LocalFleets:
+    def __init__(self, platform: PlatformConfig, state_dir: Path) -> None:
+        self.platform = platform
+        self.state_dir = state_dir
+
+    def _lb(self, region: str) -> Any:
+        from immutable.local.loadbalancer import LoadBalancer
+
+        return LoadBalancer(self.platform.region(region), self.state_dir)
+
+    def members(self, app: str, region: str, color: str | None = None) -> list[Member]:
+        client = docker_client()
+        filters = [
+            f"{LABEL_INSTANCE}={self.platform.local.instance}",
+            f"{LABEL_APP}={app}",
+            f"{LABEL_REGION}={region}",
+            f"{LABEL_ROLE}=fleet",
+        ]
+        if color:
+            filters.append(f"{LABEL_COLOR}={color}")
+        found = []
+        for container in client.containers.list(all=True, filters={"label": filters}):
+            labels = container.labels
+            bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).values()
+            port = next((int(b[0]["HostPort"]) for b in bindings if b), 0)
+            found.append(
+                Member(
+                    name=container.name,
+                    color=labels[LABEL_COLOR],
+                    port=port,
+                    version=labels.get(LABEL_VERSION, ""),
+                    digest=labels.get(LABEL_DIGEST, ""),
+                    status=container.status,
+                )
+            )
+        return sorted(found, key=lambda m: m.name)
+
+    def launch(
+        self, *, spec: AppSpec, region: str, color: str, image: str, digest: str, version: str, size: int
+    ) -> list[Member]:
+        """Start `size` members on `image`, wait until each is healthy, add them to the LB at weight 0.
+
+        Members that already exist on the same digest are kept (a retry); on another digest the
+        color is taken, which is an error: that fleet must be destroyed first.
+        """
+        import docker
+
+        if color not in COLORS:
+            raise FleetError(f"unknown color '{color}'; colors are {COLORS}")
+        client = docker_client()
+        existing = {m.name: m for m in self.members(spec.name, region, color)}
+        clash = [m.name for m in existing.values() if m.digest != digest]
+        if clash:
+            raise FleetError(
+                f"{spec.name} in {region}: the {color} fleet runs another image ({clash}); remove it before "
+                f"launching {digest} as {color}"
+            )
+        client.images.pull(image)
+        for index in range(1, size + 1):
+            name = member_name(self.platform.local.instance, spec.name, region, color, index)
+            if name in existing and existing[name].status == "running":
+                continue
+            if name in existing:
+                client.containers.get(name).remove(force=True)
+            try:
+                client.containers.run(
+                    image,
+                    name=name,
+                    detach=True,
+                    environment={**spec.runtime.env, "PORT": str(spec.runtime.port)},
+                    labels={
+                        MANAGED_LABEL: "true",
+                        LABEL_INSTANCE: self.platform.local.instance,
+                        LABEL_APP: spec.name,
+                        LABEL_REGION: region,
+                        LABEL_COLOR: color,
+                        LABEL_VERSION: version,
+                        LABEL_DIGEST: digest,
+                        LABEL_ROLE: "fleet",
+                    },
+                    ports={f"{spec.runtime.port}/tcp": ("127.0.0.1", None)},
+                )
+            except docker.errors.APIError as exc:
+                raise FleetError(f"could not start {name} from {image}: {exc.explanation}") from exc
+        members = self.members(spec.name, region, color)
+        self.wait_healthy(spec, members)
+        lb = self._lb(region)
+        for index, member in enumerate(members, start=1):
+            lb.add_server(spec.name, server_name(color, index), "127.0.0.1", member.port)
+        self._publish_targets(spec.name, region, color, members)
+        log.info("%s %s %s: %d member(s) healthy on %s", spec.name, region, color, len(members), digest)
+        return members
+
+    def wait_healthy(self, spec: AppSpec, members: list[Member]) -> None:
+        import httpx
+
+        deadline = time.monotonic() + spec.health.timeout_s
+        pending = {m.name: m for m in members}
+        last: dict[str, str] = {}
+        while pending and time.monotonic() < deadline:
+            for name, member in list(pending.items()):
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{member.port}{spec.runtime.health_path}", timeout=2)
+                    last[name] = f"HTTP {response.status_code}"
+                    if response.status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError as exc:
+                    last[name] = str(exc) or type(exc).__name__
+            if pending:
+                time.sleep(HEALTH_POLL_S)
+        if pending:
+            raise FleetError(
+                f"{len(pending)} member(s) never became healthy within {spec.health.timeout_s:.0f}s: "
+                + ", ".join(f"{n} ({last.get(n, 'no answer')})" for n in pending)
+            )
+
+    def destroy(self, app: str, region: str, color: str) -> list[str]:
+        """Take the color out of the LB (drained first), then remove its containers. Idempotent."""
+        lb = self._lb(region)
+        members = self.members(app, region, color)
+        for server in lb.servers(app):
+            if server.name.startswith(f"{color}-"):
+                lb.remove_server(app, server.name)
+        self._remove_targets(app, region, color)
+        client = docker_client()
+        for member in members:
+            client.containers.get(member.name).remove(force=True)
+        if members:
+            log.info("%s %s: removed the %s fleet (%s)", app, region, color, ", ".join(m.name for m in members))
+        return [m.name for m in members]
+
+    def _publish_targets(self, app: str, region: str, color: str, members: list[Member]) -> None:
+        from immutable.local.prometheus import write_targets
+
+        if not members:
+            return
+        write_targets(
+            self.state_dir,
+            app,
+            region,
+            color,
+            [("127.0.0.1", m.port) for m in members],
+            {"version": members[0].version, "digest": members[0].digest},
+        )
+
+    def _remove_targets(self, app: str, region: str, color: str) -> None:
+        from immutable.local.prometheus import remove_targets
+
+        remove_targets(self.state_dir, app, region, color)

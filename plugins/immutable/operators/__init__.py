@@ -1,0 +1,1 @@
+"""Thin operators: validate arguments, call the platform, defer to a trigger, report."""

@@ -1,0 +1,188 @@
+"""Deferrable gate operators. While a gate waits it holds no worker slot: it defers to a trigger
+in the triggerer, then resumes in `execute_complete` to act on the verdict and report it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+GATE_MARGIN_S = 120.0  # seconds of slack on top of a gate's planned duration before it times out
+
+
+class GateFailed(RuntimeError):
+    """A gate judged the release harmful. The message: cause, evidence, what was done, what next."""
+
+
+def _platform_and_spec(app: str) -> tuple[Any, Any]:
+    from immutable.app_spec import app_spec
+    from immutable.config import load_platform
+
+    platform = load_platform()
+    return platform, app_spec(app).for_platform(platform)
+
+
+def _production(platform: Any) -> Any:
+    from immutable.local.production import LocalProduction
+    from immutable.paths import state_dir
+
+    return LocalProduction(platform, state_dir())
+
+
+class CanaryGateOperator(BaseOperator):
+    """Judge the canary against the freshly launched baseline (Kayenta-style) in the pilot region."""
+
+    template_fields: Sequence[str] = ("app", "region", "canary")
+    ui_color = "#f0e4a8"
+
+    def __init__(self, *, app: str, region: str, canary: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not app or not region:
+            raise ValueError("CanaryGateOperator needs app and region")
+        self.app = app
+        self.region = region
+        self.canary = canary  # the prepare task's XCom: {"skipped": bool, ...}
+
+    def execute(self, context: Any) -> Any:
+        from immutable.triggers import CanaryAnalysisTrigger
+
+        if self.canary.get("skipped"):
+            self.log.info("no canary analysis: %s", self.canary.get("reason"))
+            return {"status": "skipped", "reason": self.canary.get("reason")}
+        platform, spec = _platform_and_spec(self.app)
+        settings = spec.canary
+        start_at = time.time() + settings.warmup_s
+        planned_s = settings.warmup_s + settings.intervals * settings.interval_s
+        self.log.info(
+            "judging canary %s against baseline %s: %d interval(s) of %.0fs after %.0fs warmup, %d metric(s)",
+            self.canary["canary_version"],
+            self.canary["baseline_version"],
+            settings.intervals,
+            settings.interval_s,
+            settings.warmup_s,
+            len(settings.metrics),
+        )
+        self.defer(
+            trigger=CanaryAnalysisTrigger(
+                backend=_production(platform).metrics_backend(),
+                metrics=[m.model_dump() for m in settings.metrics],
+                analysis={
+                    "confidence": settings.confidence,
+                    "min_samples": settings.min_samples,
+                    "pass_score": settings.pass_score,
+                    "marginal_score": settings.marginal_score,
+                    "group_weights": dict(settings.group_weights),
+                },
+                labels={"app": self.app, "region": self.region},
+                start_at=start_at,
+                interval_s=settings.interval_s,
+                intervals=settings.intervals,
+                step_s=settings.step_s,
+                rate_window=settings.rate_window,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=planned_s + GATE_MARGIN_S),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from immutable.analysis import IntervalResult, format_table
+
+        tables = []
+        for number, interval in enumerate(event.get("intervals", []), start=1):
+            table = format_table(IntervalResult.from_dict(interval))
+            tables.append(f"interval {number}:\n{table}")
+            self.log.info("canary analysis, interval %d:\n%s", number, table)
+        if event["status"] == "pass":
+            self.log.info("canary passed: %s", event["reason"])
+            return event
+        failing = _failing_metrics(event)
+        cause = (
+            f"The canary of {self.app} {self.canary.get('canary_version')} failed its analysis in {self.region}"
+            + (f" on {', '.join(failing)}" if failing else "")
+            + f": {event['reason']}."
+        )
+        raise GateFailed(
+            "\n".join(
+                [
+                    cause,
+                    *tables,
+                    "Done about it: production traffic stays on the current version "
+                    f"{self.canary.get('baseline_version')}; the canary and baseline fleets are removed by teardown.",
+                    "Next: look at the metric(s) above in the new version, fix it, and release a new version.",
+                ]
+            )
+        )
+
+
+def _failing_metrics(event: dict[str, Any]) -> list[str]:
+    intervals = event.get("intervals") or []
+    if not intervals:
+        return []
+    return [m["name"] for m in intervals[-1]["metrics"] if m.get("counted") and not m.get("passed")]
+
+
+class PostFlipGateOperator(BaseOperator):
+    """Watch the new color after the flip; on a breach flip back at once and remove the new color."""
+
+    template_fields: Sequence[str] = ("app", "flipped")
+    ui_color = "#c8e6c9"
+
+    def __init__(self, *, app: str, flipped: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.flipped = flipped  # the flip task's XCom for one region
+
+    def execute(self, context: Any) -> Any:
+        from immutable.triggers import ThresholdGateTrigger
+
+        platform, spec = _platform_and_spec(self.app)
+        settings = spec.bluegreen
+        region, color = self.flipped["region"], self.flipped["color"]
+        self.log.info(
+            "watching %s in %s (%s) for %.0fs: %s",
+            self.app,
+            region,
+            color,
+            settings.post_flip_window_s,
+            ", ".join(f"{c.name} <= {c.max}" for c in settings.post_flip_checks),
+        )
+        self.defer(
+            trigger=ThresholdGateTrigger(
+                backend=_production(platform).metrics_backend(),
+                checks=[c.model_dump() for c in settings.post_flip_checks],
+                labels={"app": self.app, "region": region, "color": color},
+                start_at=time.time(),
+                window_s=settings.post_flip_window_s,
+                step_s=settings.post_flip_step_s,
+                rate_window=spec.canary.rate_window,
+                failures_allowed=settings.post_flip_failures,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=settings.post_flip_window_s + GATE_MARGIN_S),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from immutable.gates import format_history
+        from immutable.pipelines import production
+
+        region = self.flipped["region"]
+        evidence = format_history(event.get("history") or [])
+        self.log.info("post-flip gate in %s:\n%s", region, evidence)
+        if event["status"] == "pass":
+            return {"region": region, "status": "pass", "reason": event["reason"]}
+        undone = production.flip_back(self.app, self.flipped, reason=event["reason"])
+        raise GateFailed(
+            "\n".join(
+                [
+                    f"The post-flip gate of {self.app} {self.flipped['version']} failed in {region}: "
+                    f"{event['reason']}.",
+                    evidence,
+                    f"Done about it: {undone}",
+                    "Next: the release run fails and every region it flipped is flipped back; fix the new version "
+                    "and release again.",
+                ]
+            )
+        )

@@ -1,0 +1,272 @@
+"""Production steps of release_<app> and rollback_<app>: canary, blue/green flips, rollback.
+
+Every step looks before it acts (what is live, what is kept, which fleet exists), so a retry or
+a resumed run never makes a second fleet or a second flip. Only the holder of an app's lease in
+a region changes its traffic there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from immutable.app_spec import AppSpec, app_spec
+from immutable.config import PlatformConfig, load_platform
+
+log = logging.getLogger(__name__)
+
+
+class ProductionError(RuntimeError):
+    pass
+
+
+def _context(app: str) -> tuple[PlatformConfig, AppSpec, Any]:
+    from immutable.local.production import LocalProduction
+    from immutable.paths import state_dir
+
+    platform = load_platform()
+    if platform.platform != "local":
+        raise ProductionError(f"platform '{platform.platform}' has no production support yet; use 'local'")
+    return platform, app_spec(app).for_platform(platform), LocalProduction(platform, state_dir())
+
+
+def _image_in(platform: PlatformConfig, region: str, repository: str, digest: str) -> str:
+    return f"127.0.0.1:{platform.region(region).registry_port}/{repository}@{digest}"
+
+
+def _verify(platform: PlatformConfig, region: str, repository: str, digest: str) -> dict[str, str]:
+    from immutable.platforms.interface import images_for
+
+    return images_for(platform).verify_in(region, repository, digest)
+
+
+def retire_expired(app: str, regions: list[str]) -> dict[str, list[str]]:
+    """Retire colors kept past their rollback window; never blocks on a window still open."""
+    _, _, production = _context(app)
+    now = time.time()
+    retired = {region: production.retire_expired(app, region, now) for region in regions}
+    log.info("retired old colors: %s", retired)
+    return retired
+
+
+# --- canary ---------------------------------------------------------------------------------
+
+
+def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Launch the canary (new image) and a fresh baseline (production image) and give each a share."""
+    platform, spec, production = _context(plan["app"])
+    pilot = plan["waves"][0][0]
+    production.acquire(spec.name, pilot, run_id)
+    live = production.live(spec.name, pilot)
+    base = {"region": pilot, "canary_version": plan["version"], "canary_digest": baked["digest"]}
+    if live is None:
+        reason = f"{spec.name} has nothing in production in {pilot} yet, so there is no baseline to compare with"
+        return base | {"skipped": True, "reason": reason}
+    if live["digest"] == baked["digest"]:
+        return base | {"skipped": True, "reason": f"{baked['digest']} is already live in {pilot}"}
+    settings = spec.canary
+    for digest in (baked["digest"], live["digest"]):
+        _verify(platform, pilot, spec.repository, digest)
+    for color, digest, version in (
+        ("baseline", live["digest"], live["version"]),
+        ("canary", baked["digest"], plan["version"]),
+    ):
+        production.fleets.launch(
+            spec=spec,
+            region=pilot,
+            color=color,
+            image=_image_in(platform, pilot, spec.repository, digest),
+            digest=digest,
+            version=version,
+            size=settings.size,
+        )
+    share = settings.traffic_percent
+    production.set_shares(spec.name, pilot, {live["color"]: 100 - 2 * share, "canary": share, "baseline": share})
+    return base | {
+        "skipped": False,
+        "live_color": live["color"],
+        "baseline_version": live["version"],
+        "baseline_digest": live["digest"],
+        "share_percent": share,
+    }
+
+
+def end_canary(app: str, pilot: str) -> dict[str, Any]:
+    """Teardown: production takes all the pilot's traffic again; canary and baseline fleets go."""
+    _, _, production = _context(app)
+    live = production.live(app, pilot)
+    if live is not None:
+        production.set_shares(app, pilot, {live["color"]: 100})
+    removed = production.fleets.destroy(app, pilot, "canary") + production.fleets.destroy(app, pilot, "baseline")
+    return {"region": pilot, "live": live, "removed": removed}
+
+
+# --- blue/green -----------------------------------------------------------------------------
+
+
+def launch_new_color(plan: dict[str, Any], baked: dict[str, Any], region: str, run_id: str) -> dict[str, Any]:
+    """Start the new color at full size on the new digest and check its health, without traffic."""
+    from immutable.local.production import other_color
+
+    platform, spec, production = _context(plan["app"])
+    production.acquire(spec.name, region, run_id)
+    _verify(platform, region, spec.repository, baked["digest"])
+    live = production.live(spec.name, region)
+    result = {"region": region, "version": plan["version"], "digest": baked["digest"], "previous": live}
+    if live is not None and live["digest"] == baked["digest"]:
+        return result | {"color": live["color"], "already_live": True}
+    color = other_color(live["color"] if live else None)
+    stale = production.members(spec.name, region, color)
+    if stale and stale[0].digest != baked["digest"]:
+        log.info(
+            "%s %s: replacing the kept %s fleet (%s) with the new release", spec.name, region, color, stale[0].version
+        )
+        production.fleets.destroy(spec.name, region, color)
+    production.fleets.launch(
+        spec=spec,
+        region=region,
+        color=color,
+        image=_image_in(platform, region, spec.repository, baked["digest"]),
+        digest=baked["digest"],
+        version=plan["version"],
+        size=spec.bluegreen.size,
+    )
+    return result | {"color": color, "already_live": False}
+
+
+def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Move the region's traffic to the new color, in the spec's steps; the old color stays, idle."""
+    _, spec, production = _context(plan["app"])
+    region, color, previous = launched["region"], launched["color"], launched["previous"]
+    flipped = {k: launched[k] for k in ("region", "color", "version", "digest", "previous")}
+    if launched["already_live"]:
+        return flipped | {"flipped": False}
+    started = time.monotonic()
+    for number, weight in enumerate(spec.bluegreen.weight_steps, start=1):
+        shares = {color: weight} | ({previous["color"]: 100 - weight} if previous and weight < 100 else {})
+        production.set_shares(spec.name, region, shares)
+        if number < len(spec.bluegreen.weight_steps):
+            time.sleep(spec.bluegreen.step_pause_s)
+            production.fleets.wait_healthy(spec, production.members(spec.name, region, color))
+    production.note_flip(
+        spec.name,
+        region,
+        live={"color": color, "version": launched["version"], "digest": launched["digest"]},
+        previous=previous,
+        rollback_window_s=spec.bluegreen.rollback_window_s,
+        run_id=run_id,
+    )
+    log.info(
+        "%s %s: flipped to %s (%s) in %.1fs", spec.name, region, color, launched["version"], time.monotonic() - started
+    )
+    return flipped | {"flipped": True, "flip_s": time.monotonic() - started}
+
+
+def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
+    """Traffic back to the previous color at once, then the new color removed. Returns what was done."""
+    _, _, production = _context(app)
+    region, previous = flipped["region"], flipped.get("previous")
+    if previous is not None and production.members(app, region, previous["color"]):
+        production.set_shares(app, region, {previous["color"]: 100})
+        production.note_flip_back(app, region, live=previous)
+        done = f"traffic in {region} went back to {previous['color']} ({previous['version']})"
+    else:
+        production.set_shares(app, region, {})
+        done = f"{region} had no previous version; the new one was taken out of traffic"
+    if flipped["color"] != (previous or {}).get("color"):
+        removed = production.fleets.destroy(app, region, flipped["color"])
+        done += f"; removed the {flipped['color']} fleet ({len(removed)} member(s))"
+    log.warning("%s: flipped back because %s: %s", app, reason, done)
+    return done
+
+
+def rollback_release(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
+    """After any failure: every region this run flipped goes back; new fleets and canaries go."""
+    _, _, production = _context(plan["app"])
+    undone: dict[str, str] = {}
+    for region in plan["regions"]:
+        live = production.live(plan["app"], region)
+        record = production.record(plan["app"], region)
+        flipped_by_us = live and live["digest"] == baked["digest"] and record.get("live", {}).get("run_id") == run_id
+        if flipped_by_us:
+            kept = production.kept(plan["app"], region)
+            undone[region] = flip_back(
+                plan["app"],
+                {"region": region, "color": live["color"], "version": plan["version"], "previous": kept},
+                reason="the release failed",
+            )
+        else:
+            removed = []
+            for color in ("blue", "green"):
+                members = production.members(plan["app"], region, color)
+                if members and members[0].digest == baked["digest"] and (not live or live["color"] != color):
+                    removed += production.fleets.destroy(plan["app"], region, color)
+            removed += production.fleets.destroy(plan["app"], region, "canary")
+            removed += production.fleets.destroy(plan["app"], region, "baseline")
+            undone[region] = f"removed {removed}" if removed else "nothing of this release took traffic here"
+    log.warning("rolled back: %s", undone)
+    return undone
+
+
+def release_leases(app: str, regions: list[str], run_id: str) -> list[str]:
+    _, _, production = _context(app)
+    return [region for region in regions if production.release(app, region, run_id)]
+
+
+def record_release(plan: dict[str, Any], baked: dict[str, Any]) -> dict[str, Any]:
+    """The outcome, read back from the platform: what is live and what is kept, per region."""
+    _, _, production = _context(plan["app"])
+    regions = {}
+    for region in plan["regions"]:
+        live = production.live(plan["app"], region)
+        if live is None or live["digest"] != baked["digest"]:
+            raise ProductionError(f"{region} does not run {baked['digest']} after the release: {live}")
+        regions[region] = {"live": live, "kept": production.kept(plan["app"], region)}
+    lines = [f"{'region':<10} {'color':<6} {'version':<10} {'digest':<20} kept for rollback"]
+    for region, state in regions.items():
+        kept = state["kept"]
+        lines.append(
+            f"{region:<10} {state['live']['color']:<6} {state['live']['version']:<10} "
+            f"{state['live']['digest'][:19]:<20} {kept['color'] + ' ' + kept['version'] if kept else '-'}"
+        )
+    log.info("%s %s is live everywhere:\n%s", plan["app"], plan["version"], "\n".join(lines))
+    return {"app": plan["app"], "version": plan["version"], "digest": baked["digest"], "regions": regions}
+
+
+# --- manual rollback ------------------------------------------------------------------------
+
+
+def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
+    """Flip back to the kept color; past its window, redeploy the previous release by digest."""
+    _, spec, production = _context(app)
+    production.acquire(app, region, run_id)
+    try:
+        live = production.live(app, region)
+        if live is None:
+            raise ProductionError(f"{app} runs nothing in {region}; there is nothing to roll back")
+        kept = production.kept(app, region)
+        if kept is not None:
+            production.fleets.wait_healthy(spec, production.members(app, region, kept["color"]))
+            production.set_shares(app, region, {kept["color"]: 100})
+            production.note_flip(
+                app,
+                region,
+                live={k: kept[k] for k in ("color", "version", "digest")},
+                previous={k: live[k] for k in ("color", "version", "digest")},
+                rollback_window_s=spec.bluegreen.rollback_window_s,
+                run_id=run_id,
+            )
+            return {"region": region, "how": "flipped back to the kept color", "from": live, "to": kept}
+        previous = production.record(app, region).get("previous_release") or {}
+        if not previous:
+            raise ProductionError(
+                f"{app} in {region}: no kept color and no earlier release recorded; release the wanted version instead"
+            )
+        launched = launch_new_color(
+            {"app": app, "version": previous["version"]}, {"digest": previous["digest"]}, region, run_id
+        )
+        flipped = flip({"app": app}, launched, run_id)
+        return {"region": region, "how": "redeployed the previous release by digest", "from": live, "to": flipped}
+    finally:
+        production.release(app, region, run_id)

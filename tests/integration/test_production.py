@@ -1,0 +1,190 @@
+"""Production on the local platform, all real: HAProxy per region, Prometheus, a traffic generator,
+app fleets as containers. Releases run through release_sample with dag.test()."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from immutable.config import load_platform
+from tests.conftest import TEST_STATE
+from tests.integration.helpers import run_dag, xcom
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db")]
+
+APP = "sample"
+REGIONS = ["eu-west", "us-east", "ap-south"]
+
+
+def production() -> Any:
+    from immutable.local.production import LocalProduction
+
+    return LocalProduction(load_platform(), TEST_STATE)
+
+
+def live_versions() -> dict[str, str | None]:
+    prod = production()
+    return {region: (prod.live(APP, region) or {}).get("version") for region in REGIONS}
+
+
+def fleet_colors(region: str) -> dict[str, str]:
+    return {m.color: m.version for m in production().members(APP, region)}
+
+
+def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
+    from immutable.local.traffic import failures_between
+
+    return failures_between(TEST_STATE, start, end)
+
+
+@pytest.fixture(scope="module")
+def production_platform() -> Iterator[None]:
+    """Load balancers, Prometheus and the traffic generator of the test platform, from a clean slate."""
+    from immutable.images.engine import docker_client
+    from immutable.localctl import production_services
+
+    client = docker_client()
+    for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
+        container.remove(force=True)
+    for folder in ("production", "haproxy", "prometheus", "traffic"):
+        shutil.rmtree(TEST_STATE / folder, ignore_errors=True)
+    services = production_services()
+    try:
+        for service in services:
+            service.stop()
+            service.start()
+        yield
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+@pytest.fixture(scope="module")
+def base_candidate() -> str:
+    from immutable.config import load_base_spec
+    from immutable.registry import RegistryClient
+
+    spec = load_base_spec()
+    build = RegistryClient(load_platform().build_registry)
+    if build.manifest_digest(spec.repository, "candidate") is None:
+        run, states = run_dag("base_image.py", "base_image", {"reason": "manual", "force": True})
+        assert str(run.state) == "success", states
+    digest = build.manifest_digest(spec.repository, "candidate")
+    assert digest is not None
+    return digest
+
+
+@pytest.fixture(scope="module")
+def two_good_releases(production_platform: None, base_candidate: str) -> dict[str, Any]:
+    first, states = run_dag("releases.py", "release_sample", {"version": "1.0.0"})
+    assert str(first.state) == "success", states
+    started = time.time()
+    second, states = run_dag("releases.py", "release_sample", {"version": "1.1.0"})
+    ended = time.time()
+    assert str(second.state) == "success", states
+    return {"first": first, "second": second, "states": states, "window": (started, ended)}
+
+
+def test_the_first_release_has_no_baseline_so_no_canary(two_good_releases: dict[str, Any]) -> None:
+    canary = xcom(two_good_releases["first"], "canary.analysis")
+    assert canary["status"] == "skipped"
+    assert "no baseline" in canary["reason"]
+
+
+def test_a_good_release_passes_the_canary_and_flips_every_region(two_good_releases: dict[str, Any]) -> None:
+    canary = xcom(two_good_releases["second"], "canary.analysis")
+    assert canary["status"] == "pass", canary
+    assert live_versions() == dict.fromkeys(REGIONS, "1.1.0")
+    outcome = xcom(two_good_releases["second"], "record_release")
+    for region in REGIONS:
+        assert outcome["regions"][region]["live"]["version"] == "1.1.0"
+        # The old color is kept, without traffic, for the rollback window.
+        assert outcome["regions"][region]["kept"]["version"] == "1.0.0"
+        assert sorted(fleet_colors(region).values()) == ["1.0.0", "1.1.0"]
+        shares = production().shares(APP, region)
+        assert shares[outcome["regions"][region]["live"]["color"]] == pytest.approx(100)
+
+
+def test_no_user_request_failed_during_the_good_release(two_good_releases: dict[str, Any]) -> None:
+    from immutable.local.traffic import read_stats
+
+    start, end = two_good_releases["window"]
+    assert failed_requests(start, end) == []
+    stats = read_stats(TEST_STATE)
+    assert stats, "the traffic generator wrote no statistics"
+
+
+def test_a_bad_release_is_stopped_by_the_canary(two_good_releases: dict[str, Any], capfd: Any) -> None:
+    before = {region: fleet_colors(region) for region in REGIONS}
+    run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # 30% errors, +40 ms
+    output = capfd.readouterr()
+    assert str(run.state) == "failed"
+    assert states["canary.analysis"] == "failed"
+    assert states["canary.end_canary"] == "success"
+    assert states["wave_1.launch_new_color[0]"] == "upstream_failed"
+    assert states["rollback"] == "success"
+    assert "failed its analysis in eu-west on error_rate" in output.out + output.err
+    assert live_versions() == dict.fromkeys(REGIONS, "1.1.0")
+    after = {region: fleet_colors(region) for region in REGIONS}
+    assert after == before, "canary, baseline or a new color was left behind"
+
+
+def test_a_post_flip_regression_flips_back_within_seconds(two_good_releases: dict[str, Any]) -> None:
+    from immutable.operators.gates import GateFailed, PostFlipGateOperator
+    from immutable.pipelines import production as steps
+    from immutable.registry import RegistryClient
+    from immutable.triggers import ThresholdGateTrigger
+
+    platform = load_platform()
+    region = "us-east"
+    digest = RegistryClient(f"127.0.0.1:{platform.region(region).registry_port}").manifest_digest(
+        "apps/sample", "1.2.0"
+    )
+    assert digest, "1.2.0 was copied to every region by the bad release"
+    plan = {"app": APP, "version": "1.2.0"}
+    launched = steps.launch_new_color(plan, {"digest": digest}, region, "test-post-flip")
+    flipped = steps.flip(plan, launched, "test-post-flip")
+    assert live_versions()[region] == "1.2.0"
+    operator = PostFlipGateOperator(task_id="gate", app=APP, flipped=flipped)
+    spec_checks = __import__("immutable.app_spec", fromlist=["app_spec"]).app_spec(APP).for_platform(platform)
+
+    async def first_event() -> dict[str, Any]:
+        trigger = ThresholdGateTrigger(
+            backend=production().metrics_backend(),
+            checks=[c.model_dump() for c in spec_checks.bluegreen.post_flip_checks],
+            labels={"app": APP, "region": region, "color": flipped["color"]},
+            start_at=time.time(),
+            window_s=60,
+            step_s=1,
+            rate_window=spec_checks.canary.rate_window,
+            failures_allowed=2,
+        )
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "fail", event
+    assert "error_rate" in event["reason"]
+    with pytest.raises(GateFailed, match="went back to"):
+        operator.execute_complete({}, event)
+    flipped_back_s = time.time() - event["failed_at"]
+    assert flipped_back_s < 10, f"flipping back took {flipped_back_s:.1f}s"
+    assert live_versions()[region] == "1.1.0"
+    assert "1.2.0" not in fleet_colors(region).values()
+    production().release(APP, region, "test-post-flip")
+
+
+def test_the_rollback_dag_restores_the_previous_version(two_good_releases: dict[str, Any]) -> None:
+    run, states = run_dag("rollbacks.py", "rollback_sample", {"regions": REGIONS, "reason": "test"})
+    assert str(run.state) == "success", states
+    assert live_versions() == dict.fromkeys(REGIONS, "1.0.0")
+    for index, region in enumerate(REGIONS):
+        done = xcom(run, "rollback_region", map_index=index)
+        assert done["how"] == "flipped back to the kept color"
+        assert done["to"]["version"] == "1.0.0"
