@@ -228,9 +228,10 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.rollback_release(plan, baked, context["run_id"])
 
-        @task(multiple_outputs=False, trigger_rule="all_done")
+        @teardown
         def release_leases(**context: Any) -> list[str]:
-            """Let the next release or rollback change this app's traffic."""
+            """Let the next release or rollback change this app's traffic (a teardown: always runs,
+            and does not decide the run's state, which the release and rollback tasks do)."""
             from immutable.pipelines import production
 
             return production.release_leases(app, regions, context["run_id"])

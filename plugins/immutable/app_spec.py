@@ -151,6 +151,8 @@ class BlueGreenSettings(_Strict):
     size: int = Field(2, ge=1, le=50)
     weight_steps: list[float] = Field(default_factory=lambda: [100.0], min_length=1)
     step_pause_s: float = Field(10.0, ge=0)
+    # Before judging the new color, let its metrics fill a rate window; an empty window is no data.
+    post_flip_warmup_s: float = Field(30.0, ge=0)
     post_flip_window_s: float = Field(120.0, gt=0)
     post_flip_step_s: float = Field(5.0, gt=0)
     post_flip_failures: int = Field(2, ge=1)  # consecutive bad evaluations before flipping back

@@ -136,7 +136,14 @@ class TimingOverrides(_Strict):
     @field_validator("bluegreen")
     @classmethod
     def _bluegreen_keys(cls, values: dict[str, object]) -> dict[str, object]:
-        allowed = {"size", "step_pause_s", "post_flip_window_s", "post_flip_step_s", "rollback_window_s"}
+        allowed = {
+            "size",
+            "step_pause_s",
+            "post_flip_warmup_s",
+            "post_flip_window_s",
+            "post_flip_step_s",
+            "rollback_window_s",
+        }
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"unknown keys {unknown}; allowed: {sorted(allowed)}")

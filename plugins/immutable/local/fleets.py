@@ -172,13 +172,17 @@ class LocalFleets:
                 + ", ".join(f"{n} ({last.get(n, 'no answer')})" for n in pending)
             )
 
-    def destroy(self, app: str, region: str, color: str) -> list[str]:
-        """Take the color out of the LB (drained first), then remove its containers. Idempotent."""
+    def destroy(self, app: str, region: str, color: str, *, force: bool = False) -> list[str]:
+        """Take the color out of the LB (drained first), then remove its containers. Idempotent.
+
+        `force` allows removing the color that carries the app's last traffic in the region (a
+        first release that failed: the region goes back to running nothing of the app).
+        """
         lb = self._lb(region)
         members = self.members(app, region, color)
         for server in lb.servers(app):
             if server.name.startswith(f"{color}-"):
-                lb.remove_server(app, server.name)
+                lb.remove_server(app, server.name, force=force)
         self._remove_targets(app, region, color)
         client = docker_client()
         for member in members:

@@ -120,9 +120,12 @@ class LocalProduction:
                 record["previous_release"] = previous
 
     def note_flip_back(self, app: str, region: str, *, live: dict[str, Any]) -> None:
+        """The failed flip is undone: the kept color (if it still runs) and the earlier release return."""
         with self._locked(app, region) as record:
-            record["live"] = live | {"since": time.time(), "run_id": "rollback"}
-            record["previous"] = None
+            before = record.pop("before_flip", None) or {}
+            record["live"] = live | {"since": time.time(), "run_id": "flip-back"}
+            record["previous"] = before.get("previous")
+            record["previous_release"] = before.get("previous_release")
 
     def retire_expired(self, app: str, region: str, now: float) -> list[str]:
         """Remove the kept color once its rollback window is over (never the live one)."""

@@ -154,14 +154,14 @@ class PostFlipGateOperator(BaseOperator):
                 backend=_production(platform).metrics_backend(),
                 checks=[c.model_dump() for c in settings.post_flip_checks],
                 labels={"app": self.app, "region": region, "color": color},
-                start_at=time.time(),
+                start_at=time.time() + settings.post_flip_warmup_s,
                 window_s=settings.post_flip_window_s,
                 step_s=settings.post_flip_step_s,
                 rate_window=spec.canary.rate_window,
                 failures_allowed=settings.post_flip_failures,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=settings.post_flip_window_s + GATE_MARGIN_S),
+            timeout=timedelta(seconds=settings.post_flip_warmup_s + settings.post_flip_window_s + GATE_MARGIN_S),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:

@@ -172,10 +172,9 @@ def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
         production.note_flip_back(app, region, live=previous)
         done = f"traffic in {region} went back to {previous['color']} ({previous['version']})"
     else:
-        production.set_shares(app, region, {})
-        done = f"{region} had no previous version; the new one was taken out of traffic"
+        done = f"{region} had no previous version, so the app was taken out of it, as it was before"
     if flipped["color"] != (previous or {}).get("color"):
-        removed = production.fleets.destroy(app, region, flipped["color"])
+        removed = production.fleets.destroy(app, region, flipped["color"], force=previous is None)
         done += f"; removed the {flipped['color']} fleet ({len(removed)} member(s))"
     log.warning("%s: flipped back because %s: %s", app, reason, done)
     return done

@@ -121,7 +121,7 @@ def make_handler(version: str, source: FaultSource, metrics: Metrics, started: f
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        def do_GET(self) -> None:
             begin = time.monotonic()
             faults = source.get()
             faulty = time.monotonic() - started >= faults.after_s
