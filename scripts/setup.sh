@@ -13,6 +13,8 @@ declare -A NEEDED=(
     [debootstrap]=debootstrap
     [git]=git
     [iptables]=iptables
+    [haproxy]=haproxy
+    [prometheus]=prometheus
 )
 
 missing_programs=()

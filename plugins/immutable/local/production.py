@@ -113,6 +113,8 @@ class LocalProduction:
         run_id: str,
     ) -> None:
         with self._locked(app, region) as record:
+            # What a flip back must restore: the record as it was before this flip.
+            record["before_flip"] = {k: record.get(k) for k in ("live", "previous", "previous_release")}
             record["live"] = live | {"since": time.time(), "run_id": run_id}
             record["previous"] = previous | {"retire_after": time.time() + rollback_window_s} if previous else None
             if previous:
