@@ -1,7 +1,8 @@
 """App fleets on the local platform: containers per app, region and color, behind the region's LB.
 
 Names and labels are deterministic (`<instance>-<app>-<region>-<color>-<n>`; labels platform
-instance, app, region, color, version, digest), so every step can look before it acts and a retry never makes a second fleet.
+instance, app, region, color, version, digest), so every step can look before it acts and a
+retry never makes a second fleet.
 What runs where is read back from the containers' labels: they are the truth.
 """
 
