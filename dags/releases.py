@@ -90,7 +90,12 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 base_events = [dict(e.extra) for e in events[channel_asset]]
             except (KeyError, TypeError):
                 base_events = []
-            return release.validate(app, dict(context["params"]), base_events, context["dag_run"].run_after)
+            try:
+                return release.validate(app, dict(context["params"]), base_events, context["dag_run"].run_after)
+            except release.NothingToRelease as exc:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(str(exc)) from exc
 
         @task(multiple_outputs=False)
         def package(plan: dict[str, Any]) -> dict[str, Any]:

@@ -79,3 +79,25 @@ def local_platform(docker_engine: None) -> Iterator[None]:
     yield
     for service in services:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def production_platform(local_platform: None) -> Iterator[None]:
+    """Load balancers, Prometheus and the traffic generator of the test platform, from a clean slate."""
+    from immutable.images.engine import docker_client
+    from immutable.localctl import production_services
+
+    client = docker_client()
+    for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
+        container.remove(force=True)
+    for folder in ("production", "haproxy", "prometheus", "traffic"):
+        shutil.rmtree(TEST_STATE / folder, ignore_errors=True)
+    services = production_services()
+    try:
+        for service in services:
+            service.stop()
+            service.start()
+        yield
+    finally:
+        for service in reversed(services):
+            service.stop()

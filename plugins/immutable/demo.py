@@ -1,5 +1,8 @@
-"""`make demo`: run the base-image pipeline through Airflow's REST API and show where things are.
+"""`make demo`: the whole story through Airflow's REST API, with live progress in the terminal.
 
+Builds the base image, releases the sample app 1.0.0 and 1.1.0 across every region, then a bad
+1.2.0 that the canary stops and rolls back, and ends with what runs where. A second run reuses
+what is there: versions already released are not released again.
 Expects the embedded Airflow and the local platform to be up (`make demo` starts them first).
 """
 
@@ -18,20 +21,44 @@ def show(message: str) -> None:
     print(message, flush=True)
 
 
-def run_base_image(api: AirflowApi) -> dict[str, object]:
-    api.wait_for_dag("base_image")
-    api.unpause("base_image")
-    run_id = api.trigger_ok("base_image", {"reason": "manual"})
-    show(f"\nbase_image: triggered run {run_id}")
+APP = "sample"
+GOOD_VERSIONS = ("1.0.0", "1.1.0")
+BAD_VERSION = "1.2.0"  # turns bad 15 s after it starts: passes dev and staging, fails the canary
+
+
+def run_and_follow(api: AirflowApi, dag_id: str, conf: dict[str, object]) -> tuple[str, str, dict[str, str]]:
+    """Trigger, then print each task's state as it changes; returns (run id, state, task states)."""
+    run_id = api.trigger_ok(dag_id, conf)
+    show(f"\n{dag_id} {conf}: run {run_id}")
     started = time.monotonic()
 
     def on_change(task: str, state: str) -> None:
         if state in ("none", "scheduled", "queued"):
             return
-        show(f"  {time.monotonic() - started:6.0f}s  {task:<18} {STATE_MARK.get(state, state)}")
+        note = "  (waiting in the triggerer, no worker slot held)" if state == "deferred" else ""
+        show(f"  {time.monotonic() - started:6.0f}s  {task:<32} {STATE_MARK.get(state, state)}{note}")
 
-    state = api.wait_for_run("base_image", run_id, on_change=on_change)
-    states = api.task_states("base_image", run_id)
+    state = api.wait_for_run(dag_id, run_id, on_change=on_change)
+    return run_id, state, api.task_states(dag_id, run_id)
+
+
+def failure_cause(api: AirflowApi, dag_id: str, run_id: str, states: dict[str, str]) -> str:
+    """The first failed task's cause: the first line of its error, as the UI's log view shows it."""
+    for task, state in states.items():
+        if state != "failed" or "[" in task:
+            continue
+        for line in reversed(api.task_log(dag_id, run_id, task).splitlines()):
+            for marker in ("GateFailed: ", "Error: "):
+                if marker in line:
+                    return f"{task}: {line.split(marker, 1)[1].strip()}"
+        return f"{task} failed (see its log)"
+    return "unknown"
+
+
+def run_base_image(api: AirflowApi) -> dict[str, object]:
+    api.wait_for_dag("base_image")
+    api.unpause("base_image")
+    run_id, state, states = run_and_follow(api, "base_image", {"reason": "manual"})
     if state != "success":
         failed = [t for t, s in states.items() if s == "failed"]
         for task in failed:
@@ -65,17 +92,82 @@ def current_candidate_summary() -> dict[str, object]:
     }
 
 
+def live_everywhere() -> dict[str, dict[str, object] | None]:
+    """Per region what is live and what is kept, read from the platform itself."""
+    from immutable.app_spec import app_spec
+    from immutable.config import load_platform
+    from immutable.local.production import LocalProduction
+    from immutable.paths import state_dir
+
+    platform = load_platform()
+    production = LocalProduction(platform, state_dir())
+    found: dict[str, dict[str, object] | None] = {}
+    for region in app_spec(APP).rollout_regions(platform):
+        live = production.live(APP, region)
+        found[region] = None if live is None else live | {"kept": production.kept(APP, region)}
+    return found
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("-")[0].split("."))
+
+
+def run_releases(api: AirflowApi) -> list[str]:
+    """The good versions, then the bad one; what is already done is not done again."""
+    api.wait_for_dag(f"release_{APP}")
+    api.unpause(f"release_{APP}")
+    rolled_back: list[str] = []
+    for version in GOOD_VERSIONS:
+        everywhere = live_everywhere()
+        live = [str(state["version"]) for state in everywhere.values() if state]
+        if len(live) == len(everywhere) and all(version_key(v) >= version_key(version) for v in live):
+            show(f"\nrelease_{APP} {version}: already released (live: {sorted(set(live))}); not releasing again")
+            continue
+        run_id, state, states = run_and_follow(api, f"release_{APP}", {"version": version, "note": "demo"})
+        if state != "success":
+            raise SystemExit(f"release {version} failed: {failure_cause(api, f'release_{APP}', run_id, states)}")
+    earlier = api.get(f"/dags/release_{APP}/dagRuns", limit=100, order_by="-start_date")["dag_runs"]
+    bad_runs = [r for r in earlier if (r.get("conf") or {}).get("version") == BAD_VERSION and r["state"] == "failed"]
+    if bad_runs:
+        run_id = bad_runs[0]["dag_run_id"]
+        show(f"\nrelease_{APP} {BAD_VERSION}: already tried in run {run_id}; not releasing again")
+        states = api.task_states(f"release_{APP}", run_id)
+    else:
+        run_id, state, states = run_and_follow(api, f"release_{APP}", {"version": BAD_VERSION, "note": "demo: bad"})
+        if state != "failed":
+            raise SystemExit(f"release {BAD_VERSION} should have been stopped, but its run ended {state}")
+    rolled_back.append(f"{BAD_VERSION}: {failure_cause(api, f'release_{APP}', run_id, states)}")
+    return rolled_back
+
+
+def print_summary(rolled_back: list[str]) -> None:
+    show("\n=== what runs where ===")
+    show(f"  {'region':<10} {'version':<8} {'color':<6} {'digest':<22} kept for rollback")
+    for region, live in live_everywhere().items():
+        if live is None:
+            show(f"  {region:<10} (nothing)")
+            continue
+        kept = live.get("kept")
+        kept_text = f"{kept['version']} ({kept['color']})" if isinstance(kept, dict) else "-"
+        show(f"  {region:<10} {live['version']!s:<8} {live['color']!s:<6} {str(live['digest'])[:21]:<22} {kept_text}")
+    show("\n=== rolled back ===")
+    for line in rolled_back:
+        show(f"  {line[:400]}")
+
+
 def main() -> None:
     url = f"http://127.0.0.1:{AIRFLOW_PORT}"
     password = airflow_password()
     try:
         api = AirflowApi(url, AIRFLOW_USER, password)
         candidate = run_base_image(api)
+        rolled_back = run_releases(api)
     except AirflowApiError as exc:
         sys.exit(f"[immutable] demo failed: {exc}")
     show("\n=== base image candidate ===")
     for key in ("version", "digest", "image", "reason", "cves"):
         show(f"  {key:<8} {candidate.get(key)}")
+    print_summary(rolled_back)
     show("\n=== Airflow ===")
     show(f"  UI       {url}")
     show(f"  user     {AIRFLOW_USER}")

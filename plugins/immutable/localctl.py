@@ -248,6 +248,11 @@ def cmd_airflow_up(_: argparse.Namespace) -> None:
     say(f"Airflow UI: http://127.0.0.1:{AIRFLOW_PORT}  user: {AIRFLOW_USER}  password: {password}")
 
 
+def cmd_airflow_down(_: argparse.Namespace) -> None:
+    """Stop only Airflow (its whole process group); the platform keeps running."""
+    say(f"airflow: {airflow_service().stop()}")
+
+
 def cmd_down(_: argparse.Namespace) -> None:
     say(f"airflow: {airflow_service().stop()}")
     for service in [*reversed(production_services()), *registry_services()]:
@@ -255,8 +260,11 @@ def cmd_down(_: argparse.Namespace) -> None:
     if engine_answers():
         import docker
 
+        from immutable.local.fleets import LABEL_INSTANCE
+
         client = docker.from_env()
-        for container in client.containers.list(all=True, filters={"label": "io.immutable.managed=true"}):
+        instance = load_platform().local.instance
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}):
             container.remove(force=True)
             say(f"container {container.name}: removed")
     say(f"dockerd: {engine_service().stop()}")
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         "engine": cmd_engine,
         "up": cmd_up,
         "airflow-up": cmd_airflow_up,
+        "airflow-down": cmd_airflow_down,
         "down": cmd_down,
         "status": cmd_status,
         "airflow-env": cmd_airflow_env,

@@ -1,4 +1,5 @@
-"""The README's commands as a user runs them: `make demo` twice, the REST API, then `make down`."""
+"""The README's commands as a user runs them: `make demo` (twice), the REST API, a scheduler
+restart while a gate is deferred, `make status`, `make down` and `make bench`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,89 +20,147 @@ from immutable.local.services import _process_table, port_open
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "var" / "e2e"
 AIRFLOW_PORT = 8089
-REGISTRY_PORTS = [5700, 5701, 5702, 5703]
+PLATFORM_PORTS = [5700, 5701, 5702, 5703, 8701, 8702, 8703, 8751, 8752, 8753, 9790]
+REGIONS = ["eu-west", "us-east", "ap-south"]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("docker_engine")]
 
 
-def make(target: str, env: dict[str, str], timeout_s: int = 1200) -> str:
+def make(target: str, env: dict[str, str], timeout_s: int = 2400) -> str:
     done = subprocess.run(
-        ["make", "--no-print-directory", target],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
+        ["make", "--no-print-directory", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
     )
     output = done.stdout + done.stderr
-    assert done.returncode == 0, f"make {target} failed:\n{output[-4000:]}"
+    assert done.returncode == 0, f"make {target} failed:\n{output[-6000:]}"
     return output
 
 
 def field(output: str, name: str) -> str:
     match = re.search(rf"^\s+{name}\s+(\S+)", output, re.MULTILINE)
-    assert match, f"'{name}' not in the demo's summary:\n{output[-2000:]}"
+    assert match, f"'{name}' not in the demo's summary:\n{output[-3000:]}"
     return match.group(1)
+
+
+def summary_rows(output: str) -> dict[str, list[str]]:
+    section = output.split("=== what runs where ===", 1)[1].split("===", 1)[0]
+    return {line.split()[0]: line.split() for line in section.strip().splitlines()[1:]}
 
 
 @pytest.fixture(scope="module")
 def demo_env() -> Iterator[dict[str, str]]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "IMMUTABLE_", "PYTEST"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IMMUTABLE_", "PYTEST"))}
     env |= {
         "IMMUTABLE_STATE_DIR": str(STATE),
         "IMMUTABLE_PLATFORM_FILE": str(Path(__file__).with_name("platform.yaml")),
         "IMMUTABLE_AIRFLOW_PORT": str(AIRFLOW_PORT),
     }
-    if port_open(AIRFLOW_PORT):
-        make("down", env)
+    make("down", env)
     shutil.rmtree(STATE, ignore_errors=True)
     yield env
     make("down", env)
 
 
-def test_demo_builds_the_base_prints_where_it_is_and_down_stops_everything(demo_env: dict[str, str]) -> None:
+@pytest.fixture(scope="module")
+def demo(demo_env: dict[str, str]) -> dict[str, Any]:
+    output = make("demo", demo_env)
+    return {"output": output, "password": field(output, "password")}
+
+
+def api(password: str) -> Any:
     from immutable.airflow_api import AirflowApi
+
+    return AirflowApi(f"http://127.0.0.1:{AIRFLOW_PORT}", "admin", password)
+
+
+def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
     from immutable.registry import RegistryClient
 
-    output = make("demo", demo_env)
-    version, digest = field(output, "version"), field(output, "digest")
-    assert re.fullmatch(r"\d{4}\.\d{2}\.\d{2}\.\d+", version)
+    output = demo["output"]
+    digest = field(output, "digest")
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+    assert RegistryClient("127.0.0.1:5700").manifest_digest("immutable/base", "candidate") == digest
     assert field(output, "UI") == f"http://127.0.0.1:{AIRFLOW_PORT}"
     assert field(output, "user") == "admin"
-    password = field(output, "password")
-    assert RegistryClient("127.0.0.1:5700").manifest_digest("immutable/base", "candidate") == digest
+    rows = summary_rows(output)
+    for region in REGIONS:
+        assert rows[region][1] == "1.1.0", rows
+        assert rows[region][-2] == "1.0.0", rows  # kept for rollback
+    rolled_back = output.split("=== rolled back ===", 1)[1]
+    assert "1.2.0" in rolled_back and "failed its analysis" in rolled_back and "error_rate" in rolled_back
+    assert "canary.analysis" in output and "deferred" in output
 
-    # The REST API refuses a malformed trigger and names the field.
-    api = AirflowApi(f"http://127.0.0.1:{AIRFLOW_PORT}", "admin", password)
-    refused = api.trigger("base_image", {"reason": "because", "cves": []})
-    assert refused.status_code == 400
-    assert "reason" in refused.json()["detail"]
-    refused = api.trigger("base_image", {"cves": ["CVE-1"]})
-    assert refused.status_code == 400
-    assert "cves" in refused.json()["detail"]
 
-    # A second run reuses everything: nothing reinstalled, nothing rebuilt, the same candidate.
+def test_the_rest_api_refuses_malformed_triggers_naming_the_field(demo: dict[str, Any]) -> None:
+    client = api(demo["password"])
+    for dag_id, conf, name in [
+        ("base_image", {"reason": "because"}, "reason"),
+        ("base_image", {"cves": ["CVE-1"]}, "cves"),
+        ("release_sample", {"version": "1.0"}, "version"),
+    ]:
+        refused = client.trigger(dag_id, conf)
+        assert refused.status_code == 400, (dag_id, conf)
+        assert name in refused.json()["detail"]
+
+
+def test_a_second_demo_reuses_what_is_there(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     again = make("demo", demo_env)
     assert "python requirements: up to date" in again
     assert "already running" in again
     assert "nothing new upstream" in again
-    assert field(again, "digest") == digest
+    assert "1.1.0: already released" in again
+    assert f"{'1.2.0'}: already tried" in again
+    assert field(again, "digest") == field(demo["output"], "digest")
 
+
+def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
+    from immutable.airflow_api import TERMINAL_RUN_STATES
+
+    client = api(demo["password"])
+    run_id = client.trigger_ok("release_sample", {"version": "1.3.0"})
+    deadline = time.monotonic() + 900
+    while client.task_states("release_sample", run_id).get("canary.analysis") != "deferred":
+        assert time.monotonic() < deadline, client.task_states("release_sample", run_id)
+        assert client.get(f"/dags/release_sample/dagRuns/{run_id}")["state"] not in TERMINAL_RUN_STATES
+        time.sleep(1)
+    # The gate waits in the triggerer: restart all of Airflow (scheduler, triggerer, workers) now.
+    stopped = subprocess.run(
+        [sys.executable, "-m", "immutable.localctl", "airflow-down"], env=demo_env, cwd=ROOT, capture_output=True
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    make("airflow-up", demo_env)
+    client = api(demo["password"])
+    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success"
+    from immutable.images.engine import docker_client
+
+    for region in REGIONS:
+        members = docker_client().containers.list(
+            all=True,
+            filters={
+                "label": ["io.immutable.platform=e2e", "io.immutable.role=fleet", f"io.immutable.region={region}"]
+            },
+        )
+        colors = sorted(m.labels["io.immutable.color"] for m in members)
+        assert colors == ["blue", "blue", "green", "green"], (region, colors)  # one fleet per color, no canary
+        versions = {m.labels["io.immutable.version"] for m in members}
+        assert versions == {"1.1.0", "1.3.0"}, (region, versions)
+
+
+def test_status_then_down_leaves_nothing_behind(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     status = make("status", demo_env)
     assert re.search(r"airflow: running, pid \d+", status), status
-
+    assert re.search(r"haproxy-eu-west: running, pid \d+|eu-west.*running, pid", status), status
     pids = [int(p.read_text()) for p in (STATE / "run").glob("*.pid")]
-    assert len(pids) == 1 + len(REGISTRY_PORTS)  # airflow standalone and the registries, no dockerd
     groups = {pid: {p for p, (_, g) in _process_table().items() if g == pid} for pid in pids}
-    assert len(groups[int((STATE / "run" / "airflow.pid").read_text())]) > 3  # scheduler, api, workers...
-
     make("down", demo_env)
     alive = set(_process_table())
     for pid, members in groups.items():
         assert not (members | {pid}) & alive, f"processes of group {pid} survived make down"
-    for port in [AIRFLOW_PORT, *REGISTRY_PORTS]:
+    for port in [AIRFLOW_PORT, *PLATFORM_PORTS]:
         assert not port_open(port), f"port {port} still open after make down"
+    from immutable.images.engine import docker_client
+
+    left = docker_client().containers.list(all=True, filters={"label": "io.immutable.platform=e2e"})
+    assert left == [], [c.name for c in left]
 
 
 def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:

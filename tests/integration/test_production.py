@@ -4,9 +4,7 @@ app fleets as containers. Releases run through release_sample with dag.test().""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from immutable.config import load_platform
 from tests.conftest import TEST_STATE
 from tests.integration.helpers import run_dag, xcom
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db", "production_platform")]
 
 APP = "sample"
 REGIONS = ["eu-west", "us-east", "ap-south"]
@@ -43,28 +41,6 @@ def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def production_platform() -> Iterator[None]:
-    """Load balancers, Prometheus and the traffic generator of the test platform, from a clean slate."""
-    from immutable.images.engine import docker_client
-    from immutable.localctl import production_services
-
-    client = docker_client()
-    for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
-        container.remove(force=True)
-    for folder in ("production", "haproxy", "prometheus", "traffic"):
-        shutil.rmtree(TEST_STATE / folder, ignore_errors=True)
-    services = production_services()
-    try:
-        for service in services:
-            service.stop()
-            service.start()
-        yield
-    finally:
-        for service in reversed(services):
-            service.stop()
-
-
-@pytest.fixture(scope="module")
 def base_candidate() -> str:
     from immutable.config import load_base_spec
     from immutable.registry import RegistryClient
@@ -80,7 +56,7 @@ def base_candidate() -> str:
 
 
 @pytest.fixture(scope="module")
-def two_good_releases(production_platform: None, base_candidate: str) -> dict[str, Any]:
+def two_good_releases(base_candidate: str) -> dict[str, Any]:
     first, states = run_dag("releases.py", "release_sample", {"version": "1.0.0"})
     assert str(first.state) == "success", states
     started = time.time()

@@ -10,7 +10,7 @@ from immutable.config import load_base_spec, load_platform
 from immutable.registry import RegistryClient
 from tests.integration.helpers import load_dag, run_dag, xcom
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db", "production_platform")]
 
 OCI = "org.opencontainers.image"
 REPOSITORY = "apps/sample"

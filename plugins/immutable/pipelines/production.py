@@ -41,6 +41,13 @@ def _verify(platform: PlatformConfig, region: str, repository: str, digest: str)
     return images_for(platform).verify_in(region, repository, digest)
 
 
+def live_version(app: str, region: str) -> str | None:
+    """The version taking traffic in `region`, read from the platform, or None."""
+    _, _, production = _context(app)
+    live = production.live(app, region)
+    return str(live["version"]) if live else None
+
+
 def retire_expired(app: str, regions: list[str]) -> dict[str, list[str]]:
     """Retire colors kept past their rollback window; never blocks on a window still open."""
     _, _, production = _context(app)

@@ -24,6 +24,10 @@ class ReleaseError(RuntimeError):
     pass
 
 
+class NothingToRelease(ReleaseError):
+    """A run scheduled by a new base image for an app with nothing in production yet: skip, not fail."""
+
+
 def base_channel(spec: AppSpec) -> str:
     return "candidate" if spec.tier == "canary" else "stable"
 
@@ -36,7 +40,6 @@ def validate(
 ) -> dict[str, Any]:
     """Check the spec, the trigger and the inputs before anything is built; pin the base by digest."""
     from immutable.images import base as base_images
-    from immutable.platforms.interface import images_for
     from immutable.registry import RegistryClient
 
     spec = app_spec(app)
@@ -48,8 +51,6 @@ def validate(
             f"'{spec.source.path}', which has no refs; leave ref empty"
         )
     regions = spec.rollout_regions(platform)
-    images = images_for(platform)
-
     channel = base_channel(spec)
     if base_events:
         event = base_events[-1]
@@ -71,13 +72,20 @@ def validate(
     rereleased = False
     if not version:
         pilot = regions[0]
-        versions = images.versions_in(pilot, spec.repository)
-        if not versions:
+        from immutable.pipelines.production import live_version
+
+        live = live_version(app, pilot)
+        if live is None and base_events:
+            raise NothingToRelease(
+                f"a new base image arrived, but {app} runs nothing in {pilot} yet, so there is nothing to "
+                "re-release on it; the first release (with a version) will use this base"
+            )
+        if live is None:
             raise ConfigError(
                 f"release trigger: field 'version' is empty, which re-releases the version in production, but "
-                f"{app} has no release in {pilot} yet; give a version such as 1.0.0"
+                f"{app} runs nothing in {pilot} yet; give a version such as 1.0.0"
             )
-        version = max(versions, key=_semver_key)
+        version = live
         rereleased = True
         log.info("re-releasing %s %s (in production) on base %s", app, version, base_version)
     plan = {
@@ -100,12 +108,6 @@ def validate(
     }
     log.info("release plan:\n%s", json.dumps(plan, indent=2))
     return plan
-
-
-def _semver_key(version: str) -> tuple[int, int, int, int, str]:
-    core, _, pre = version.partition("-")
-    major, minor, patch = (int(p) for p in core.split("."))
-    return (major, minor, patch, 0 if pre else 1, pre)
 
 
 def package(plan: dict[str, Any]) -> dict[str, Any]:
