@@ -101,3 +101,20 @@ def production_platform(local_platform: None) -> Iterator[None]:
     finally:
         for service in reversed(services):
             service.stop()
+
+
+@pytest.fixture(scope="session")
+def base_candidate(local_platform: None, airflow_db: None) -> str:
+    """The test registry's base candidate, built once by the base_image DAG if no test did already."""
+    from immutable.config import load_base_spec, load_platform
+    from immutable.registry import RegistryClient
+    from tests.integration.helpers import run_dag
+
+    spec = load_base_spec()
+    build = RegistryClient(load_platform().build_registry)
+    if build.manifest_digest(spec.repository, "candidate") is None:
+        run, states = run_dag("base_image.py", "base_image", {"reason": "manual", "force": True})
+        assert str(run.state) == "success", states
+    digest = build.manifest_digest(spec.repository, "candidate")
+    assert digest is not None
+    return digest

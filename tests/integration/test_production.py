@@ -41,21 +41,6 @@ def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def base_candidate() -> str:
-    from immutable.config import load_base_spec
-    from immutable.registry import RegistryClient
-
-    spec = load_base_spec()
-    build = RegistryClient(load_platform().build_registry)
-    if build.manifest_digest(spec.repository, "candidate") is None:
-        run, states = run_dag("base_image.py", "base_image", {"reason": "manual", "force": True})
-        assert str(run.state) == "success", states
-    digest = build.manifest_digest(spec.repository, "candidate")
-    assert digest is not None
-    return digest
-
-
-@pytest.fixture(scope="module")
 def two_good_releases(base_candidate: str) -> dict[str, Any]:
     first, states = run_dag("releases.py", "release_sample", {"version": "1.0.0"})
     assert str(first.state) == "success", states

@@ -34,20 +34,6 @@ def app_tags() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def base_candidate() -> str:
-    """The test registry's base candidate, built once if the base tests did not already."""
-    spec = load_base_spec()
-    build = registries()["build"]
-    digest = build.manifest_digest(spec.repository, "candidate")
-    if digest is None:
-        run, states = run_dag("base_image.py", "base_image", {"reason": "manual", "force": True})
-        assert str(run.state) == "success", states
-        digest = build.manifest_digest(spec.repository, "candidate")
-    assert digest is not None
-    return digest
-
-
-@pytest.fixture(scope="module")
 def first_release(base_candidate: str) -> dict[str, Any]:
     run, states = release({"version": "1.0.0", "note": "first"})
     assert str(run.state) == "success", states
