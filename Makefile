@@ -33,6 +33,7 @@ bench: engine
 	@$(PY) bench/base_build.py
 	@$(PY) bench/dag_parse.py
 	@$(PY) bench/release_copy.py
+	@$(PY) bench/production.py
 
 down:
 	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi

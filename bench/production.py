@@ -20,13 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 # immutable.paths reads these when it is imported: they are set before any immutable import.
 os.environ["IMMUTABLE_PLATFORM_FILE"] = str(Path(__file__).resolve().parent / "bench_platform.yaml")
 os.environ["IMMUTABLE_STATE_DIR"] = str(Path(__file__).resolve().parents[1] / "var" / "bench")
+
+from bench_images import remove_images
 
 from immutable.app_spec import AppSpec, app_spec
 from immutable.config import BaseImageRunParams, PlatformConfig, load_base_spec, load_platform
@@ -127,36 +128,6 @@ class BenchPlatform:
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         for error in errors:
             print(f"cleanup: {error}")
-
-
-def remove_images(client: Any, built: list[str]) -> None:
-    """Apps first, then the bakes' leftover stages (descendants of our base), then the base.
-
-    Force does not remove an image with children, so the order matters. Only images we built go.
-    """
-    import docker
-
-    if not built:
-        return
-    *finals, base_id = built
-
-    def descends_from_base(image: Any) -> bool:
-        parent = image.attrs.get("Parent") or ""
-        while parent:
-            if parent == base_id:
-                return True
-            try:
-                parent = client.images.get(parent).attrs.get("Parent") or ""
-            except docker.errors.ImageNotFound:
-                return False
-        return False
-
-    for ref in finals:
-        client.images.remove(ref, force=True)
-    for image in client.images.list(filters={"dangling": True}):
-        if descends_from_base(image):
-            client.images.remove(image.id, force=True)
-    client.images.remove(base_id, force=True)
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -422,7 +393,7 @@ def ms(values: Sequence[float]) -> str:
 
 
 def seconds(values: Sequence[float]) -> str:
-    return f"{min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}"
+    return f"{min(values):8.3f} {statistics.median(values):8.3f} {max(values):8.3f}"
 
 
 def failures(windows: Sequence[Window]) -> str:
@@ -464,11 +435,9 @@ def report(bench: BenchPlatform, f: Figures) -> None:
     to_old = statistics.median(r.shares_s for r in rd) / max(statistics.median(r.shares_s for r in fb), 1e-6)
     total = statistics.median(r.total_s for r in rd) / max(statistics.median(r.total_s for r in fb), 1e-6)
     print(f"  {'ratio redeploy / flip back, to 100% on old (median)':<52} {to_old:8.1f}x")
-    print(f"  {'ratio redeploy / flip back, total (median)':<52} {total:8.2f}x")
-    print(
-        "  (redeploy: the old image is still in the engine's cache, as on a host that ran it; "
-        "the pipeline also checks its signature first, not timed here)"
-    )
+    print(f"  {'ratio redeploy / flip back, total (median)':<52} {total:8.1f}x")
+    print("  (redeploy: the old image is still in the engine's cache, as on a host that ran it;")
+    print("   the pipeline's redeploy also verifies the image's signature first, which is not timed here)")
 
 
 def main() -> None:

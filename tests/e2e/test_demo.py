@@ -174,5 +174,8 @@ def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
         "copy wall time, empty regions",
         "app layer(s) not in the base",
         "app-only change, warm cache",
+        "LB reports 100% on the new color",
+        "failed requests (>= 500 or no answer)",
+        "ratio redeploy / flip back",
     ):
         assert figure in output, output[-2000:]
