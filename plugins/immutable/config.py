@@ -162,6 +162,27 @@ class PlatformConfig(_Strict):
     timing_overrides: TimingOverrides | None = None
 
     @model_validator(mode="after")
+    def _ports_unique(self) -> PlatformConfig:
+        # Each region also uses lb_admin_port + 1000 for the load balancer's runtime API.
+        used = [
+            ("local.build_registry_port", self.local.build_registry_port),
+            ("local.prometheus_port", self.local.prometheus_port),
+        ]
+        for r in self.regions:
+            used += [
+                (f"{r.name}.registry_port", r.registry_port),
+                (f"{r.name}.lb_port", r.lb_port),
+                (f"{r.name}.lb_admin_port", r.lb_admin_port),
+                (f"{r.name}.lb_admin_port+1000 (runtime API)", r.lb_admin_port + 1000),
+            ]
+        seen: dict[int, str] = {}
+        for name, port in used:
+            if port in seen:
+                raise ValueError(f"port {port} is used twice: by {seen[port]} and by {name}")
+            seen[port] = name
+        return self
+
+    @model_validator(mode="after")
     def _waves_name_known_regions(self) -> PlatformConfig:
         known = [r.name for r in self.regions]
         if self.rollout is not None:

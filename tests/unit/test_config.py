@@ -93,3 +93,10 @@ def test_base_params_accept_a_security_rebuild() -> None:
 def test_base_params_name_the_bad_field(params: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=f"field '{field}'"):
         parse_base_params(params)
+
+
+def test_every_port_is_checked_for_clashes(tmp_path: Path) -> None:
+    region = {"name": "eu-west", "registry_port": 5501, "lb_port": 8101, "lb_admin_port": 8201}
+    path = write(tmp_path, {"local": {"prometheus_port": 9201}, "regions": [region]})
+    with pytest.raises(ConfigError, match=r"port 9201 is used twice: by local.prometheus_port and by eu-west"):
+        load_platform(path)
