@@ -203,7 +203,12 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.end_canary(app, waves[0][0])
 
-        @task(multiple_outputs=False, retries=0)
+        @task(
+            multiple_outputs=False,
+            retries=0,
+            map_index_template="{{ task.op_kwargs['region'] }}",
+            doc_md="Start the new color at full size on the new digest; check its health before any traffic.",
+        )
         def launch_new_color(
             plan: dict[str, Any], baked: dict[str, Any], region: str, **context: Any
         ) -> dict[str, Any]:
@@ -212,7 +217,11 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.launch_new_color(plan, baked, region, context["run_id"])
 
-        @task(multiple_outputs=False, retries=0)
+        @task(
+            multiple_outputs=False,
+            retries=0,
+            doc_md="Move the load balancer's weight to the new color (in steps); the old color stays, idle.",
+        )
         def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Move the load balancer's weight to the new color (in steps); the old color stays, idle."""
             from immutable.pipelines import production
