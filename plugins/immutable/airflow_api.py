@@ -15,11 +15,11 @@ class AirflowApiError(RuntimeError):
 
 
 class AirflowApi:
-    def __init__(self, base_url: str, username: str, password: str) -> None:
+    def __init__(self, base_url: str, username: str, password: str, *, transport: Any = None) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=30.0)
+        self._http = httpx.Client(base_url=self.base_url, timeout=30.0, transport=transport)
         response = self._http.post("/auth/token", json={"username": username, "password": password})
         if response.status_code not in (200, 201):
             raise AirflowApiError(f"login to {self.base_url} as {username} failed: HTTP {response.status_code}")
@@ -111,6 +111,10 @@ class AirflowApi:
             event = str(entry.get("event", ""))
             level = str(entry.get("level") or "").upper()
             lines.append(f"{level:<7} {event}" if level else event)
+            # A failure's exception travels beside the event, as the UI shows it under the line.
+            for error in entry.get("error_detail") or []:
+                if isinstance(error, dict):
+                    lines.append(f"{error.get('exc_type', 'Error')}: {error.get('exc_value', '')}")
         return "\n".join(lines)
 
     def latest_asset_event(self, asset_name: str) -> dict[str, Any] | None:
