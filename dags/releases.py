@@ -16,6 +16,7 @@ from immutable.app_spec import SEMVER, AppSpec, load_app_specs
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
+from immutable.rollout import plan_rollout
 
 RELEASE_DOC = """
 ### release_{app}: package, bake, sign, test, copy, canary, blue/green, rollback
@@ -43,7 +44,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
     waves = spec.rollout_waves(platform)
     synchronized = spec.is_synchronized(platform)
     rollout = (
-        f"the pilot {waves[0][0]} first, then one synchronized flip of all regions"
+        f"a canary in the pilot {waves[0][0]}, then one synchronized flip of all regions"
         if synchronized
         else "wave by wave: " + " then ".join("+".join(w) for w in waves)
     )
@@ -298,39 +299,30 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
         production_tasks: list[Any] = [gate]
         previous: Any = gate
-        rollout_groups = [[waves[0][0]], regions] if synchronized else waves
-        for number, wave in enumerate(rollout_groups, start=1):
-            if synchronized and number == 2:
-                wave = [r for r in regions if r != waves[0][0]]
-            if not wave:
-                continue
-            with TaskGroup(f"wave_{number}", tooltip=", ".join(wave)) as group:
-                launched = launch_new_color.partial(plan=plan, baked=baked).expand(region=wave)
-                if synchronized and number > 1:
-                    flipped = flip_all(plan, launched)
-                    gates = PostFlipGateOperator.partial(
-                        task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."
-                    ).expand(flipped=flipped)
-                else:
-                    flipped = flip.partial(plan=plan).expand(launched=launched)
-                    gates = PostFlipGateOperator.partial(
-                        task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."
-                    ).expand(flipped=flipped)
-            previous >> group
-            production_tasks += [launched, flipped, gates]
-            previous = group
-            if number == 1 and spec.approval and len(rollout_groups) > 1:
+        for step in plan_rollout(waves, synchronized=synchronized, approval=spec.approval):
+            if step.approval_before:
                 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
                 approve_rollout = ApprovalOperator(
                     task_id="approve_rollout",
-                    subject=f"Roll {app} out beyond the pilot region {waves[0][0]}?",
-                    body="The canary and the pilot's post-flip gate passed. Approve to continue to the other regions.",
-                    doc_md="A human approves before the rollout leaves the pilot region.",
+                    subject=f"Roll {app} out to {', '.join(step.regions)}?",
+                    body="The canary and the regions flipped so far passed their gates. Approve to continue.",
+                    doc_md="A human approves before the rollout goes on to the next regions.",
                 )
                 previous >> approve_rollout
                 production_tasks.append(approve_rollout)
                 previous = approve_rollout
+            with TaskGroup(step.name, tooltip=", ".join(step.regions)) as group:
+                launched = launch_new_color.partial(plan=plan, baked=baked).expand(region=list(step.regions))
+                flipped = (
+                    flip_all(plan, launched) if step.synchronized else flip.partial(plan=plan).expand(launched=launched)
+                )
+                gates = PostFlipGateOperator.partial(
+                    task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."
+                ).expand(flipped=flipped)
+            previous >> group
+            production_tasks += [launched, flipped, gates]
+            previous = group
 
         recorded = record_release(plan, baked)
         previous >> recorded

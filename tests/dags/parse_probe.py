@@ -46,6 +46,7 @@ def main(path: str) -> None:
                         "doc_md": bool(dag.doc_md),
                         "start_date_tz": str(dag.start_date.tzinfo) if dag.start_date else None,
                         "tasks_without_doc": [t.task_id for t in dag.tasks if not (t.doc_md or t.doc)],
+                        "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
                     }
                     for dag_id, dag in bag.dags.items()
                 },

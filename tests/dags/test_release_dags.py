@@ -84,3 +84,32 @@ def test_the_form_accepts_a_version_or_nothing(dag: Any) -> None:
     assert params.validate()["version"] == ""
     params.update({"version": "1.2.0"})
     assert params.validate()["version"] == "1.2.0"
+
+
+def spec_variant(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "include" / "apps" / "sample.yaml").read_text()) | changes
+    (tmp_path / "sample.yaml").write_text(yaml.safe_dump(data))
+    result = parse(RELEASES, {"IMMUTABLE_APPS_DIR": str(tmp_path)})
+    assert result["import_errors"] == {}
+    return dict(result["dags"]["release_sample"]["downstream"])
+
+
+def test_waves_run_one_after_the_other_after_the_canary(tmp_path: Path) -> None:
+    downstream = spec_variant(tmp_path)
+    assert "wave_1.launch_new_color" in downstream["canary.analysis"]
+    assert "wave_2.launch_new_color" in downstream["wave_1.post_flip_gate"]
+    assert "record_release" in downstream["wave_2.post_flip_gate"]
+
+
+def test_approval_sits_between_the_pilot_and_the_next_wave(tmp_path: Path) -> None:
+    downstream = spec_variant(tmp_path, approval=True)
+    assert "approve_rollout" in downstream["wave_1.post_flip_gate"]
+    assert "wave_2.launch_new_color" in downstream["approve_rollout"]
+    assert "rollback" in downstream["approve_rollout"]
+
+
+def test_a_synchronized_rollout_flips_all_regions_in_one_task(tmp_path: Path) -> None:
+    downstream = spec_variant(tmp_path, synchronized=True)
+    assert not any(task.startswith("wave_") for task in downstream)
+    assert downstream["all_regions.launch_new_color"] == ["all_regions.flip_all", "rollback"]
+    assert "all_regions.post_flip_gate" in downstream["all_regions.flip_all"]
