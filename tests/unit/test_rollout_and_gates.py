@@ -66,8 +66,9 @@ def test_the_window_ends_in_a_pass() -> None:
     state = ThresholdState()
     good = evaluate({"error_rate": 0.0, "latency_p90_s": 0.1}, LIMITS)
     for _ in range(2):
-        state, verdict, reason = step(state, good, failures_allowed=2, evaluations_planned=3)
+        state, verdict, _ = step(state, good, failures_allowed=2, evaluations_planned=3)
         assert verdict == "continue"
     state, verdict, reason = step(state, good, failures_allowed=2, evaluations_planned=3)
     assert verdict == "pass"
+    assert reason == "all 3 evaluations within limits"
     assert len(state.history) == 3
