@@ -43,16 +43,19 @@ def run_and_follow(api: AirflowApi, dag_id: str, conf: dict[str, object]) -> tup
 
 
 def failure_cause(api: AirflowApi, dag_id: str, run_id: str, states: dict[str, str]) -> str:
-    """The first failed task's cause: the first line of its error, as the UI's log view shows it."""
+    """The cause of a failed run: a failed gate's first sentence first, else the first failed task's error."""
+    causes: list[tuple[int, str]] = []
     for task, state in states.items():
         if state != "failed" or "[" in task:
             continue
-        for line in reversed(api.task_log(dag_id, run_id, task).splitlines()):
-            for marker in ("GateFailed: ", "Error: "):
+        for line in api.task_log(dag_id, run_id, task).splitlines():
+            for rank, marker in enumerate(("GateFailed: ", "Error: ")):
                 if marker in line:
-                    return f"{task}: {line.split(marker, 1)[1].strip()}"
-        return f"{task} failed (see its log)"
-    return "unknown"
+                    causes.append((rank, f"{task}: {line.split(marker, 1)[1].strip()}"))
+                    break
+        if not any(cause.startswith(f"{task}: ") for _, cause in causes):
+            causes.append((2, f"{task} failed (see its log)"))
+    return min(causes)[1] if causes else "unknown"
 
 
 def run_base_image(api: AirflowApi) -> dict[str, object]:

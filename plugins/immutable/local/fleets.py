@@ -8,6 +8,7 @@ What runs where is read back from the containers' labels: they are the truth.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -185,9 +186,13 @@ class LocalFleets:
             if server.name.startswith(f"{color}-"):
                 lb.remove_server(app, server.name, force=force)
         self._remove_targets(app, region, color)
+        import docker
+
         client = docker_client()
         for member in members:
-            client.containers.get(member.name).remove(force=True)
+            # Removed meanwhile by a concurrent cleanup (the canary's teardown and the rollback): fine.
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(member.name).remove(force=True)
         if members:
             log.info("%s %s: removed the %s fleet (%s)", app, region, color, ", ".join(m.name for m in members))
         return [m.name for m in members]
