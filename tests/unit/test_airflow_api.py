@@ -33,3 +33,21 @@ def test_task_log_shows_the_exception_and_the_demo_finds_the_cause() -> None:
     assert f"GateFailed: {CAUSE}" in log
     cause = failure_cause(api, "release_sample", "run", {"validate": "success", "canary.analysis": "failed"})
     assert cause == f"canary.analysis: {CAUSE}"
+
+
+def test_a_failed_gate_is_named_before_a_failed_cleanup() -> None:
+    def logs(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        failing = "rollback" if "/taskInstances/rollback/" in request.url.path else "canary.analysis"
+        detail = (
+            {"exc_type": "NotFound", "exc_value": "404 Client Error"}
+            if failing == "rollback"
+            else {"exc_type": "GateFailed", "exc_value": CAUSE}
+        )
+        content = [{"event": "Task failed with exception", "level": "error", "error_detail": [detail]}]
+        return httpx.Response(200, json={"content": content})
+
+    api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(logs))
+    states = {"rollback": "failed", "canary.analysis": "failed", "record_release": "upstream_failed"}
+    assert failure_cause(api, "release_sample", "run", states) == f"canary.analysis: {CAUSE}"
