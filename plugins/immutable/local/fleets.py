@@ -182,9 +182,15 @@ class LocalFleets:
         """
         lb = self._lb(region)
         members = self.members(app, region, color)
+        from immutable.local.loadbalancer import LoadBalancerError
+
         for server in lb.servers(app):
             if server.name.startswith(f"{color}-"):
-                lb.remove_server(app, server.name, force=force)
+                try:
+                    lb.remove_server(app, server.name, force=force)
+                except LoadBalancerError:
+                    if lb.server(app, server.name) is not None:
+                        raise  # still there: a real failure, not a concurrent removal
         self._remove_targets(app, region, color)
         import docker
 
