@@ -8,7 +8,6 @@ What runs where is read back from the containers' labels: they are the truth.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -196,9 +195,13 @@ class LocalFleets:
 
         client = docker_client()
         for member in members:
-            # Removed meanwhile by a concurrent cleanup (the canary's teardown and the rollback): fine.
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 client.containers.get(member.name).remove(force=True)
+            except docker.errors.APIError as exc:
+                # 404 gone, 409 removal already in progress: a concurrent cleanup (the canary's
+                # teardown and the rollback) got there first, which is what we wanted.
+                if exc.status_code not in (404, 409):
+                    raise
         if members:
             log.info("%s %s: removed the %s fleet (%s)", app, region, color, ", ".join(m.name for m in members))
         return [m.name for m in members]
