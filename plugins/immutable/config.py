@@ -6,6 +6,7 @@ Airflow UI (an import error or a failed validate task).
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -80,11 +81,104 @@ class LocalPlatform(_Strict):
 RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
 
 
+LOCAL_REGION_PORTS = ("registry_port", "lb_port", "lb_admin_port")
+NOT_SET = 0  # a local port left out: allowed only when the platform is not local (validated below)
+
+VpcId = Annotated[str, StringConstraints(pattern=r"^vpc-[0-9a-zA-Z]+$")]
+SubnetId = Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-zA-Z]+$")]
+SecurityGroupId = Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-zA-Z]+$")]
+AmiId = Annotated[str, StringConstraints(pattern=r"^ami-[0-9a-zA-Z]+$")]
+ListenerArn = Annotated[
+    str, StringConstraints(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d*:listener/")
+]
+BucketName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+
+
+class AwsRegion(_Strict):
+    """A region's network and load balancer on AWS: what the account already has."""
+
+    vpc_id: VpcId
+    subnet_ids: list[SubnetId] = Field(..., min_length=1)
+    security_group_ids: list[SecurityGroupId] = Field(..., min_length=1)
+    listener_arn: ListenerArn  # the ALB listener that forwards to the colors' target groups
+    kms_key_id: str | None = None  # copies into this region are encrypted with this key when set
+
+
 class Region(_Strict):
     name: RegionName
-    registry_port: int = Field(..., ge=1024, le=65535)
-    lb_port: int = Field(..., ge=1024, le=65535)  # the region's load balancer: where users' requests arrive
-    lb_admin_port: int = Field(..., ge=1024, le=65535)  # its runtime API, stats page and Prometheus exporter
+    # Local platform only (required there, validated by PlatformConfig); 0 means not set.
+    registry_port: int = Field(NOT_SET, ge=1024, le=65535)
+    lb_port: int = Field(NOT_SET, ge=1024, le=65535)  # the region's load balancer: where users' requests arrive
+    lb_admin_port: int = Field(NOT_SET, ge=1024, le=65535)  # its runtime API, stats page and Prometheus exporter
+    # AWS platform only (required there).
+    aws: AwsRegion | None = None
+
+
+class UpstreamAmi(_Strict):
+    """Where the base AMI starts: a public SSM parameter (Debian publishes one) or a pinned image id."""
+
+    ssm_parameter: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./-]+$")] | None = (
+        "/aws/service/debian/release/bookworm/latest/amd64"
+    )
+    image_id: AmiId | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("image_id") and "ssm_parameter" not in data:
+            data = {**data, "ssm_parameter": None}  # a pinned id alone replaces the default parameter
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> UpstreamAmi:
+        if (self.ssm_parameter is None) == (self.image_id is None):
+            raise ValueError(
+                "aws.upstream_ami: set exactly one of 'ssm_parameter' (e.g. "
+                "/aws/service/debian/release/bookworm/latest/amd64) or 'image_id' (ami-...), "
+                f"got ssm_parameter={self.ssm_parameter!r} image_id={self.image_id!r}"
+            )
+        return self
+
+
+class AwsPlacement(_Strict):
+    """Where an instance of ours runs: a subnet and its security groups."""
+
+    subnet_id: SubnetId
+    security_group_ids: list[SecurityGroupId] = Field(..., min_length=1)
+
+
+class AwsBuilder(AwsPlacement):
+    instance_profile: str | None = None  # needs SSM (AmazonSSMManagedInstanceCore) and read on the artifact bucket
+
+
+class AwsEnvironments(_Strict):
+    dev: AwsPlacement
+    staging: AwsPlacement
+
+    def get(self, name: str) -> AwsPlacement:
+        if name not in ("dev", "staging"):
+            raise ConfigError(f"aws.environments has no environment '{name}'; allowed: dev, staging")
+        placement: AwsPlacement = getattr(self, name)
+        return placement
+
+
+class ImageRetention(_Strict):
+    keep: int = Field(5, ge=1, le=1000)  # newest images per repository never deregistered
+    min_age_days: int = Field(14, ge=0, le=3650)  # days; younger images are never deregistered
+
+
+class AwsSettings(_Strict):
+    """The `aws:` block: account-wide settings; per-region ones live in each region's `aws:` block."""
+
+    connection_id: str = "aws_default"  # endpoint_url in its extra points it at an emulator
+    build_region: RegionName  # AMIs are built and tested here, then copied to the other regions
+    instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")] = "t3.micro"
+    upstream_ami: UpstreamAmi = UpstreamAmi()
+    builder: AwsBuilder
+    environments: AwsEnvironments
+    artifact_bucket: BucketName  # in build_region: packaged wheels go here
+    smoke_checks: Literal["http", "target_health"] = "http"  # an emulator's instances serve no HTTP
+    image_retention: ImageRetention = ImageRetention()
 
 
 class Rollout(_Strict):
@@ -155,6 +249,7 @@ class PlatformConfig(_Strict):
 
     platform: Literal["local", "aws"] = "local"
     local: LocalPlatform = LocalPlatform()
+    aws: AwsSettings | None = None
     regions: list[Region] = Field(..., min_length=1)
     rollout: Rollout | None = None
     copy_settings: CopySettings = Field(CopySettings(), alias="copy")
@@ -162,7 +257,36 @@ class PlatformConfig(_Strict):
     timing_overrides: TimingOverrides | None = None
 
     @model_validator(mode="after")
+    def _platform_fields_present(self) -> PlatformConfig:
+        if self.platform == "local":
+            for index, r in enumerate(self.regions):
+                missing = [f for f in LOCAL_REGION_PORTS if f not in r.model_fields_set]
+                if missing:
+                    raise ValueError(
+                        f"regions.{index} ({r.name}): {', '.join(missing)} required when platform is 'local' "
+                        f"(allowed: a port 1024-65535)"
+                    )
+            return self
+        known = [r.name for r in self.regions]
+        if self.aws is None:
+            raise ValueError(
+                "field 'aws' is required when platform is 'aws' (connection_id, build_region, builder, "
+                "environments, artifact_bucket, ...); see include/aws/platform.yaml"
+            )
+        if self.aws.build_region not in known:
+            raise ValueError(f"aws.build_region '{self.aws.build_region}' is not one of the regions: {known}")
+        for index, r in enumerate(self.regions):
+            if r.aws is None:
+                raise ValueError(
+                    f"regions.{index} ({r.name}): field 'aws' (vpc_id, subnet_ids, security_group_ids, "
+                    "listener_arn, kms_key_id) is required when platform is 'aws'"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _ports_unique(self) -> PlatformConfig:
+        if self.platform != "local":
+            return self
         # Each region also uses lb_admin_port + 1000 for the load balancer's runtime API.
         used = [
             ("local.build_registry_port", self.local.build_registry_port),
@@ -205,11 +329,25 @@ class PlatformConfig(_Strict):
                 return region
         raise ConfigError(f"region '{name}' is not defined in the platform; defined: {[r.name for r in self.regions]}")
 
+    @property
+    def aws_settings(self) -> AwsSettings:
+        """The `aws:` block, or a ConfigError saying the platform is not aws."""
+        if self.platform != "aws" or self.aws is None:
+            raise ConfigError(f"platform is '{self.platform}', not 'aws': there are no aws settings")
+        return self.aws
+
+    def aws_region(self, name: str) -> AwsRegion:
+        """A region's `aws:` block (vpc, subnets, listener, kms key), or a ConfigError naming the region."""
+        region = self.region(name)
+        if region.aws is None:
+            raise ConfigError(f"region '{name}' has no 'aws' block (vpc_id, subnet_ids, listener_arn, ...)")
+        return region.aws
+
     @field_validator("regions")
     @classmethod
     def _unique(cls, regions: list[Region]) -> list[Region]:
         names = [r.name for r in regions]
-        ports = [p for r in regions for p in (r.registry_port, r.lb_port, r.lb_admin_port)]
+        ports = [p for r in regions for p in (r.registry_port, r.lb_port, r.lb_admin_port) if p != NOT_SET]
         if len(set(names)) != len(names) or len(set(ports)) != len(ports):
             raise ValueError(f"region names and registry ports must be unique: {names} {ports}")
         return regions
@@ -265,8 +403,14 @@ def _load_platform(path: str, mtime: float) -> PlatformConfig:
     return parse_model(PlatformConfig, _load_yaml(Path(path)), path)
 
 
+def platform_file() -> Path:
+    """$IMMUTABLE_PLATFORM_FILE read at call time (tests switch platforms per module), else include/platform.yaml."""
+    configured = os.environ.get("IMMUTABLE_PLATFORM_FILE")
+    return Path(configured) if configured else PLATFORM_FILE
+
+
 def load_platform(path: Path | None = None) -> PlatformConfig:
-    target = path or PLATFORM_FILE
+    target = path or platform_file()
     return _load_platform(str(target), target.stat().st_mtime if target.exists() else 0.0)
 
 

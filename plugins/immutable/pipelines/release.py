@@ -56,6 +56,8 @@ def validate(
         event = base_events[-1]
         base_digest, base_version = str(event["digest"]), str(event["version"])
         log.info("triggered by base-image/%s %s (%s)", channel, base_version, base_digest)
+    elif platform.platform == "aws":
+        base_digest, base_version = _aws_base(platform, base_spec.repository, channel, spec.tier)
     else:
         build_registry = RegistryClient(platform.build_registry)
         found = build_registry.manifest_digest(base_spec.repository, channel)
@@ -101,7 +103,9 @@ def validate(
             "repository": base_spec.repository,
             "digest": base_digest,
             "version": base_version,
-            "image": f"{platform.build_registry}/{base_spec.repository}@{base_digest}",
+            "image": base_digest
+            if platform.platform == "aws"
+            else f"{platform.build_registry}/{base_spec.repository}@{base_digest}",
             "channel": channel,
         },
         "created": run_after.isoformat(),
@@ -117,6 +121,8 @@ def package(plan: dict[str, Any]) -> dict[str, Any]:
     from immutable.registry import RegistryClient
 
     spec, platform, base_spec = app_spec(plan["app"]), load_platform(), load_base_spec()
+    if platform.platform == "aws":
+        return _aws_package(plan, spec, base_spec.runtime_user.uid)
     docker_client().images.pull(plan["base"]["image"])
     with app_images.with_tempdir() as tmp:
         from pathlib import Path
@@ -153,8 +159,10 @@ def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[st
     from immutable.registry import RegistryClient
 
     spec, platform, base_spec = app_spec(plan["app"]), load_platform(), load_base_spec()
-    registry = RegistryClient(platform.build_registry)
     build_tag = f"{plan['version']}-b{plan['base']['version']}"
+    if platform.platform == "aws":
+        return _aws_bake(plan, packaged, run_id, build_tag)
+    registry = RegistryClient(platform.build_registry)
     existing = registry.labels(spec.repository, build_tag)
     if existing is not None and existing.get(LABEL_RUN_ID) == run_id:
         digest = registry.manifest_digest(spec.repository, build_tag)
@@ -214,6 +222,15 @@ def sign(baked: dict[str, Any]) -> dict[str, Any]:
         images.verify_in(None, baked["repository"], baked["digest"])
         log.info("%s is already signed with our key", baked["image"])
     except SignatureError:
+        if platform.platform == "aws":
+            from immutable.aws import images as amis
+
+            # Over the AMI id and its provenance tags; the signature is stored as tags on the AMI,
+            # and copy_image copies it along with the other tags.
+            signature = amis.sign_image(platform, repository=baked["repository"], image_id=baked["digest"])
+            images.verify_in(None, baked["repository"], baked["digest"])
+            log.info("signed %s (signature %s...)", baked["image"], signature[:16])
+            return {"digest": baked["digest"], "signature_tag": "immutable:signature.0"}
         signer = load_signer(platform)
         labels = RegistryClient(platform.build_registry).labels(baked["repository"], baked["digest"]) or {}
         document = json.dumps(signer.sign(baked["repository"], baked["digest"], labels), sort_keys=True).encode()
@@ -238,10 +255,18 @@ def create_environment(kind: str, plan: dict[str, Any], baked: dict[str, Any], r
     from immutable import environments
     from immutable.platforms.interface import images_for
 
-    spec = app_spec(plan["app"])
-    images_for(load_platform()).verify_in(None, baked["repository"], baked["digest"])
+    spec, platform = app_spec(plan["app"]), load_platform()
+    images_for(platform).verify_in(None, baked["repository"], baked["digest"])
     settings = spec.dev if kind == "dev" else spec.staging
     name = environments.environment_name(kind, spec.name, run_id)
+    if platform.platform == "aws":
+        from immutable.aws import environments as aws_environments
+
+        made = aws_environments.create(
+            platform, kind=kind, name=name, spec=spec, image_id=baked["digest"], run_id=run_id
+        )
+        log.info("%s environment %s: %s (%s) from %s", kind, name, made["url"], made["instance_id"], baked["digest"])
+        return made
     environment = environments.create(name=name, spec=spec, image=baked["image"], env=dict(settings.env))
     log.info("%s environment %s: %s from %s", kind, name, environment.url, baked["image"])
     return environment.as_dict()
@@ -250,7 +275,14 @@ def create_environment(kind: str, plan: dict[str, Any], baked: dict[str, Any], r
 def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
     from immutable import environments
 
-    spec = app_spec(plan["app"])
+    spec, platform = app_spec(plan["app"]), load_platform()
+    if platform.platform == "aws":
+        from immutable.aws import environments as aws_environments
+
+        results = aws_environments.smoke_checks(
+            platform, environment, spec=spec, checks=spec.dev.smoke_checks, version=plan["version"]
+        )
+        return _judge_dev(spec.name, plan["version"], results, f"instance {environment['instance_id']}")
     env = environments.Environment(**environment)
     results = environments.smoke_checks(env, spec=spec, checks=spec.dev.smoke_checks, version=plan["version"])
     table = "\n".join(f"{'PASS' if r['passed'] else 'FAIL'}  {r['check']:<20} {r['detail']}" for r in results)
@@ -268,12 +300,22 @@ def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str
 def staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
     from immutable import environments
 
-    spec = app_spec(plan["app"])
-    env = environments.Environment(**environment)
-    health = environments.smoke_checks(env, spec=spec, checks=[], version=plan["version"])
+    spec, platform = app_spec(plan["app"]), load_platform()
+    if platform.platform == "aws":
+        from immutable.aws import environments as aws_environments
+
+        health = aws_environments.smoke_checks(platform, environment, spec=spec, checks=[], version=plan["version"])
+    else:
+        env = environments.Environment(**environment)
+        health = environments.smoke_checks(env, spec=spec, checks=[], version=plan["version"])
     if not health[0]["passed"]:
         raise ReleaseError(f"{spec.name} {plan['version']} never became healthy in staging: {health[0]['detail']}")
-    code, output = environments.run_test_command(env, spec.staging.test_command)
+    if platform.platform == "aws":
+        code, output = aws_environments.run_test_command(
+            platform, environment, spec.staging.test_command, spec.runtime.port
+        )
+    else:
+        code, output = environments.run_test_command(env, spec.staging.test_command)
     log.info("staging test command %s exited %d:\n%s", spec.staging.test_command, code, output)
     if code != 0:
         raise ReleaseError(
@@ -287,7 +329,13 @@ def destroy_environment(kind: str, app: str, run_id: str) -> list[str]:
     from immutable import environments
 
     name = environments.environment_name(kind, app, run_id)
-    removed = environments.destroy(name)
+    platform = load_platform()
+    if platform.platform == "aws":
+        from immutable.aws import environments as aws_environments
+
+        removed = aws_environments.destroy(platform, name=name)
+    else:
+        removed = environments.destroy(name)
     log.info("removed %s environment %s: %s", kind, name, removed or "nothing was left")
     return removed
 
@@ -296,8 +344,20 @@ def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> 
     """Copy the signed image to the region's registry; verify digest and signature there."""
     from immutable.platforms.interface import images_for
 
-    images = images_for(load_platform())
+    platform = load_platform()
+    images = images_for(platform)
     images.verify_in(None, baked["repository"], baked["digest"])
+    if platform.platform == "aws":
+        report = images.copy_to(region, baked["repository"], baked["digest"], baked["tags"])
+        images.verify_in(region, baked["repository"], baked["digest"])
+        log.info(
+            "%s: %s is %s there (%s), signature valid",
+            region,
+            baked["digest"],
+            report["image_id"],
+            "copied now" if report["copied"] else "already there",
+        )
+        return report
     report = images.copy_to(region, baked["repository"], baked["digest"], baked["tags"])
     images.verify_in(region, baked["repository"], baked["digest"])
     log.info(
@@ -312,6 +372,23 @@ def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> 
 
 
 def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
+    if load_platform().platform == "aws":
+        # Each region has its own AMI id; every one is a copy of the same signed build-region AMI.
+        images = {c["region"]: c["image_id"] for c in copies}
+        sources = {c["region"]: c["source_image_id"] for c in copies}
+        lines = [
+            f"{c['region']:<16} {c['image_id']:<24} {'copied' if c['copied'] else 'already there'}" for c in copies
+        ]
+        log.info("%s %s (%s) is in every region:\n%s", plan["app"], plan["version"], baked["digest"], "\n".join(lines))
+        if set(sources.values()) != {baked["digest"]}:
+            raise ReleaseError(f"regions hold copies of different AMIs: {sources}; expected {baked['digest']}")
+        return {
+            "app": plan["app"],
+            "version": plan["version"],
+            "digest": baked["digest"],
+            "regions": {region: baked["digest"] for region in images},
+            "images": images,
+        }
     by_region = {c["region"]: c["digest"] for c in copies}
     lines = [f"{'region':<12} {'digest':<71} blobs sent"]
     lines += [f"{c['region']:<12} {c['digest']:<71} {len(c['pushed_blobs'])}" for c in copies]
@@ -319,3 +396,109 @@ def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str
     if set(by_region.values()) != {baked["digest"]}:
         raise ReleaseError(f"regions hold different digests: {by_region}; expected {baked['digest']} everywhere")
     return {"app": plan["app"], "version": plan["version"], "digest": baked["digest"], "regions": by_region}
+
+
+def _judge_dev(app: str, version: str, results: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    table = "\n".join(f"{'PASS' if r['passed'] else 'FAIL'}  {r['check']:<20} {r['detail']}" for r in results)
+    log.info("dev smoke checks of %s %s:\n%s", app, version, table)
+    failed = [r["check"] for r in results if not r["passed"]]
+    if failed:
+        raise ReleaseError(
+            f"dev smoke checks failed for {app} {version} on {where}: {', '.join(failed)}.\n{table}\n"
+            "Nothing was deployed; the dev environment is removed by teardown. Fix the app and release again."
+        )
+    return results
+
+
+def _aws_base(platform: Any, repository: str, channel: str, tier: str) -> tuple[str, str]:
+    """The base AMI the channel tag points at in the build region: (AMI id, version)."""
+    from immutable.aws import images as amis
+
+    image = amis.channel_image(platform, repository, channel)
+    if image is None:
+        raise ReleaseError(
+            f"there is no base AMI on the '{channel}' channel in {platform.aws_settings.build_region} yet, which "
+            f"{tier}-tier apps build on; "
+            + ("run the base_image DAG first" if channel == "candidate" else "run promote_base first")
+        )
+    tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+    return str(image["ImageId"]), tags.get(f"{OCI}.version", "unknown")
+
+
+def _aws_package(plan: dict[str, Any], spec: AppSpec, uid: int) -> dict[str, Any]:
+    """The wheel is built on the worker (pip wheel --no-deps) and stored in the artifact bucket."""
+    from pathlib import Path
+
+    from immutable.aws import images as amis
+    from immutable.images import app as app_images
+
+    platform = load_platform()
+    with app_images.with_tempdir() as tmp:
+        tree = app_images.checkout(spec, plan["ref"], Path(tmp))
+        source_tar = app_images.source_archive(tree, plan["version"], uid)
+        name, body = amis.build_wheel(source_tar, Path(tmp))
+    wheel = app_images.app_wheel_name({name: body}, spec.packaging.distribution, plan["version"])
+    artifact = amis.upload_artifact(platform, app=spec.name, version=plan["version"], name=wheel, body=body)
+    result = {
+        "wheel": wheel,
+        "sha256": artifact["sha256"],
+        "dependencies": [],
+        "artifact": f"s3://{artifact['bucket']}/{artifact['key']}",
+        "artifact_bucket": artifact["bucket"],
+        "artifact_key": artifact["key"],
+        "revision": tree.revision,
+        "source": tree.description,
+    }
+    log.info(
+        "packaged %s %s: %s (%s), stored as %s", spec.name, plan["version"], wheel, result["sha256"], result["artifact"]
+    )
+    return result
+
+
+def _aws_bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str, build_tag: str) -> dict[str, Any]:
+    from immutable.aws import images as amis
+    from immutable.images import app as app_images
+
+    spec, platform, base_spec = app_spec(plan["app"]), load_platform(), load_base_spec()
+    labels = {
+        f"{OCI}.version": plan["version"],
+        f"{OCI}.revision": packaged["revision"],
+        f"{OCI}.created": plan["created"],
+        f"{OCI}.source": packaged["source"],
+        f"{OCI}.title": spec.name,
+        f"{OCI}.base.name": f"{plan['base']['repository']}:{plan['base']['version']}",
+        f"{OCI}.base.digest": plan["base"]["digest"],
+        app_images.LABEL_APP: spec.name,
+        app_images.LABEL_ARTIFACT: packaged["sha256"],
+        LABEL_RUN_ID: run_id,
+    }
+    image_id = amis.bake_app(
+        platform,
+        spec=spec,
+        base=base_spec,
+        base_image_id=plan["base"]["digest"],
+        version=plan["version"],
+        build_tag=build_tag,
+        artifact={"bucket": packaged["artifact_bucket"], "key": packaged["artifact_key"], "sha256": packaged["sha256"]},
+        labels=labels,
+        run_id=run_id,
+    )
+    return {
+        "repository": spec.repository,
+        "digest": image_id,
+        "image": image_id,
+        "tags": [plan["version"], build_tag],
+        "labels": amis.image_labels(platform, image_id),
+    }
+
+
+def retain_images(app: str, now: datetime) -> dict[str, Any]:
+    """aws: deregister the app's AMIs (and snapshots) beyond aws.image_retention, in every region; never
+    one a launch template uses or a channel points at. `now` is the run's date, not the clock. Local: nothing
+    (registries keep every version)."""
+    platform = load_platform()
+    if platform.platform != "aws":
+        return {}
+    from immutable.aws import images as amis
+
+    return amis.retention(platform, repository=app_spec(app).repository, now=now)

@@ -24,4 +24,8 @@ def images_for(platform: PlatformConfig) -> ImagePlatform:
         from immutable.platforms.local import LocalImages
 
         return LocalImages(platform)
+    if platform.platform == "aws":
+        from immutable.platforms.aws import AwsImages
+
+        return AwsImages(platform)
     raise NotImplementedError(f"platform '{platform.platform}' has no image support yet; use 'local'")

@@ -1,0 +1,118 @@
+"""base_image on the aws platform: the same DAG, with dag.test() against the moto server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.aws.conftest import AwsAccount
+from tests.integration import helpers
+from tests.integration.helpers import xcom
+
+OCI = "org.opencontainers.image"
+CHANNEL = "immutable:channel"
+OUR_ROLES = ("builder", "base-test", "upgrade-probe", "bake", "dev", "staging")  # the images half's instances
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def run_base(conf: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    return helpers.run_dag("base_image.py", "base_image", conf)
+
+
+def tags_of(image: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+
+
+def live_instances(account: AwsAccount) -> list[str]:
+    ec2 = account.client("ec2")
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:immutable:role", "Values": list(OUR_ROLES)},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    return [i["InstanceId"] for r in reservations for i in r["Instances"]]
+
+
+@pytest.fixture(scope="module")
+def first_build(aws_account: AwsAccount) -> dict[str, Any]:
+    run, states = run_base({"reason": "security", "cves": ["CVE-2026-4242"], "force": True})
+    assert str(run.state) == "success", states
+    assert set(states.values()) == {"success"}, states
+    return {"run": run, "published": xcom(run, "publish"), "built": xcom(run, "build")}
+
+
+def test_publish_makes_a_tagged_ami_and_moves_candidate(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
+    from immutable.config import load_base_spec
+
+    published = first_build["published"]
+    image_id = published["digest"]
+    assert image_id.startswith("ami-")
+    assert published["upstream_digest"] == aws_account.upstream_image_id
+    image = aws_account.client("ec2").describe_images(ImageIds=[image_id])["Images"][0]
+    assert image["State"] == "available"
+    tags = tags_of(image)
+    assert tags[f"{OCI}.version"] == published["version"]
+    assert tags[f"{OCI}.base.digest"] == aws_account.upstream_image_id
+    assert tags[f"{OCI}.base.name"] == aws_account.upstream_parameter
+    assert tags["io.immutable.base.cves"] == "CVE-2026-4242"
+    assert tags["io.immutable.base.reason"] == "security"
+    assert tags[f"{OCI}.revision"]
+    assert tags["immutable:repository"] == load_base_spec().repository
+    assert tags[CHANNEL] == "candidate"
+
+
+def test_the_builder_and_test_instances_are_terminated(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
+    assert live_instances(aws_account) == []
+    ec2 = aws_account.client("ec2")
+    reservations = ec2.describe_instances(Filters=[{"Name": "tag:immutable:role", "Values": ["builder"]}])[
+        "Reservations"
+    ]
+    builders = [i for r in reservations for i in r["Instances"]]
+    assert builders, "no builder instance was launched"
+    assert {i["State"]["Name"] for i in builders} == {"terminated"}
+    assert {i["ImageId"] for i in builders} == {aws_account.upstream_image_id}
+
+
+def test_the_base_scripts_ran_over_ssm(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
+    ssm = aws_account.client("ssm")
+    commands = ssm.list_commands()["Commands"]
+    builds = [c for c in commands if c["Comment"] == f"base {first_build['published']['version']}"]
+    assert len(builds) == 1
+    script = "\n".join(builds[0]["Parameters"]["commands"])
+    assert builds[0]["DocumentName"] == "AWS-RunShellScript"
+    assert "scripts/build.sh" in script
+    assert "REMOVE_PACKAGES=" in script
+
+
+def test_nothing_new_skips_and_a_new_upstream_rebuilds(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
+    run, states = run_base({"reason": "weekly"})
+    assert str(run.state) == "success", states
+    assert states["check_updates"] == "success"
+    assert {states[t] for t in ("build", "test", "record_manifest", "publish")} == {"skipped"}, states
+
+    # The distribution publishes a new AMI: its SSM parameter moves and the next run rebuilds.
+    ec2, ssm = aws_account.client("ec2"), aws_account.client("ssm")
+    instance = ec2.run_instances(
+        ImageId=aws_account.upstream_image_id, MinCount=1, MaxCount=1, SubnetId=aws_account.builder_subnet
+    )["Instances"][0]["InstanceId"]
+    newer = ec2.create_image(InstanceId=instance, Name="debian-12-amd64-20260201-0000")["ImageId"]
+    ec2.terminate_instances(InstanceIds=[instance])
+    ssm.put_parameter(Name=aws_account.upstream_parameter, Value=newer, Type="String", Overwrite=True)
+    try:
+        run, states = run_base({"reason": "weekly"})
+        assert str(run.state) == "success", states
+        assert set(states.values()) == {"success"}, states
+        published = xcom(run, "publish")
+        assert published["upstream_digest"] == newer
+        assert published["version"] != first_build["published"]["version"]
+        candidates = ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": f"tag:{CHANNEL}", "Values": ["candidate"]}]
+        )["Images"]
+        assert [i["ImageId"] for i in candidates] == [published["digest"]]  # unique per repository
+    finally:
+        ssm.put_parameter(
+            Name=aws_account.upstream_parameter, Value=aws_account.upstream_image_id, Type="String", Overwrite=True
+        )

@@ -1,0 +1,264 @@
+"""AMI steps on the aws platform against moto: faults, cleanup, encryption, retention, retries."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.aws.conftest import BUILD_REGION, AwsAccount
+
+REPO = "immutable/base"
+
+
+def new_ami(account: AwsAccount, name: str, tags: dict[str, str], region: str = BUILD_REGION) -> str:
+    ec2 = account.client("ec2", region)
+    subnet = account.builder_subnet if region == BUILD_REGION else account.regions[region].subnet_ids[0]
+    instance = ec2.run_instances(
+        ImageId=account.upstream_image_id if region == BUILD_REGION else _any_ami(ec2),
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+    )["Instances"][0]["InstanceId"]
+    image_id = str(
+        ec2.create_image(
+            InstanceId=instance,
+            Name=name,
+            TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )["ImageId"]
+    )
+    ec2.terminate_instances(InstanceIds=[instance])
+    return image_id
+
+
+def _any_ami(ec2: Any) -> str:
+    return str(ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+
+
+def platform() -> Any:
+    from immutable.config import load_platform
+
+    return load_platform()
+
+
+def test_hooks_use_the_connection_endpoint_and_adaptive_retries(aws_account: AwsAccount) -> None:
+    from immutable.aws.hooks.ec2 import Ec2ImageHook
+    from immutable.aws.hooks.ssm import SsmHook
+
+    hook = Ec2ImageHook.for_region(platform(), "ap-south-1")
+    assert hook.conn.meta.region_name == "ap-south-1"
+    assert hook.conn.meta.endpoint_url == aws_account.endpoint
+    assert hook.conn.meta.config.retries["mode"] == "adaptive"
+    assert hook.conn.meta.config.retries["total_max_attempts"] >= 5
+    assert Ec2ImageHook.for_region(platform(), "ap-south-1") is hook  # one client per process and region
+    assert SsmHook.for_region(platform(), "ap-south-1").conn.meta.service_model.service_name == "ssm"
+    with pytest.raises(Exception, match="region 'eu-central-1' is not defined"):
+        Ec2ImageHook.for_region(platform(), "eu-central-1")
+
+
+def test_an_instance_is_terminated_whatever_happens_inside(aws_account: AwsAccount) -> None:
+    from immutable.aws import images as amis
+
+    settings = platform().aws_settings
+    launched: list[str] = []
+    with (
+        pytest.raises(RuntimeError, match="the bake broke"),
+        amis.instance(
+            platform(),
+            image_id=aws_account.upstream_image_id,
+            role="builder",
+            run_id="test-cleanup",
+            subnet_id=settings.builder.subnet_id,
+            security_group_ids=list(settings.builder.security_group_ids),
+        ) as instance_id,
+    ):
+        launched.append(instance_id)
+        raise RuntimeError("the bake broke")
+    state = aws_account.client("ec2").describe_instances(InstanceIds=launched)["Reservations"][0]["Instances"][0]
+    assert state["State"]["Name"] == "terminated"
+    assert {t["Key"]: t["Value"] for t in state["Tags"]}["immutable:run"] == "test-cleanup"
+
+
+def test_a_missing_upstream_parameter_names_parameter_and_region(
+    aws_account: AwsAccount, aws_platform_file: Any
+) -> None:
+    from immutable.aws import images as amis
+
+    aws_platform_file(lambda d: d["aws"].update(upstream_ami={"ssm_parameter": "/nope/debian", "image_id": None}))
+    with pytest.raises(amis.AwsImageError, match=r"/nope/debian does not exist in eu-west-1"):
+        amis.resolve_upstream(platform())
+
+
+def test_a_missing_upstream_ami_names_ami_and_region(aws_account: AwsAccount, aws_platform_file: Any) -> None:
+    from immutable.aws import images as amis
+
+    aws_platform_file(lambda d: d["aws"].update(upstream_ami={"ssm_parameter": None, "image_id": "ami-0000dead"}))
+    with pytest.raises(amis.AwsImageError, match=r"ami-0000dead .* is not available in eu-west-1"):
+        amis.resolve_upstream(platform())
+
+
+def test_a_bake_from_a_missing_base_names_it_and_launches_nothing(aws_account: AwsAccount) -> None:
+    from immutable.app_spec import app_spec
+    from immutable.aws import images as amis
+    from immutable.config import load_base_spec
+
+    with pytest.raises(amis.AwsImageError, match=r"base AMI ami-0000beef does not exist in eu-west-1"):
+        amis.bake_app(
+            platform(),
+            spec=app_spec("sample"),
+            base=load_base_spec(),
+            base_image_id="ami-0000beef",
+            version="9.9.9",
+            build_tag="9.9.9-bx",
+            artifact={"bucket": aws_account.bucket, "key": "apps/none", "sha256": "sha256:00"},
+            labels={},
+            run_id="test-missing-base",
+        )
+    found = aws_account.client("ec2").describe_instances(
+        Filters=[{"Name": "tag:immutable:run", "Values": ["test-missing-base"]}]
+    )["Reservations"]
+    assert found == []
+
+
+def test_copying_a_missing_ami_names_it(aws_account: AwsAccount) -> None:
+    from immutable.aws import images as amis
+
+    with pytest.raises(amis.AwsImageError, match=r"AMI ami-0000f00d to copy does not exist in eu-west-1"):
+        amis.copy_image(platform(), region="us-east-1", source_image_id="ami-0000f00d")
+
+
+def test_a_region_not_enabled_is_named(aws_account: AwsAccount, aws_platform_file: Any) -> None:
+    from immutable.aws import images as amis
+
+    source = new_ami(aws_account, "immutable-opt-in-test", {"immutable:repository": "apps/optin"})
+    us = aws_account.regions["us-east-1"]
+
+    def add_region(document: dict[str, Any]) -> None:
+        region = dict(document["regions"][1])
+        region["name"] = "me-south-1"  # an opt-in region this account has not enabled
+        region["aws"] = dict(region["aws"]) | {"listener_arn": us.listener_arn.replace("us-east-1", "me-south-1")}
+        document["regions"].append(region)
+        document["rollout"]["waves"][1].append("me-south-1")
+
+    aws_platform_file(add_region)
+    with pytest.raises(amis.AwsImageError, match=rf"region me-south-1 is not enabled .* {source} cannot be copied"):
+        amis.copy_image(platform(), region="me-south-1", source_image_id=source)
+    copies = aws_account.client("ec2", "me-south-1").describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:immutable:source-image", "Values": [source]}]
+    )["Images"]
+    assert copies == []
+
+
+def test_a_copy_that_fails_is_deregistered_and_named(aws_account: AwsAccount) -> None:
+    """The copy starts, then AWS reports it failed: the error names region and AMIs, the copy is gone."""
+    from immutable.aws import images as amis
+
+    source = new_ami(aws_account, "immutable-failing-copy", {"immutable:repository": "apps/failing"})
+    hook = amis.ec2(platform(), "ap-south-1")
+
+    def copy_failed(params: dict[str, Any], **_: Any) -> Any:
+        # What DescribeImages answers for a copy that failed (moto's copies never fail): a
+        # before-call handler's answer is used instead of calling the server.
+        from botocore.awsrequest import AWSResponse
+
+        asked = params.get("body", {}).get("ImageId.1") if isinstance(params.get("body"), dict) else None
+        if asked is None or asked == source:
+            return None
+        reason = {"Code": "Client.InternalError", "Message": "copy failed"}
+        return AWSResponse("", 200, {}, None), {
+            "Images": [{"ImageId": asked, "State": "failed", "StateReason": reason}]
+        }
+
+    hook.conn.meta.events.register("before-call.ec2.DescribeImages", copy_failed)
+    try:
+        with pytest.raises(amis.AwsImageError, match=rf"copy (ami-\w+) of {source} in ap-south-1 did not become"):
+            amis.copy_image(platform(), region="ap-south-1", source_image_id=source)
+    finally:
+        hook.conn.meta.events.unregister("before-call.ec2.DescribeImages", copy_failed)
+    copies = aws_account.client("ec2", "ap-south-1").describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:immutable:source-image", "Values": [source]}]
+    )["Images"]
+    assert copies == []
+    # and a retry copies it again, cleanly
+    report = amis.copy_image(platform(), region="ap-south-1", source_image_id=source)
+    assert report["copied"] is True and report["state"] == "available"
+
+
+def test_copies_are_encrypted_with_the_regions_kms_key(aws_account: AwsAccount, aws_platform_file: Any) -> None:
+    from immutable.aws import images as amis
+
+    aws_platform_file(lambda d: d["regions"][1]["aws"].update(kms_key_id="alias/immutable-images"))
+    source = new_ami(aws_account, "immutable-kms-test", {"immutable:repository": "apps/kms", "team": "sre"})
+    sent: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        sent.append(dict(params))
+
+    hook = amis.ec2(platform(), "us-east-1")
+    hook.conn.meta.events.register("provide-client-params.ec2.CopyImage", record)
+    try:
+        report = amis.copy_image(platform(), region="us-east-1", source_image_id=source)
+    finally:
+        hook.conn.meta.events.unregister("provide-client-params.ec2.CopyImage", record)
+    assert report["encrypted"] is True
+    assert sent and sent[0]["Encrypted"] is True and sent[0]["KmsKeyId"] == "alias/immutable-images"
+    assert sent[0]["SourceRegion"] == BUILD_REGION and sent[0]["ClientToken"]
+    copy = aws_account.client("ec2", "us-east-1").describe_images(ImageIds=[report["image_id"]])["Images"][0]
+    tags = {t["Key"]: t["Value"] for t in copy["Tags"]}
+    assert tags["team"] == "sre" and tags["immutable:source-image"] == source
+
+
+def test_retention_keeps_the_newest_the_young_and_what_launch_templates_use(aws_account: AwsAccount) -> None:
+    from immutable.aws import images as amis
+
+    repo = "apps/retention"
+    made = []
+    for n in range(5):
+        tags = {"immutable:repository": repo, "org.opencontainers.image.version": f"1.0.{n}"}
+        made.append(new_ami(aws_account, f"retention-1.0.{n}", tags))
+        time.sleep(1.05)  # CreationDate has second resolution: keep the order unambiguous
+    oldest, in_template, channel, newer, newest = made
+    ec2 = aws_account.client("ec2")
+    ec2.create_launch_template(
+        LaunchTemplateName="retention-eu-west-1-blue", LaunchTemplateData={"ImageId": in_template}
+    )
+    ec2.create_tags(Resources=[channel], Tags=[{"Key": "immutable:channel", "Value": "stable"}])
+    snapshots = {
+        i["ImageId"]: [m["Ebs"]["SnapshotId"] for m in i["BlockDeviceMappings"]]
+        for i in ec2.describe_images(ImageIds=made)["Images"]
+    }
+
+    young = amis.retention(platform(), repository=repo, now=datetime.now(UTC))  # min_age_days 0: all old enough
+    assert {r["image_id"] for r in young[BUILD_REGION]["removed"]} == {oldest}
+    report = young[BUILD_REGION]
+    kept = {k["image_id"]: k["why"] for k in report["kept"]}
+    assert kept[newest].startswith("one of the newest") and kept[newer].startswith("one of the newest")
+    assert "launch template retention-eu-west-1-blue" in kept[in_template]
+    assert "stable channel" in kept[channel]
+    remaining = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert oldest not in remaining and {in_template, channel, newer, newest} <= remaining
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not set(snapshots[oldest]) & left, "the deregistered AMI's snapshots must be deleted"
+    assert set(snapshots[newest]) <= left
+
+    # an image younger than min_age_days is never removed, whatever its rank
+    policy_days = platform().aws_settings.image_retention.min_age_days
+    again = amis.retention(platform(), repository=repo, now=datetime.now(UTC) - timedelta(days=policy_days + 1))
+    assert again[BUILD_REGION]["removed"] == []
+
+
+def test_retain_images_is_the_release_pipelines_entry_point(aws_account: AwsAccount) -> None:
+    from immutable.app_spec import app_spec
+    from immutable.pipelines.release import retain_images
+
+    report = retain_images("sample", datetime.now(UTC))
+    assert set(report) == {"eu-west-1", "us-east-1", "ap-south-1"}
+    repository = app_spec("sample").repository
+    for region, outcome in report.items():
+        left = aws_account.client("ec2", region).describe_images(
+            Owners=["self"], Filters=[{"Name": "tag:immutable:repository", "Values": [repository]}]
+        )["Images"]
+        assert len(left) == len(outcome["kept"]), region
+        assert not {r["image_id"] for r in outcome["removed"]} & {i["ImageId"] for i in left}

@@ -1,0 +1,146 @@
+"""The images half of release_<app> on the aws platform (validate .. summarize) with dag.test()."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from immutable.images.app import LABEL_APP, LABEL_ARTIFACT
+from tests.aws.conftest import REGIONS, AwsAccount, run_dag_until
+from tests.integration.helpers import xcom
+
+OCI = "org.opencontainers.image"
+IMAGES_HALF = ["summarize", "destroy_dev_env", "destroy_staging_env"]
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def this_run(role: str, release: dict[str, Any]) -> list[dict[str, Any]]:
+    """EC2 filters for the instances of `role` launched by this module's release run."""
+    return [
+        {"Name": "tag:immutable:role", "Values": [role]},
+        {"Name": "tag:immutable:run", "Values": [release["run"].run_id]},
+    ]
+
+
+def tags_of(image: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+
+
+@pytest.fixture(scope="module")
+def release(aws_account: AwsAccount, aws_base_candidate: str) -> dict[str, Any]:
+    run, states = run_dag_until("releases.py", "release_sample", {"version": "1.0.0"}, IMAGES_HALF)
+    assert str(run.state) == "success", states
+    assert set(states.values()) == {"success"}, states
+    return {
+        "run": run,
+        "plan": xcom(run, "validate"),
+        "packaged": xcom(run, "package"),
+        "baked": xcom(run, "bake"),
+        "copies": [xcom(run, "copy_to_region", i) for i in range(len(REGIONS))],
+        "summary": xcom(run, "summarize"),
+        "base": candidate_when_released(aws_account),
+    }
+
+
+def candidate_when_released(account: AwsAccount) -> str:
+    """The base AMI on the candidate channel now (other modules may have moved it since the session began)."""
+    images = account.client("ec2").describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:immutable:channel", "Values": ["candidate"]}]
+    )["Images"]
+    assert len(images) == 1, images
+    return str(images[0]["ImageId"])
+
+
+def test_the_base_is_pinned_by_ami_id(release: dict[str, Any]) -> None:
+    assert release["plan"]["base"]["digest"] == release["base"]
+    assert release["plan"]["regions"] == list(REGIONS)
+
+
+def test_the_wheel_is_in_the_artifact_bucket_with_its_sha256(aws_account: AwsAccount, release: dict[str, Any]) -> None:
+    packaged = release["packaged"]
+    assert packaged["wheel"].startswith("sample_app-1.0.0-")
+    body = aws_account.client("s3").get_object(Bucket=aws_account.bucket, Key=packaged["artifact_key"])["Body"].read()
+    assert packaged["sha256"] == "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_the_ami_carries_provenance_and_a_valid_signature(aws_account: AwsAccount, release: dict[str, Any]) -> None:
+    from immutable.config import load_platform
+    from immutable.platforms.interface import images_for
+    from immutable.signing import SignatureError
+
+    baked = release["baked"]
+    image_id = baked["digest"]
+    ec2 = aws_account.client("ec2")
+    image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    tags = tags_of(image)
+    assert tags[f"{OCI}.version"] == "1.0.0"
+    assert tags[f"{OCI}.base.digest"] == release["base"]
+    assert tags[LABEL_ARTIFACT] == release["packaged"]["sha256"]
+    assert tags[LABEL_APP] == "sample"
+    assert tags[f"{OCI}.revision"]
+    assert tags[f"{OCI}.created"]
+    assert tags["immutable:signature.0"]
+    # the bake ran from the base AMI pinned by id, and the builder is gone
+    bakers = ec2.describe_instances(Filters=this_run("bake", release))["Reservations"]
+    instances = [i for r in bakers for i in r["Instances"]]
+    assert {i["ImageId"] for i in instances} == {release["base"]}
+    assert {i["State"]["Name"] for i in instances} == {"terminated"}
+
+    images = images_for(load_platform())
+    assert images.verify_in(None, baked["repository"], image_id)[f"{OCI}.version"] == "1.0.0"
+    # tampering with the provenance breaks the signature
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": f"{OCI}.version", "Value": "6.6.6"}])
+    try:
+        with pytest.raises(SignatureError, match=image_id):
+            images.verify_in(None, baked["repository"], image_id)
+    finally:
+        ec2.create_tags(Resources=[image_id], Tags=[{"Key": f"{OCI}.version", "Value": "1.0.0"}])
+
+
+def test_dev_and_staging_ran_and_were_terminated(aws_account: AwsAccount, release: dict[str, Any]) -> None:
+    ec2 = aws_account.client("ec2")
+    for role, subnet in (("dev", aws_account.dev_subnet), ("staging", aws_account.staging_subnet)):
+        found = ec2.describe_instances(Filters=this_run(role, release))["Reservations"]
+        instances = [i for r in found for i in r["Instances"]]
+        assert instances, f"no {role} instance was launched"
+        assert {i["SubnetId"] for i in instances} == {subnet}
+        assert {i["ImageId"] for i in instances} == {release["baked"]["digest"]}
+        assert {i["State"]["Name"] for i in instances} == {"terminated"}
+
+
+def test_copies_in_every_region_carry_tags_and_signature(aws_account: AwsAccount, release: dict[str, Any]) -> None:
+    from immutable.config import load_platform
+    from immutable.platforms.interface import images_for
+
+    source = release["baked"]["digest"]
+    by_region = {c["region"]: c for c in release["copies"]}
+    assert set(by_region) == set(REGIONS)
+    assert by_region[REGIONS[0]]["image_id"] == source
+    images = images_for(load_platform())
+    for region in REGIONS[1:]:
+        copy_id = by_region[region]["image_id"]
+        assert copy_id != source
+        image = aws_account.client("ec2", region).describe_images(ImageIds=[copy_id])["Images"][0]
+        tags = tags_of(image)
+        assert image["State"] == "available"
+        assert tags["immutable:source-image"] == source
+        assert tags[f"{OCI}.version"] == "1.0.0"
+        assert images.digest_in(region, release["baked"]["repository"], source) == copy_id
+        assert images.verify_in(region, release["baked"]["repository"], source)[f"{OCI}.version"] == "1.0.0"
+    assert release["summary"]["images"] == {r: c["image_id"] for r, c in by_region.items()}
+
+
+def test_copy_is_idempotent(aws_account: AwsAccount, release: dict[str, Any]) -> None:
+    from immutable.pipelines.release import copy_to_region
+
+    for region in REGIONS[1:]:
+        again = copy_to_region(release["plan"], release["baked"], region)
+        assert again["image_id"] == next(c["image_id"] for c in release["copies"] if c["region"] == region)
+        assert again["copied"] is False
+        copies = aws_account.client("ec2", region).describe_images(
+            Owners=["self"], Filters=[{"Name": "tag:immutable:source-image", "Values": [release["baked"]["digest"]]}]
+        )["Images"]
+        assert len(copies) == 1
