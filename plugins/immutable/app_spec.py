@@ -95,13 +95,46 @@ class HealthWait(_Strict):
 
 
 QUERY_HELP = "PromQL with $app, $region, $color and $window ($window: the rate window, such as 10s)"
+CLOUDWATCH_HELP = (
+    "CloudWatch metric for the aws platform; dimension values may use $app, $region, $color, "
+    "$target_group and $load_balancer (the color's ALB target group and load balancer dimensions)"
+)
+CLOUDWATCH_STATS = ("Sum", "Average", "Minimum", "Maximum", "SampleCount")
 
 
-class MetricCheck(_Strict):
+class CloudWatchMetric(_Strict):
+    namespace: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    # Percentiles (p90) are valid on AWS; the emulator crashes on them, so the sample uses Average.
+    stat: Annotated[str, StringConstraints(pattern=r"^(Sum|Average|Minimum|Maximum|SampleCount|p\d{1,2}(\.\d+)?)$")] = (
+        "Average"
+    )
+    dimensions: dict[str, str] = Field(default_factory=dict)
+
+
+class CloudWatchQuery(_Strict):
+    """One series from CloudWatch, or the ratio of two (computed here: metric math is not everywhere)."""
+
+    metric: CloudWatchMetric
+    # A ratio such as 5xx / requests; a missing numerator point next to a denominator point counts as 0.
+    divide_by: CloudWatchMetric | None = None
+
+
+class _Queried(_Strict):
+    query: str | None = Field(None, min_length=1, description=QUERY_HELP)
+    cloudwatch: CloudWatchQuery | None = Field(None, description=CLOUDWATCH_HELP)
+
+    @model_validator(mode="after")
+    def _has_a_query(self) -> _Queried:
+        if self.query is None and self.cloudwatch is None:
+            raise ValueError("set `query` (PromQL, the local platform) and/or `cloudwatch` (the aws platform)")
+        return self
+
+
+class MetricCheck(_Queried):
     """One canary metric: the same query runs for the canary and the baseline."""
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
-    query: str = Field(..., min_length=1, description=QUERY_HELP)
     direction: Literal["increase", "decrease", "either"] = "increase"
     critical: bool = False
     must_have_data: bool = True
@@ -138,11 +171,10 @@ class CanarySettings(_Strict):
         return max(1, int(self.lifetime_s // self.interval_s))
 
 
-class ThresholdCheck(_Strict):
+class ThresholdCheck(_Queried):
     """A post-flip check on the new color alone: fail when the value goes above `max`."""
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
-    query: str = Field(..., min_length=1, description=QUERY_HELP)
     max: float
     must_have_data: bool = True
 
@@ -185,6 +217,7 @@ class AppSpec(_Strict):
 
     def for_platform(self, platform: PlatformConfig) -> AppSpec:
         """This spec with the platform's timing overrides applied (short windows on a laptop or in CI)."""
+        self.check_metrics_for(platform.platform)
         overrides = platform.timing_overrides
         if overrides is None:
             return self
@@ -194,6 +227,22 @@ class AppSpec(_Strict):
                 "bluegreen": self.bluegreen.model_copy(update=overrides.bluegreen),
             }
         )
+
+    def check_metrics_for(self, platform_kind: str) -> None:
+        """Every gate metric must have a query the platform's metrics backend understands."""
+        field = "cloudwatch" if platform_kind == "aws" else "query"
+        missing = [
+            f"canary.metrics[{i}] ({m.name})" for i, m in enumerate(self.canary.metrics) if not getattr(m, field)
+        ]
+        missing += [
+            f"bluegreen.post_flip_checks[{i}] ({c.name})"
+            for i, c in enumerate(self.bluegreen.post_flip_checks)
+            if not getattr(c, field)
+        ]
+        if missing:
+            raise ConfigError(
+                f"app '{self.name}': the {platform_kind} platform needs `{field}` on {', '.join(missing)}"
+            )
 
     def is_synchronized(self, platform: PlatformConfig) -> bool:
         if self.synchronized is not None:

@@ -22,17 +22,10 @@ class ProductionError(RuntimeError):
 
 
 def _context(app: str) -> tuple[PlatformConfig, AppSpec, Any]:
-    from immutable.local.production import LocalProduction
-    from immutable.paths import state_dir
+    from immutable.production_state import production_for
 
     platform = load_platform()
-    if platform.platform != "local":
-        raise ProductionError(f"platform '{platform.platform}' has no production support yet; use 'local'")
-    return platform, app_spec(app).for_platform(platform), LocalProduction(platform, state_dir())
-
-
-def _image_in(platform: PlatformConfig, region: str, repository: str, digest: str) -> str:
-    return f"127.0.0.1:{platform.region(region).registry_port}/{repository}@{digest}"
+    return platform, app_spec(app).for_platform(platform), production_for(platform)
 
 
 def _verify(platform: PlatformConfig, region: str, repository: str, digest: str) -> dict[str, str]:
@@ -50,10 +43,18 @@ def live_version(app: str, region: str) -> str | None:
 
 def retire_expired(app: str, regions: list[str]) -> dict[str, list[str]]:
     """Retire colors kept past their rollback window; never blocks on a window still open."""
+    from datetime import UTC, datetime
+
+    from immutable.pipelines.release import retain_images
+
     _, _, production = _context(app)
     now = time.time()
     retired = {region: production.retire_expired(app, region, now) for region in regions}
     log.info("retired old colors: %s", retired)
+    # Then old images nothing runs any more (aws: AMIs and snapshots past the retention policy).
+    retained = retain_images(app, datetime.fromtimestamp(now, UTC))
+    if retained:
+        log.info("image retention: %s", retained)
     return retired
 
 
@@ -83,7 +84,7 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
             spec=spec,
             region=pilot,
             color=color,
-            image=_image_in(platform, pilot, spec.repository, digest),
+            image=production.image_in(pilot, spec.repository, digest),
             digest=digest,
             version=version,
             size=settings.size,
@@ -114,7 +115,7 @@ def end_canary(app: str, pilot: str) -> dict[str, Any]:
 
 def launch_new_color(plan: dict[str, Any], baked: dict[str, Any], region: str, run_id: str) -> dict[str, Any]:
     """Start the new color at full size on the new digest and check its health, without traffic."""
-    from immutable.local.production import other_color
+    from immutable.production_state import other_color
 
     platform, spec, production = _context(plan["app"])
     production.acquire(spec.name, region, run_id)
@@ -134,7 +135,7 @@ def launch_new_color(plan: dict[str, Any], baked: dict[str, Any], region: str, r
         spec=spec,
         region=region,
         color=color,
-        image=_image_in(platform, region, spec.repository, baked["digest"]),
+        image=production.image_in(region, spec.repository, baked["digest"]),
         digest=baked["digest"],
         version=plan["version"],
         size=spec.bluegreen.size,

@@ -1,0 +1,208 @@
+"""App fleets on AWS: one Auto Scaling group per app, region and color, behind the color's ALB
+target group; launched from a launch template of the same name pointing at the release's AMI.
+
+Names are deterministic (`<app>-<region>-<color>`) and the group's tags carry app, region, color,
+version and digest (the release's AMI id in the build region), so every step looks before it acts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from immutable.app_spec import AppSpec
+from immutable.config import PlatformConfig
+
+log = logging.getLogger(__name__)
+
+COLORS = ("blue", "green", "canary", "baseline")
+TAG_APP = "immutable:app"
+TAG_REGION = "immutable:region"
+TAG_COLOR = "immutable:color"
+TAG_VERSION = "immutable:version"
+TAG_DIGEST = "immutable:digest"
+LAUNCH_TIMEOUT_S = 900.0  # seconds for a group to fill and its targets to turn healthy
+DELETE_TIMEOUT_S = 600.0
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class AwsMember:
+    name: str  # the instance id
+    region: str
+    color: str
+    version: str
+    digest: str
+    status: str  # the Auto Scaling lifecycle state
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def group_name(app: str, region: str, color: str) -> str:
+    return f"{app}-{region}-{color}"
+
+
+def target_group_name(app: str, color: str) -> str:
+    """ALB target group names are regional and at most 32 characters."""
+    name = f"{app}-{color}"
+    if len(name) <= 32:
+        return name
+    return f"{app[:14]}-{hashlib.sha256(app.encode()).hexdigest()[:6]}-{color}"
+
+
+class AwsFleets:
+    def __init__(self, platform: PlatformConfig) -> None:
+        self.platform = platform
+        self.settings = platform.aws_settings
+
+    def scaling(self, region: str) -> Any:
+        from immutable.aws.hooks.autoscaling import AutoScalingHook
+
+        return AutoScalingHook.for_region(self.platform, region)
+
+    def elb(self, region: str) -> Any:
+        from immutable.aws.hooks.elbv2 import ElbV2Hook
+
+        return ElbV2Hook.for_region(self.platform, region)
+
+    def members(self, app: str, region: str, color: str) -> list[AwsMember]:
+        group = self.scaling(region).group(group_name(app, region, color))
+        if group is None:
+            return []
+        tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
+        return sorted(
+            (
+                AwsMember(
+                    name=i["InstanceId"],
+                    region=region,
+                    color=color,
+                    version=tags.get(TAG_VERSION, "?"),
+                    digest=tags.get(TAG_DIGEST, "?"),
+                    status=i["LifecycleState"],
+                )
+                for i in group.get("Instances", [])
+            ),
+            key=lambda m: m.name,
+        )
+
+    def launch(
+        self, *, spec: AppSpec, region: str, color: str, image: str, digest: str, version: str, size: int
+    ) -> list[AwsMember]:
+        """Create the color's group on `image` (an AMI in `region`) and wait until its targets are healthy.
+
+        A group already on the same digest is kept (a retry); on another digest the color is
+        taken, which is an error: that fleet must be destroyed first. A launch that fails halfway
+        removes what it created.
+        """
+        if color not in COLORS:
+            raise FleetError(f"unknown color '{color}'; colors are {COLORS}")
+        settings = self.platform.aws_region(region)
+        name = group_name(spec.name, region, color)
+        scaling, elb = self.scaling(region), self.elb(region)
+        existing = scaling.group(name)
+        if existing is not None:
+            tags = {t["Key"]: t["Value"] for t in existing.get("Tags", [])}
+            if tags.get(TAG_DIGEST) != digest:
+                raise FleetError(
+                    f"{spec.name} in {region}: the {color} group {name} runs another release "
+                    f"({tags.get(TAG_VERSION)}, {tags.get(TAG_DIGEST)}); remove it before launching {digest} as {color}"
+                )
+        tags = {TAG_APP: spec.name, TAG_REGION: region, TAG_COLOR: color, TAG_VERSION: version, TAG_DIGEST: digest}
+        target_group = elb.ensure_target_group(
+            name=target_group_name(spec.name, color),
+            vpc_id=settings.vpc_id,
+            port=spec.runtime.port,
+            health_path=spec.runtime.health_path,
+            tags={TAG_APP: spec.name, TAG_COLOR: color},
+        )
+        try:
+            if existing is None:
+                template_id = scaling.put_launch_template(
+                    name=name,
+                    image_id=image,
+                    instance_type=self.settings.instance_type,
+                    security_group_ids=list(settings.security_group_ids),
+                    tags=tags,
+                )
+                scaling.create_group(
+                    name=name,
+                    template_id=template_id,
+                    size=size,
+                    subnet_ids=list(settings.subnet_ids),
+                    target_group_arn=target_group["TargetGroupArn"],
+                    tags=tags,
+                )
+                log.info(
+                    "%s %s: created group %s on %s (%s) with %d instance(s)",
+                    spec.name,
+                    region,
+                    name,
+                    image,
+                    version,
+                    size,
+                )
+            instances = scaling.wait_in_service(name, size, LAUNCH_TIMEOUT_S)
+            elb.wait_targets_healthy(
+                target_group["TargetGroupArn"], [i["InstanceId"] for i in instances], LAUNCH_TIMEOUT_S
+            )
+        except Exception as exc:
+            removed = self.destroy(spec.name, region, color, force=True)
+            raise FleetError(
+                f"{spec.name} in {region}: launching the {color} group {name} from {image} failed: {exc}. "
+                f"Removed what was created ({removed or 'nothing'}); fix the cause and run the task again."
+            ) from exc
+        return self.members(spec.name, region, color)
+
+    def wait_healthy(self, spec: AppSpec, members: list[AwsMember]) -> None:
+        if not members:
+            return
+        region, color = members[0].region, members[0].color
+        target_group = self.elb(region).target_group(target_group_name(spec.name, color))
+        if target_group is None:
+            raise FleetError(f"{spec.name} in {region}: the {color} target group is missing")
+        self.elb(region).wait_targets_healthy(
+            target_group["TargetGroupArn"], [m.name for m in members], LAUNCH_TIMEOUT_S
+        )
+
+    def destroy(self, app: str, region: str, color: str, *, force: bool = False) -> list[str]:
+        """Remove the color's group, launch template and target group; its traffic must be gone first.
+
+        `force` allows removing the color that carries the app's last traffic in the region (the
+        app is then taken out of the region, as before its first release).
+        """
+        name = group_name(app, region, color)
+        elb = self.elb(region)
+        listener = self.platform.aws_region(region).listener_arn
+        target_group = elb.target_group(target_group_name(app, color))
+        if target_group is not None:
+            weights = elb.forward_weights(listener)
+            arn = target_group["TargetGroupArn"]
+            if arn in weights:
+                others = {a: w for a, w in weights.items() if a != arn}
+                if weights[arn] > 0 and not any(w > 0 for w in others.values()) and not force:
+                    raise FleetError(
+                        f"{app} in {region}: the {color} group carries all of the app's traffic; refusing to remove it"
+                    )
+                elb.set_forward_weights(listener, others, fallback=NO_RELEASE_ACTION)
+        members = [m.name for m in self.members(app, region, color)]
+        scaling = self.scaling(region)
+        deleted = scaling.delete_group(name, DELETE_TIMEOUT_S)
+        scaling.delete_launch_template(name)
+        if target_group is not None:
+            elb.delete_target_group(target_group_name(app, color))
+        if deleted:
+            log.info("%s %s: removed group %s (%s)", app, region, name, members)
+        return members or ([name] if deleted else [])
+
+
+# What the listener answers while no release of the app is live in the region.
+NO_RELEASE_ACTION: dict[str, Any] = {
+    "Type": "fixed-response",
+    "FixedResponseConfig": {"StatusCode": "503", "ContentType": "text/plain", "MessageBody": "no release is live"},
+}

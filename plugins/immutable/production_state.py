@@ -1,0 +1,170 @@
+"""What every platform's production keeps per app and region beyond what runs: the kept color and
+until when, the earlier release, and the lease that lets one run at a time change traffic.
+
+Which color is live and what it runs is read from the platform itself (the load balancer and the
+fleets); a platform subclass says how, and where its small bookkeeping record is stored (a file
+under a lock locally, an object with a conditional write on AWS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+LIVE_COLORS = ("blue", "green")
+LEASE_STALE_S = 6 * 3600  # seconds after which a lease left by a crashed run may be taken over
+
+
+class LeaseHeld(RuntimeError):
+    pass
+
+
+def other_color(color: str | None) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+class FleetMember(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+class ProductionState:
+    """Record keeping shared by the platforms; subclasses set `fleets` and the storage hooks."""
+
+    fleets: Any
+
+    # --- hooks a platform provides ----------------------------------------------------------
+
+    def _locked(self, app: str, region: str) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """Read-modify-write of one app/region record, exclusive against other writers."""
+        raise NotImplementedError
+
+    def record(self, app: str, region: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def shares(self, app: str, region: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def set_shares(self, app: str, region: str, shares: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def metrics_backend(self, app: str, region: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def image_in(self, region: str, repository: str, digest: str) -> str:
+        """What a fleet in `region` launches for the release `digest`."""
+        raise NotImplementedError
+
+    # --- what runs ----------------------------------------------------------------------------
+
+    def members(self, app: str, region: str, color: str) -> list[Any]:
+        return list(self.fleets.members(app, region, color))
+
+    def live(self, app: str, region: str) -> dict[str, Any] | None:
+        """The blue/green color taking traffic (the larger share), with its version and digest."""
+        shares = self.shares(app, region)
+        candidates = [(shares.get(c, 0.0), c) for c in LIVE_COLORS if shares.get(c, 0.0) > 0]
+        if not candidates:
+            return None
+        _, color = max(candidates)
+        members = self.members(app, region, color)
+        if not members:
+            return None
+        return {"color": color, "version": members[0].version, "digest": members[0].digest, "size": len(members)}
+
+    def kept(self, app: str, region: str) -> dict[str, Any] | None:
+        """The previous color, kept without traffic for a fast rollback, if it still runs."""
+        previous = self.record(app, region).get("previous")
+        if not previous:
+            return None
+        members = self.members(app, region, previous["color"])
+        if not members or members[0].digest != previous["digest"]:
+            return None
+        return dict(previous)
+
+    # --- flips --------------------------------------------------------------------------------
+
+    def note_flip(
+        self,
+        app: str,
+        region: str,
+        *,
+        live: dict[str, Any],
+        previous: dict[str, Any] | None,
+        rollback_window_s: float,
+        run_id: str,
+    ) -> None:
+        with self._locked(app, region) as record:
+            # What a flip back must restore: the record as it was before this flip.
+            record["before_flip"] = {k: record.get(k) for k in ("live", "previous", "previous_release")}
+            record["live"] = live | {"since": time.time(), "run_id": run_id}
+            record["previous"] = previous | {"retire_after": time.time() + rollback_window_s} if previous else None
+            if previous:
+                # Outlives the kept fleet: a rollback past the window redeploys this digest.
+                record["previous_release"] = previous
+
+    def note_flip_back(self, app: str, region: str, *, live: dict[str, Any]) -> None:
+        """The failed flip is undone: the kept color (if it still runs) and the earlier release return."""
+        with self._locked(app, region) as record:
+            before = record.pop("before_flip", None) or {}
+            record["live"] = live | {"since": time.time(), "run_id": "flip-back"}
+            record["previous"] = before.get("previous")
+            record["previous_release"] = before.get("previous_release")
+
+    def retire_expired(self, app: str, region: str, now: float) -> list[str]:
+        """Remove the kept color once its rollback window is over (never the live one)."""
+        with self._locked(app, region) as record:
+            previous = record.get("previous")
+            if not previous or previous.get("retire_after", 0) > now:
+                return []
+            live = self.live(app, region)
+            if live and live["color"] == previous["color"]:
+                record["previous"] = None
+                return []
+            removed: list[str] = self.fleets.destroy(app, region, previous["color"])
+            record["previous"] = None
+            return removed
+
+    # --- lease: one release or rollback changes an app's traffic in a region at a time ------
+
+    def acquire(self, app: str, region: str, holder: str) -> None:
+        with self._locked(app, region) as record:
+            lease = record.get("lease")
+            if lease and lease["holder"] != holder and time.time() - lease["since"] < LEASE_STALE_S:
+                raise LeaseHeld(
+                    f"{lease['holder']} is changing {app}'s traffic in {region} (since "
+                    f"{time.strftime('%H:%M:%S', time.gmtime(lease['since']))} UTC); only one release or rollback "
+                    "may do so at a time. Wait for it to finish, then run this again."
+                )
+            record["lease"] = {
+                "holder": holder,
+                "since": lease["since"] if lease and lease["holder"] == holder else time.time(),
+            }
+
+    def release(self, app: str, region: str, holder: str) -> bool:
+        with self._locked(app, region) as record:
+            lease = record.get("lease")
+            if lease and lease["holder"] == holder:
+                record["lease"] = None
+                return True
+            return False
+
+
+def production_for(platform: Any) -> ProductionState:
+    """The production of the platform `include/platform.yaml` names."""
+    from immutable.paths import state_dir
+
+    if platform.platform == "aws":
+        from immutable.aws.production import AwsProduction
+
+        return AwsProduction(platform)
+    from immutable.local.production import LocalProduction
+
+    return LocalProduction(platform, state_dir())

@@ -1,0 +1,81 @@
+"""Whole releases on the aws platform with dag.test(), as on the local platform: a first release
+flips every region, a healthy one goes through canary and blue/green by listener weights, and a bad
+one is stopped by the canary gate and rolled back. CloudWatch gets the ALB's points from the test
+(`AlbMetrics`): the emulator reports none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.aws.conftest import REGIONS, AwsAccount
+from tests.aws.test_aws_production import APP, AlbMetrics, groups, listener_weights
+from tests.integration.helpers import run_dag, xcom
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+HEALTHY, BAD = "1.1.0", "1.2.0"
+
+
+@pytest.fixture(scope="module")
+def metrics(aws_account: AwsAccount) -> Iterator[AlbMetrics]:
+    with AlbMetrics(aws_account, {BAD: 0.3}) as putting:
+        yield putting
+
+
+@pytest.fixture(scope="module")
+def first_release(aws_account: AwsAccount, aws_base_candidate: str, metrics: AlbMetrics) -> dict[str, Any]:
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": "1.0.0"})
+    assert str(run.state) == "success", states
+    assert states["canary.prepare_canary"] == "success"
+    return {"run": run, "states": states}
+
+
+def live_colors(account: AwsAccount) -> dict[str, dict[str, int]]:
+    return {region: listener_weights(account, region) for region in REGIONS}
+
+
+def test_a_first_release_takes_every_region_without_a_canary(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    assert xcom(first_release["run"], "canary.prepare_canary")["skipped"] is True
+    record = xcom(first_release["run"], "record_release")
+    assert set(record["regions"]) == set(REGIONS)
+    for region, weights in live_colors(aws_account).items():
+        assert weights == {f"{APP}-{record['regions'][region]['live']['color']}": 100}, region
+
+
+def test_a_healthy_release_goes_through_canary_and_blue_green_everywhere(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    before = xcom(first_release["run"], "record_release")["regions"]
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": HEALTHY})
+    assert str(run.state) == "success", states
+    assert states["canary.analysis"] == "success", states
+    record = xcom(run, "record_release")
+    for region in REGIONS:
+        new, old = record["regions"][region]["live"], before[region]["live"]
+        assert new["version"] == HEALTHY and new["color"] != old["color"]
+        # The listener sends everything to the new color; the old group is kept for rollback.
+        assert listener_weights(aws_account, region) == {f"{APP}-{new['color']}": 100}
+        assert record["regions"][region]["kept"]["version"] == "1.0.0"
+        assert f"{APP}-{region}-{old['color']}" in groups(aws_account, region)
+        assert not {f"{APP}-{region}-canary", f"{APP}-{region}-baseline"} & groups(aws_account, region)
+
+
+def test_a_bad_release_is_stopped_by_the_canary_and_rolled_back(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    weights_before = live_colors(aws_account)
+    groups_before = {region: groups(aws_account, region) for region in REGIONS}
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": BAD})
+    assert str(run.state) == "failed", states
+    assert states["canary.analysis"] == "failed", states
+    assert states["rollback"] == "success", states
+    # Traffic never moved, and the canary and baseline groups are gone.
+    assert live_colors(aws_account) == weights_before
+    assert {region: groups(aws_account, region) for region in REGIONS} == groups_before
+    assert all(weights for weights in weights_before.values())
