@@ -15,6 +15,9 @@ declare -A NEEDED=(
     [iptables]=iptables
     [haproxy]=haproxy
     [prometheus]=prometheus
+    [chromium]=chromium
+    [chromedriver]=chromium-driver
+    [docker-compose]=docker-compose
 )
 
 missing_programs=()

@@ -8,13 +8,23 @@ Expects the embedded Airflow and the local platform to be up (`make demo` starts
 
 from __future__ import annotations
 
+import re
+import shutil
 import sys
 import time
+from typing import TextIO
 
-from immutable.airflow_api import AirflowApi, AirflowApiError
+from immutable.airflow_api import TERMINAL_RUN_STATES, AirflowApi, AirflowApiError
 from immutable.localctl import AIRFLOW_PORT, AIRFLOW_USER, airflow_password
 
 STATE_MARK = {"success": "ok", "failed": "FAILED", "skipped": "skipped", "upstream_failed": "not run"}
+BUSY_STATES = ("running", "deferred")
+POLL_S = 2.0  # seconds between polls of the run
+NOTE_EVERY_S = 30.0  # seconds between progress lines of a long task when the output is not a terminal
+SCORE_EVERY_S = 5.0  # seconds between reads of a deferred gate's log for its latest score
+SCORE_LINE = re.compile(r"interval (\d+)/(\d+): score (\d+) \((\w+)\)")  # the canary trigger's log line
+BAR_WIDTH = 24  # characters
+RUN_TIMEOUT_S = 1800.0  # seconds a run may take before the demo gives up on it
 
 
 def show(message: str) -> None:
@@ -26,20 +36,119 @@ GOOD_VERSIONS = ("1.0.0", "1.1.0")
 BAD_VERSION = "1.2.0"  # turns bad 15 s after it starts: passes dev and staging, fails the canary
 
 
+def progress(elapsed_s: float, usual_s: float | None) -> str:
+    """A bar against how long the task took last time, or just the time so far the first time."""
+    if not usual_s or usual_s <= 0:
+        return f"{elapsed_s:.0f}s"
+    fraction = min(elapsed_s / usual_s, 0.99)  # never "done" before Airflow says so
+    filled = int(fraction * BAR_WIDTH)
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%}  {elapsed_s:.0f}s of ~{usual_s:.0f}s"
+
+
+def latest_score(log: str) -> str | None:
+    """The canary gate's latest judged interval, e.g. 'interval 1/2: score 100 (continue)'."""
+    found = SCORE_LINE.findall(log)
+    if not found:
+        return None
+    number, total, score, decision = found[-1]
+    return f"interval {number}/{total}: score {score} ({decision})"
+
+
+def usual_durations(api: AirflowApi, dag_id: str) -> dict[str, float]:
+    """How long each task took in the DAG's latest successful run: the progress bars' yardstick."""
+    runs = api.get(f"/dags/{dag_id}/dagRuns", state="success", order_by="-start_date", limit=1)["dag_runs"]
+    if not runs:
+        return {}
+    body = api.get(f"/dags/{dag_id}/dagRuns/{runs[0]['dag_run_id']}/taskInstances", limit=100)
+    return {
+        ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""): float(ti["duration"])
+        for ti in body["task_instances"]
+        if ti.get("state") == "success" and ti.get("duration")
+    }
+
+
+class StatusLine:
+    """One line redrawn in place on a terminal; elsewhere (CI logs) a plain line now and then."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.live = out.isatty()
+        self.drawn = False
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.out.write("\r\033[K")
+            self.out.flush()
+            self.drawn = False
+
+    def draw(self, text: str) -> None:
+        if self.live:
+            width = shutil.get_terminal_size().columns - 1
+            self.out.write(f"\r\033[K{text[:width]}")
+            self.out.flush()
+            self.drawn = True
+
+
 def run_and_follow(api: AirflowApi, dag_id: str, conf: dict[str, object]) -> tuple[str, str, dict[str, str]]:
-    """Trigger, then print each task's state as it changes; returns (run id, state, task states)."""
+    """Trigger, then print each task's state as it changes, a progress bar for long tasks and a
+    deferred gate's latest score; returns (run id, state, task states)."""
+    usual = usual_durations(api, dag_id)
     run_id = api.trigger_ok(dag_id, conf)
     show(f"\n{dag_id} {conf}: run {run_id}")
     started = time.monotonic()
+    status = StatusLine()
+    seen: dict[str, str] = {}
+    busy_since: dict[str, float] = {}
+    noted: dict[str, float] = {}
+    scores: dict[str, str] = {}
+    score_read: dict[str, float] = {}
 
-    def on_change(task: str, state: str) -> None:
-        if state in ("none", "scheduled", "queued"):
-            return
-        note = "  (waiting in the triggerer, no worker slot held)" if state == "deferred" else ""
-        show(f"  {time.monotonic() - started:6.0f}s  {task:<32} {STATE_MARK.get(state, state)}{note}")
+    def line(task: str, text: str) -> None:
+        status.clear()
+        show(f"  {time.monotonic() - started:6.0f}s  {task:<32} {text}")
 
-    state = api.wait_for_run(dag_id, run_id, on_change=on_change)
-    return run_id, state, api.task_states(dag_id, run_id)
+    def changes(states: dict[str, str]) -> None:
+        for task, state in sorted(states.items()):
+            if seen.get(task) == state:
+                continue
+            seen[task] = state
+            if state in BUSY_STATES:
+                busy_since.setdefault(task, time.monotonic())
+            if state in ("none", "scheduled", "queued"):
+                continue
+            note = "  (waiting in the triggerer, no worker slot held)" if state == "deferred" else ""
+            line(task, f"{STATE_MARK.get(state, state)}{note}")
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        states = api.task_states(dag_id, run_id)
+        changes(states)
+        now = time.monotonic()
+        busy = [t for t, s in sorted(states.items()) if s in BUSY_STATES]
+        for task in busy:
+            if states[task] == "deferred" and "[" not in task and now - score_read.get(task, 0.0) >= SCORE_EVERY_S:
+                score_read[task] = now
+                try:
+                    score = latest_score(api.task_log(dag_id, run_id, task))
+                except AirflowApiError:  # the score is a courtesy: a log not served yet must not stop the demo
+                    score = None
+                if score and scores.get(task) != score:
+                    scores[task] = score
+                    line(task, f"gate {score}")
+            if not status.live and now - noted.get(task, busy_since[task]) >= NOTE_EVERY_S:
+                noted[task] = now
+                line(task, f"still {states[task]}  {progress(now - busy_since[task], usual.get(task))}")
+        if busy:
+            status.draw("  " + "   ".join(f"{t} {progress(now - busy_since[t], usual.get(t))}" for t in busy[:2]))
+        state = str(api.get(f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+        if state in TERMINAL_RUN_STATES:
+            final = api.task_states(dag_id, run_id)
+            changes(final)
+            status.clear()
+            return run_id, state, final
+        time.sleep(POLL_S)
+    status.clear()
+    raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {RUN_TIMEOUT_S:.0f}s")
 
 
 def failure_cause(api: AirflowApi, dag_id: str, run_id: str, states: dict[str, str]) -> str:
@@ -96,19 +205,10 @@ def current_candidate_summary() -> dict[str, object]:
 
 
 def live_everywhere() -> dict[str, dict[str, object] | None]:
-    """Per region what is live and what is kept, read from the platform itself."""
-    from immutable.app_spec import app_spec
-    from immutable.config import load_platform
-    from immutable.local.production import LocalProduction
-    from immutable.paths import state_dir
+    """Per region what is live and what is kept, read from the platform (as the Releases page does)."""
+    from immutable.ui.releases import what_runs_where
 
-    platform = load_platform()
-    production = LocalProduction(platform, state_dir())
-    found: dict[str, dict[str, object] | None] = {}
-    for region in app_spec(APP).rollout_regions(platform):
-        live = production.live(APP, region)
-        found[region] = None if live is None else live | {"kept": production.kept(APP, region)}
-    return found
+    return {p.region: None if p.live is None else p.live | {"kept": p.kept} for p in what_runs_where([APP])}
 
 
 def version_key(version: str) -> tuple[int, ...]:

@@ -3,73 +3,23 @@ restart while a gate is deferred, `make status`, `make down` and `make bench`.""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from immutable.local.services import _process_table, port_open
-
-ROOT = Path(__file__).resolve().parents[2]
-STATE = ROOT / "var" / "e2e"
-AIRFLOW_PORT = 8089
-PLATFORM_PORTS = [5700, 5701, 5702, 5703, 8701, 8702, 8703, 8751, 8752, 8753, 9790]
-REGIONS = ["eu-west", "us-east", "ap-south"]
+from tests.e2e.conftest import AIRFLOW_PORT, PLATFORM_PORTS, REGIONS, ROOT, STATE, api, field, make
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("docker_engine")]
-
-
-def make(target: str, env: dict[str, str], timeout_s: int = 2400) -> str:
-    done = subprocess.run(
-        ["make", "--no-print-directory", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"make {target} failed:\n{output[-6000:]}"
-    return output
-
-
-def field(output: str, name: str) -> str:
-    match = re.search(rf"^\s+{name}\s+(\S+)", output, re.MULTILINE)
-    assert match, f"'{name}' not in the demo's summary:\n{output[-3000:]}"
-    return match.group(1)
 
 
 def summary_rows(output: str) -> dict[str, list[str]]:
     section = output.split("=== what runs where ===", 1)[1].split("===", 1)[0]
     return {line.split()[0]: line.split() for line in section.strip().splitlines()[1:]}
-
-
-@pytest.fixture(scope="module")
-def demo_env() -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IMMUTABLE_", "PYTEST"))}
-    env |= {
-        "IMMUTABLE_STATE_DIR": str(STATE),
-        "IMMUTABLE_PLATFORM_FILE": str(Path(__file__).with_name("platform.yaml")),
-        "IMMUTABLE_AIRFLOW_PORT": str(AIRFLOW_PORT),
-    }
-    make("down", env)
-    shutil.rmtree(STATE, ignore_errors=True)
-    yield env
-    make("down", env)
-
-
-@pytest.fixture(scope="module")
-def demo(demo_env: dict[str, str]) -> dict[str, Any]:
-    output = make("demo", demo_env)
-    return {"output": output, "password": field(output, "password")}
-
-
-def api(password: str) -> Any:
-    from immutable.airflow_api import AirflowApi
-
-    return AirflowApi(f"http://127.0.0.1:{AIRFLOW_PORT}", "admin", password)
 
 
 def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
@@ -104,6 +54,7 @@ def test_the_rest_api_refuses_malformed_triggers_naming_the_field(demo: dict[str
         assert name in refused.json()["detail"]
 
 
+@pytest.mark.changes_the_demo
 def test_a_second_demo_reuses_what_is_there(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     again = make("demo", demo_env)
     assert "python requirements: up to date" in again
@@ -114,6 +65,7 @@ def test_a_second_demo_reuses_what_is_there(demo: dict[str, Any], demo_env: dict
     assert field(again, "digest") == field(demo["output"], "digest")
 
 
+@pytest.mark.changes_the_demo
 def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     from immutable.airflow_api import TERMINAL_RUN_STATES
 
@@ -147,6 +99,7 @@ def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_
         assert versions == {"1.1.0", "1.3.0"}, (region, versions)
 
 
+@pytest.mark.stops_the_demo
 def test_status_then_down_leaves_nothing_behind(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     status = make("status", demo_env)
     assert re.search(r"airflow: running, pid \d+", status), status
@@ -165,6 +118,7 @@ def test_status_then_down_leaves_nothing_behind(demo: dict[str, Any], demo_env: 
     assert left == [], [c.name for c in left]
 
 
+@pytest.mark.stops_the_demo
 def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
     output = make("bench", demo_env)
     for figure in (

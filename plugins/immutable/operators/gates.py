@@ -9,12 +9,22 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from immutable.ui.links import LoadBalancerStatsLink, PrometheusGraphLink, RegistryImageLink
 
 GATE_MARGIN_S = 120.0  # seconds of slack on top of a gate's planned duration before it times out
 
 
-class GateFailed(RuntimeError):
-    """A gate judged the release harmful. The message: cause, evidence, what was done, what next."""
+class GateFailed(AirflowFailException):
+    """A gate judged the release harmful. The message: cause, evidence, what was done, what next.
+
+    A verdict is not retried (a retry would judge a bad canary again, or watch a region that was
+    already flipped back): the task fails at once, whatever its `retries`."""
+
+
+class GateError(RuntimeError):
+    """The canary gate could not judge (its metrics backend failed): no verdict, so the task may retry."""
 
 
 def _platform_and_spec(app: str) -> tuple[Any, Any]:
@@ -26,10 +36,47 @@ def _platform_and_spec(app: str) -> tuple[Any, Any]:
 
 
 def _production(platform: Any) -> Any:
-    from immutable.local.production import LocalProduction
-    from immutable.paths import state_dir
+    from immutable.production_state import production_for
 
-    return LocalProduction(platform, state_dir())
+    return production_for(platform)
+
+
+def gate_links(
+    platform: Any,
+    *,
+    app: str,
+    repository: str,
+    region: str,
+    digest: str,
+    exprs: list[str],
+    start_at: float,
+    duration_s: float,
+) -> dict[str, str]:
+    """The URLs of the gate's extra links, from what the gate knows when it starts (local platform)."""
+    from immutable.local.loadbalancer import backend_name
+    from immutable.ui import links
+
+    if platform.platform != "local":
+        return {}
+    where = platform.region(region)
+    start, end = links.gate_window(start_at, duration_s)
+    return {
+        PrometheusGraphLink.name: links.prometheus_graph_url(
+            f"http://127.0.0.1:{platform.local.prometheus_port}", exprs, start, end
+        ),
+        LoadBalancerStatsLink.name: links.haproxy_stats_url(where.lb_admin_port, backend_name(app)),
+        RegistryImageLink.name: links.registry_manifest_url(f"127.0.0.1:{where.registry_port}", repository, digest),
+    }
+
+
+def _record_links(context: Any, found: dict[str, str]) -> None:
+    from immutable.ui.links import LINKS_XCOM_KEY
+
+    if found:
+        context["ti"].xcom_push(key=LINKS_XCOM_KEY, value=found)
+
+
+GATE_LINKS = (PrometheusGraphLink(), LoadBalancerStatsLink(), RegistryImageLink())
 
 
 class CanaryGateOperator(BaseOperator):
@@ -37,6 +84,7 @@ class CanaryGateOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("app", "region", "canary")
     ui_color = "#f0e4a8"
+    operator_extra_links = GATE_LINKS
 
     def __init__(self, *, app: str, region: str, canary: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -47,7 +95,7 @@ class CanaryGateOperator(BaseOperator):
         self.canary = canary  # the prepare task's XCom: {"skipped": bool, ...}
 
     def execute(self, context: Any) -> Any:
-        from immutable.triggers import CanaryAnalysisTrigger
+        from immutable.triggers import CanaryAnalysisTrigger, render
 
         if self.canary.get("skipped"):
             self.log.info("no canary analysis: %s", self.canary.get("reason"))
@@ -65,9 +113,28 @@ class CanaryGateOperator(BaseOperator):
             settings.warmup_s,
             len(settings.metrics),
         )
+        backend = _production(platform).metrics_backend(self.app, self.region)
+        if backend["kind"] == "prometheus":
+            window = settings.rate_window
+            exprs = [
+                render(str(m.query), app=self.app, region=self.region, color=c, window=window)
+                for m in settings.metrics
+                for c in ("canary", "baseline")
+            ]
+            found = gate_links(
+                platform,
+                app=self.app,
+                repository=spec.repository,
+                region=self.region,
+                digest=self.canary["canary_digest"],
+                exprs=exprs,
+                start_at=start_at,
+                duration_s=settings.intervals * settings.interval_s,
+            )
+            _record_links(context, found)
         self.defer(
             trigger=CanaryAnalysisTrigger(
-                backend=_production(platform).metrics_backend(),
+                backend=backend,
                 metrics=[m.model_dump() for m in settings.metrics],
                 analysis={
                     "confidence": settings.confidence,
@@ -98,6 +165,21 @@ class CanaryGateOperator(BaseOperator):
         if event["status"] == "pass":
             self.log.info("canary passed: %s", event["reason"])
             return event
+        if event["status"] == "error":
+            raise GateError(
+                "\n".join(
+                    [
+                        f"The canary analysis of {self.app} {self.canary.get('canary_version')} in {self.region} "
+                        f"could not judge: {event['reason']}.",
+                        *tables,
+                        "Done about it: production traffic stays on the current version "
+                        f"{self.canary.get('baseline_version')}; the canary and baseline fleets are removed by "
+                        "teardown once the gate is done.",
+                        "Next: check that the metrics backend answers; the gate tries again if it has retries left, "
+                        "else release the version again.",
+                    ]
+                )
+            )
         failing = _failing_metrics(event)
         cause = (
             f"The canary of {self.app} {self.canary.get('canary_version')} failed its analysis in {self.region}"
@@ -129,6 +211,7 @@ class PostFlipGateOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("app", "flipped")
     ui_color = "#c8e6c9"
+    operator_extra_links = GATE_LINKS
 
     def __init__(self, *, app: str, flipped: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -136,7 +219,7 @@ class PostFlipGateOperator(BaseOperator):
         self.flipped = flipped  # the flip task's XCom for one region
 
     def execute(self, context: Any) -> Any:
-        from immutable.triggers import ThresholdGateTrigger
+        from immutable.triggers import ThresholdGateTrigger, render
 
         platform, spec = _platform_and_spec(self.app)
         settings = spec.bluegreen
@@ -149,12 +232,31 @@ class PostFlipGateOperator(BaseOperator):
             settings.post_flip_window_s,
             ", ".join(f"{c.name} <= {c.max}" for c in settings.post_flip_checks),
         )
+        backend = _production(platform).metrics_backend(self.app, region)
+        start_at = time.time() + settings.post_flip_warmup_s
+        if backend["kind"] == "prometheus":
+            window = spec.canary.rate_window
+            exprs = [
+                render(str(c.query), app=self.app, region=region, color=color, window=window)
+                for c in settings.post_flip_checks
+            ]
+            found = gate_links(
+                platform,
+                app=self.app,
+                repository=spec.repository,
+                region=region,
+                digest=self.flipped["digest"],
+                exprs=exprs,
+                start_at=start_at,
+                duration_s=settings.post_flip_window_s,
+            )
+            _record_links(context, found)
         self.defer(
             trigger=ThresholdGateTrigger(
-                backend=_production(platform).metrics_backend(),
+                backend=backend,
                 checks=[c.model_dump() for c in settings.post_flip_checks],
                 labels={"app": self.app, "region": region, "color": color},
-                start_at=time.time() + settings.post_flip_warmup_s,
+                start_at=start_at,
                 window_s=settings.post_flip_window_s,
                 step_s=settings.post_flip_step_s,
                 rate_window=spec.canary.rate_window,

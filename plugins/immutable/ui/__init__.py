@@ -1,0 +1,1 @@
+"""What the Airflow UI shows beyond the DAGs: operator extra links and the Releases page."""

@@ -1,0 +1,90 @@
+"""One `make demo` for the whole end-to-end session: the REST tests and the browser tests read the
+same run (the demo takes about 15 minutes here). Tests that only read what the demo left run
+first, then those marked `changes_the_demo`, then those marked `stops_the_demo`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / "var" / "e2e"
+ARTIFACTS = STATE / "artifacts"  # screenshots and page text the browser test leaves for people to look at
+PLATFORM_FILE = Path(__file__).with_name("platform.yaml")
+AIRFLOW_PORT = 8089
+AIRFLOW_URL = f"http://127.0.0.1:{AIRFLOW_PORT}"
+PLATFORM_PORTS = [5700, 5701, 5702, 5703, 8701, 8702, 8703, 8751, 8752, 8753, 9790]
+REGIONS = ["eu-west", "us-east", "ap-south"]
+APP = "sample"
+BAD_VERSION = "1.2.0"  # the demo's release that the canary stops
+
+
+ORDER = ("changes_the_demo", "stops_the_demo")  # markers, in the order their tests run after the others
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "changes_the_demo: changes what the demo left; runs after the tests reading it")
+    config.addinivalue_line("markers", "stops_the_demo: stops the demo's Airflow and platform; runs after the rest")
+
+
+def run_order(item: pytest.Item) -> int:
+    return max((n + 1 for n, marker in enumerate(ORDER) if item.get_closest_marker(marker)), default=0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever the file order: first the tests that read what the demo left, then those that change
+    it, then those that stop it; all in this folder's place in the session (so the demo is not left
+    running while other folders' tests run)."""
+    here = Path(__file__).parent
+    places = [n for n, item in enumerate(items) if here in item.path.parents]
+    ours = sorted((items[n] for n in places), key=run_order)
+    for n, item in zip(places, ours, strict=True):
+        items[n] = item
+
+
+def make(target: str, env: dict[str, str], timeout_s: int = 2400) -> str:
+    done = subprocess.run(
+        ["make", "--no-print-directory", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"make {target} failed:\n{output[-6000:]}"
+    return output
+
+
+def field(output: str, name: str) -> str:
+    match = re.search(rf"^\s+{name}\s+(\S+)", output, re.MULTILINE)
+    assert match, f"'{name}' not in the demo's summary:\n{output[-3000:]}"
+    return match.group(1)
+
+
+def api(password: str) -> Any:
+    from immutable.airflow_api import AirflowApi
+
+    return AirflowApi(AIRFLOW_URL, "admin", password)
+
+
+@pytest.fixture(scope="session")
+def demo_env() -> Iterator[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IMMUTABLE_", "PYTEST"))}
+    env |= {
+        "IMMUTABLE_STATE_DIR": str(STATE),
+        "IMMUTABLE_PLATFORM_FILE": str(PLATFORM_FILE),
+        "IMMUTABLE_AIRFLOW_PORT": str(AIRFLOW_PORT),
+    }
+    make("down", env)
+    shutil.rmtree(STATE, ignore_errors=True)
+    yield env
+    make("down", env)
+
+
+@pytest.fixture(scope="session")
+def demo(demo_env: dict[str, str]) -> dict[str, Any]:
+    output = make("demo", demo_env)
+    return {"output": output, "password": field(output, "password")}
