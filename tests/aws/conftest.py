@@ -270,16 +270,17 @@ def platform_document(
         "timing_overrides": {
             "canary": {
                 "warmup_s": 2,
-                "interval_s": 10,
-                "lifetime_s": 20,
+                "interval_s": 12,
+                "lifetime_s": 24,
                 "step_s": 1,
-                "rate_window": "3s",
-                "min_samples": 8,
+                "rate_window": "5s",
+                # The newest points of an interval may still be on their way: ask for fewer than 12.
+                "min_samples": 6,
             },
             "bluegreen": {
                 "size": 2,
                 "step_pause_s": 1,
-                "post_flip_warmup_s": 3,
+                "post_flip_warmup_s": 5,
                 "post_flip_window_s": 6,
                 "post_flip_step_s": 1,
                 "rollback_window_s": 900,
@@ -389,7 +390,7 @@ def aws_base_candidate(aws_account: AwsAccount, airflow_db: None) -> str:
 
     def candidate() -> str | None:
         images = aws_account.client("ec2").describe_images(
-            Owners=["self"], Filters=[{"Name": "tag:immutable:channel", "Values": ["candidate"]}]
+            Owners=["self"], Filters=[{"Name": "tag:immutable:channel:candidate", "Values": ["true"]}]
         )["Images"]
         return str(images[0]["ImageId"]) if images else None
 

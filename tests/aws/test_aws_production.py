@@ -56,7 +56,8 @@ class AlbMetrics:
                 {"Name": "TargetGroup", "Value": target_group.split(":", 5)[-1]},
             ]
             error_rate = self.error_rates.get(tags.get("immutable:version", ""), 0.0)
-            since = self.last_put.get(target_group, now - 1)
+            # From the group's start: the ALB reports from the moment the targets register.
+            since = self.last_put.get(target_group, int(group["CreatedTime"].timestamp()) - 1)
             data = []
             for second in range(since + 1, now + 1):
                 requests = 50 + random.randint(-5, 5)

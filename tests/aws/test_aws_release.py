@@ -66,6 +66,22 @@ def test_a_healthy_release_goes_through_canary_and_blue_green_everywhere(
         assert not {f"{APP}-{region}-canary", f"{APP}-{region}-baseline"} & groups(aws_account, region)
 
 
+def test_the_candidate_base_becomes_stable_once_the_canary_tier_runs_it(
+    aws_account: AwsAccount, aws_base_candidate: str, first_release: dict[str, Any]
+) -> None:
+    def stable() -> list[str]:
+        images = aws_account.client("ec2").describe_images(
+            Owners=["self"], Filters=[{"Name": "tag:immutable:channel:stable", "Values": ["true"]}]
+        )["Images"]
+        return [i["ImageId"] for i in images]
+
+    assert stable() == []
+    run, states = run_dag("promote_base.py", "promote_base", {})
+    assert str(run.state) == "success", states
+    assert states["promote"] == "success", states  # sample (canary tier) runs the candidate everywhere
+    assert stable() == [aws_base_candidate]
+
+
 def test_a_bad_release_is_stopped_by_the_canary_and_rolled_back(
     aws_account: AwsAccount, first_release: dict[str, Any]
 ) -> None:

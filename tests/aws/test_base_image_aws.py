@@ -11,7 +11,7 @@ from tests.integration import helpers
 from tests.integration.helpers import xcom
 
 OCI = "org.opencontainers.image"
-CHANNEL = "immutable:channel"
+CANDIDATE = "immutable:channel:candidate"
 OUR_ROLES = ("builder", "base-test", "upgrade-probe", "bake", "dev", "staging")  # the images half's instances
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -61,7 +61,7 @@ def test_publish_makes_a_tagged_ami_and_moves_candidate(aws_account: AwsAccount,
     assert tags["io.immutable.base.reason"] == "security"
     assert tags[f"{OCI}.revision"]
     assert tags["immutable:repository"] == load_base_spec().repository
-    assert tags[CHANNEL] == "candidate"
+    assert tags[CANDIDATE] == "true"
 
 
 def test_the_builder_and_test_instances_are_terminated(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
@@ -108,9 +108,9 @@ def test_nothing_new_skips_and_a_new_upstream_rebuilds(aws_account: AwsAccount, 
         published = xcom(run, "publish")
         assert published["upstream_digest"] == newer
         assert published["version"] != first_build["published"]["version"]
-        candidates = ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{CHANNEL}", "Values": ["candidate"]}]
-        )["Images"]
+        candidates = ec2.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{CANDIDATE}", "Values": ["true"]}])[
+            "Images"
+        ]
         assert [i["ImageId"] for i in candidates] == [published["digest"]]  # unique per repository
     finally:
         ssm.put_parameter(

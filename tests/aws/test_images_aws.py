@@ -224,7 +224,7 @@ def test_retention_keeps_the_newest_the_young_and_what_launch_templates_use(aws_
     ec2.create_launch_template(
         LaunchTemplateName="retention-eu-west-1-blue", LaunchTemplateData={"ImageId": in_template}
     )
-    ec2.create_tags(Resources=[channel], Tags=[{"Key": "immutable:channel", "Value": "stable"}])
+    ec2.create_tags(Resources=[channel], Tags=[{"Key": "immutable:channel:stable", "Value": "true"}])
     snapshots = {
         i["ImageId"]: [m["Ebs"]["SnapshotId"] for m in i["BlockDeviceMappings"]]
         for i in ec2.describe_images(ImageIds=made)["Images"]

@@ -48,7 +48,7 @@ def release(aws_account: AwsAccount, aws_base_candidate: str) -> dict[str, Any]:
 def candidate_when_released(account: AwsAccount) -> str:
     """The base AMI on the candidate channel now (other modules may have moved it since the session began)."""
     images = account.client("ec2").describe_images(
-        Owners=["self"], Filters=[{"Name": "tag:immutable:channel", "Values": ["candidate"]}]
+        Owners=["self"], Filters=[{"Name": "tag:immutable:channel:candidate", "Values": ["true"]}]
     )["Images"]
     assert len(images) == 1, images
     return str(images[0]["ImageId"])

@@ -2,7 +2,7 @@
 
 An AMI is referred to by its id (the aws "digest"); provenance travels as tags with the same keys
 as the local platform's OCI labels. Moving pointers (`candidate`, `stable`) are the tag
-`immutable:channel` on exactly one image per repository. Builder and test instances are tagged with
+`immutable:channel:<name>` on exactly one image per repository. Builder and test instances are tagged with
 their role and run, and always terminated, whatever happens.
 """
 
@@ -28,6 +28,7 @@ from immutable.aws.tags import (
     TAG_SIGNATURE,
     TAG_SOURCE_IMAGE,
     TAG_SOURCE_REGION,
+    channel_tag,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def resolve_upstream(platform: PlatformConfig) -> tuple[str, str]:
 
 def channel_image(platform: PlatformConfig, repository: str, channel: str) -> dict[str, Any] | None:
     """The image the channel tag points at in the build region (None before the first publish)."""
-    images = ec2(platform).find_images(tags={TAG_REPOSITORY: repository, TAG_CHANNEL: channel})
+    images = ec2(platform).find_images(tags={TAG_REPOSITORY: repository, channel_tag(channel): "true"})
     return images[0] if images else None
 
 
@@ -121,14 +122,14 @@ def image_labels(platform: PlatformConfig, image_id: str, region: str | None = N
 def move_channel(platform: PlatformConfig, repository: str, channel: str, image_id: str) -> list[str]:
     """Point `channel` at image_id: tag it, then take the tag off every other image of the repository."""
     hook = ec2(platform)
-    hook.create_tags(resource_ids=[image_id], tags={TAG_CHANNEL: channel})
+    hook.create_tags(resource_ids=[image_id], tags={channel_tag(channel): "true"})
     others = [
         i["ImageId"]
-        for i in hook.find_images(tags={TAG_REPOSITORY: repository, TAG_CHANNEL: channel})
+        for i in hook.find_images(tags={TAG_REPOSITORY: repository, channel_tag(channel): "true"})
         if i["ImageId"] != image_id
     ]
     for other in others:
-        hook.delete_tags(resource_ids=[other], keys=[TAG_CHANNEL])
+        hook.delete_tags(resource_ids=[other], keys=[channel_tag(channel)])
     log.info("%s:%s now points at %s (moved off %s)", repository, channel, image_id, others or "nothing")
     return others
 
@@ -491,7 +492,7 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str) -
             raise AwsImageError(f"copying {source_image_id} from {source_region} to {region} failed: {exc}") from exc
         copied = True
     tags = {k: v for k, v in source_hook.image_tags(source).items() if not k.startswith("aws:")}
-    tags.pop(TAG_CHANNEL, None)  # channels live in the build region only
+    tags = {k: v for k, v in tags.items() if not k.startswith(TAG_CHANNEL)}  # channels live in the build region only
     tags |= {TAG_SOURCE_IMAGE: source_image_id, TAG_SOURCE_REGION: source_region}
     try:
         hook.create_tags(resource_ids=[image_id], tags=tags)
@@ -539,8 +540,8 @@ def retention(platform: PlatformConfig, *, repository: str, now: datetime, dry_r
                 reason = f"younger than {policy.min_age_days} days"
             elif image_id in in_use:
                 reason = f"used by launch template {', '.join(in_use[image_id])}"
-            elif TAG_CHANNEL in tags:
-                reason = f"the {tags[TAG_CHANNEL]} channel points at it"
+            elif channels := [k.removeprefix(TAG_CHANNEL) for k in tags if k.startswith(TAG_CHANNEL)]:
+                reason = f"the {', '.join(channels)} channel points at it"
             elif region == platform.aws_settings.build_region and _has_live_copies(platform, image_id):
                 reason = "a copy of it in another region is in use"
             if reason:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 TAG_REPOSITORY = "immutable:repository"  # base repository or app name
 TAG_KIND = "immutable:kind"  # base | app
-TAG_CHANNEL = "immutable:channel"  # candidate | stable: a moving pointer, unique per repository
+# A moving pointer (candidate, stable), unique per repository: `immutable:channel:<name>` = "true".
+# One key per channel, so one image can be on both (a promoted candidate).
+TAG_CHANNEL = "immutable:channel:"
+
+
+def channel_tag(channel: str) -> str:
+    return f"{TAG_CHANNEL}{channel}"
+
+
 TAG_SOURCE_IMAGE = "immutable:source-image"  # on a copy: the AMI id in the build region it was copied from
 TAG_SOURCE_REGION = "immutable:source-region"
 TAG_ROLE = "immutable:role"  # builder | dev | staging: what an instance of ours is for
