@@ -126,14 +126,14 @@ def test_the_failed_gate_links_to_its_graph_stats_and_image(demo: dict[str, Any]
     canary = client.xcom(f"release_{APP}", run_id, "canary.prepare_canary")
     pilot = load_platform(PLATFORM_FILE).region(canary["region"])
     digest = canary["canary_digest"]
-    assert links["Image in the registry"] == (
+    assert links["Image"] == (
         f"http://127.0.0.1:{pilot.registry_port}/v2/{app_spec(APP).repository}/manifests/{digest}"
     ), links
-    manifest = httpx.get(links["Image in the registry"], headers={"Accept": MANIFEST_TYPES}, timeout=10)
+    manifest = httpx.get(links["Image"], headers={"Accept": MANIFEST_TYPES}, timeout=10)
     assert manifest.status_code == 200 and manifest.headers["Docker-Content-Digest"] == digest
-    assert links["Load balancer stats"] == f"http://127.0.0.1:{pilot.lb_admin_port}/stats#app_{APP}", links
-    assert "app_sample" in httpx.get(links["Load balancer stats"], timeout=10).text
-    graph = links["Prometheus graph of the gate's window"]
+    assert links["Load balancer"] == f"http://127.0.0.1:{pilot.lb_admin_port}/stats#app_{APP}", links
+    assert "app_sample" in httpx.get(links["Load balancer"], timeout=10).text
+    graph = links["Metrics of the gate's window"]
     assert graph.startswith("http://127.0.0.1:9790/graph?g0.expr="), links
     assert httpx.get(graph, timeout=10, follow_redirects=True).status_code == 200
 

@@ -90,3 +90,31 @@ def test_each_link_has_its_own_name_and_xcom_key() -> None:
     assert len({link.name for link in links}) == len({link.xcom_key for link in links}) == 3
     for operator in (CanaryGateOperator, PostFlipGateOperator):
         assert [type(link) for link in operator.operator_extra_links] == [type(link) for link in links]
+
+
+def test_on_aws_the_gates_link_to_the_aws_console() -> None:
+    import yaml
+
+    from immutable.config import PlatformConfig
+    from immutable.operators.gates import gate_links
+
+    document = yaml.safe_load((Path(__file__).resolve().parents[2] / "include" / "aws" / "platform.yaml").read_text())
+    platform = PlatformConfig.model_validate(document)
+    found = gate_links(
+        platform,
+        app="sample",
+        repository="apps/sample",
+        region="us-east-1",
+        digest="ami-0123456789abcdef0",
+        exprs=[],
+        start_at=0.0,
+        duration_s=60.0,
+    )
+    assert found[PrometheusGraphLink.name].startswith("https://us-east-1.console.aws.amazon.com/cloudwatch/")
+    assert found[LoadBalancerStatsLink.name].endswith(
+        "#LoadBalancer:loadBalancerArn=arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/web/60dc6c495c0c9188"
+    )
+    # The release's AMI id is the build region's.
+    assert found[RegistryImageLink.name] == (
+        "https://eu-west-1.console.aws.amazon.com/ec2/home?region=eu-west-1#ImageDetails:imageId=ami-0123456789abcdef0"
+    )

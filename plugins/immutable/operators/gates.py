@@ -56,8 +56,8 @@ def gate_links(
     from immutable.local.loadbalancer import backend_name
     from immutable.ui import links
 
-    if platform.platform != "local":
-        return {}
+    if platform.platform == "aws":
+        return _aws_links(platform, app=app, region=region, digest=digest)
     where = platform.region(region)
     start, end = links.gate_window(start_at, duration_s)
     return {
@@ -66,6 +66,19 @@ def gate_links(
         ),
         LoadBalancerStatsLink.name: links.haproxy_stats_url(where.lb_admin_port, backend_name(app)),
         RegistryImageLink.name: links.registry_manifest_url(f"127.0.0.1:{where.registry_port}", repository, digest),
+    }
+
+
+def _aws_links(platform: Any, *, app: str, region: str, digest: str) -> dict[str, str]:
+    """The AWS console's pages for the same three things: the ALB metrics, the ALB, the AMI."""
+    console = "https://{0}.console.aws.amazon.com/{1}/home?region={0}#{2}"
+    listener = platform.aws_region(region).listener_arn
+    load_balancer = listener.replace(":listener/", ":loadbalancer/").rsplit("/", 1)[0]
+    build_region = platform.aws_settings.build_region  # the release's AMI id is the build region's
+    return {
+        PrometheusGraphLink.name: console.format(region, "cloudwatch", f"metricsV2?search={app}"),
+        LoadBalancerStatsLink.name: console.format(region, "ec2", f"LoadBalancer:loadBalancerArn={load_balancer}"),
+        RegistryImageLink.name: console.format(build_region, "ec2", f"ImageDetails:imageId={digest}"),
     }
 
 

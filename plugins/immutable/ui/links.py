@@ -1,5 +1,6 @@
-"""Operator extra links of the gates: the Prometheus graph of the gate's window, the load
-balancer's stats page and the image in its region's registry.
+"""Operator extra links of the gates: the metrics of the gate's window, the load balancer and the
+image. Locally: the Prometheus graph, HAProxy's stats page and the manifest in the region's
+registry; on aws: the CloudWatch, load balancer and AMI pages of the AWS console.
 
 The gate computes the URLs with the pure functions below when it starts (it knows the window,
 the region and the digest then) and keeps them in one XCom; each link only reads its URL back.
@@ -72,12 +73,12 @@ class _GateLink(BaseOperatorLink):
 
 
 class PrometheusGraphLink(_GateLink):
-    name = "Prometheus graph of the gate's window"
+    name = "Metrics of the gate's window"
 
 
 class LoadBalancerStatsLink(_GateLink):
-    name = "Load balancer stats"
+    name = "Load balancer"
 
 
 class RegistryImageLink(_GateLink):
-    name = "Image in the registry"
+    name = "Image"
