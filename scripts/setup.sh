@@ -17,7 +17,6 @@ declare -A NEEDED=(
     [prometheus]=prometheus
     [chromium]=chromium
     [chromedriver]=chromium-driver
-    [docker-compose]=docker-compose
 )
 
 missing_programs=()
