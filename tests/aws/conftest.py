@@ -291,7 +291,11 @@ def platform_document(
 
 @pytest.fixture(scope="session")
 def aws_account(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> AwsAccount:
+    from immutable.signing import ensure_key
+
     endpoint = moto_server
+    # The releases sign their AMIs with the test platform's key; on a fresh checkout nothing made it yet.
+    ensure_key(TEST_STATE / "keys" / "release-signing.pem")
     regions = {name: _region_network(endpoint, name, index) for index, name in enumerate(REGIONS, start=1)}
     ec2 = boto("ec2", BUILD_REGION, endpoint)
     vpc = regions[BUILD_REGION].vpc_id
