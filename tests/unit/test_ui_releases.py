@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import html
 
-import pytest
 from fastapi.testclient import TestClient
 
-from immutable.ui.releases import LOCAL_ONLY, Placement, create_app, render_page, what_runs_where
+from immutable.ui.releases import UNREADABLE, Placement, create_app, render_page
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -54,17 +53,12 @@ def test_the_app_serves_the_page_and_json() -> None:
     }
 
 
-def test_on_aws_the_page_says_it_reads_the_local_platform_only() -> None:
-    from immutable.config import PlatformConfig
-
-    aws = PlatformConfig.model_construct(platform="aws", regions=[])
-    with pytest.raises(NotImplementedError, match="local platform only"):
-        what_runs_where(platform=aws)
-
+def test_a_platform_that_cannot_be_read_is_said_on_the_page() -> None:
     def read() -> list[Placement]:
-        return what_runs_where(platform=aws)
+        raise ConnectionError("the Docker engine is not running")
 
     client = TestClient(create_app(read=read, signed_in=False))
-    note = LOCAL_ONLY.format(platform="aws")
+    note = UNREADABLE.format(error="the Docker engine is not running")
+    assert client.get("/").status_code == 200
     assert note in html.unescape(client.get("/").text)
     assert client.get("/api").json() == {"placements": [], "note": note}

@@ -1,8 +1,7 @@
 """What runs where, per app and region, read from the platform itself (load balancer weights and
-container labels), never from Airflow: the version, digest and color live now, and the previous
-one kept for a fast rollback. The demo's summary and the UI's "Releases" page both show this.
-
-Only the local platform can be read here for now; on 'aws' the page says so.
+the image labels of what runs: containers locally, Auto Scaling groups' tags on aws), never from
+Airflow: the version, digest and color live now, and the previous one kept for a fast rollback.
+The demo's summary and the UI's "Releases" page both show this.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
 
     from immutable.config import PlatformConfig
 
-LOCAL_ONLY = "This page reads the local platform only for now; platform '{platform}' is not shown."
+UNREADABLE = "The platform could not be read: {error}"
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,11 @@ def what_runs_where(apps: list[str] | None = None, platform: PlatformConfig | No
     """Per app (every spec in include/apps/ unless named) and region of its rollout, read live."""
     from immutable.app_spec import app_spec, load_app_specs
     from immutable.config import load_platform
-    from immutable.local.production import LocalProduction
-    from immutable.paths import state_dir
+    from immutable.production_state import production_for
 
     platform = platform or load_platform()
-    if platform.platform != "local":
-        raise NotImplementedError(LOCAL_ONLY.format(platform=platform.platform))
     names = apps if apps is not None else sorted(load_app_specs()[0])
-    production = LocalProduction(platform, state_dir())
+    production = production_for(platform)
     return [
         Placement(app, region, production.live(app, region), production.kept(app, region))
         for app in names
@@ -77,8 +73,8 @@ def render_page(placements: list[Placement], note: str = "") -> str:
         "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
         "th,td{padding:.35em .9em;border-bottom:1px solid #ddd;text-align:left}td{font-family:monospace}"
         "</style></head><body><h2>Releases: what runs where</h2>"
-        "<p>Read from the platform itself (load balancer weights, container labels) each time this page "
-        "loads.</p>"
+        "<p>Read from the platform itself (load balancer weights, the image labels of what runs) each time "
+        "this page loads.</p>"
         + (f"<p><strong>{html.escape(note)}</strong></p>" if note else "")
         + f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>"
     )
@@ -102,10 +98,11 @@ def create_app(read: Callable[[], list[Placement]] = what_runs_where, *, signed_
     app = FastAPI(title="Releases", description="What runs where, read from the platform", dependencies=dependencies)
 
     def placements() -> tuple[list[Placement], str]:
+        # A platform that cannot be read (engine stopped, AWS unreachable) is said on the page, not a 500.
         try:
             return read(), ""
-        except NotImplementedError as exc:
-            return [], str(exc)
+        except Exception as exc:
+            return [], UNREADABLE.format(error=exc)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
