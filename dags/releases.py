@@ -16,6 +16,7 @@ from immutable.app_spec import SEMVER, AppSpec, load_app_specs
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
+from immutable.operators.region_copy import CopyToRegionOperator
 from immutable.rollout import plan_rollout
 
 RELEASE_DOC = """
@@ -163,18 +164,6 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return release.destroy_environment("staging", app, context["run_id"])
 
-        @task(
-            multiple_outputs=False,
-            retries=0,  # the copy retries with backoff itself; see copy.attempts in include/platform.yaml
-            map_index_template="{{ task.op_kwargs['region'] }}",
-            doc_md="Copy the signed image to one region's registry (missing blobs only); verify it there.",
-        )
-        def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> dict[str, Any]:
-            """Copy the signed image to one region's registry (missing blobs only); verify it there."""
-            from immutable.pipelines import release
-
-            return release.copy_to_region(plan, baked, region)
-
         @task(multiple_outputs=False)
         def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
             """Check every region holds the same digest before production is touched."""
@@ -279,9 +268,17 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         staging_checked = staging_test(plan, staging_env)
         staging_checked >> destroy_staging_env()
 
-        copies = copy_to_region.partial(plan=plan, baked=baked).expand(region=regions)
+        copies = CopyToRegionOperator.partial(
+            task_id="copy_to_region",
+            plan=plan,
+            baked=baked,
+            retries=0,  # the copy retries with backoff itself; see copy.attempts in include/platform.yaml
+            map_index_template="{{ task.region }}",
+            doc_md="Copy the signed image to one region (local: missing blobs only; aws: AMI copy, waited for "
+            "in the triggerer); verify its signature there.",
+        ).expand(region=regions)
         staging_checked >> copies
-        copied = summarize(plan, baked, copies)
+        copied = summarize(plan, baked, copies.output)
 
         retired = retire_expired()
         copied >> retired

@@ -144,3 +144,84 @@ def test_copy_is_idempotent(aws_account: AwsAccount, release: dict[str, Any]) ->
             Owners=["self"], Filters=[{"Name": "tag:immutable:source-image", "Values": [release["baked"]["digest"]]}]
         )["Images"]
         assert len(copies) == 1
+
+
+def test_new_copies_were_waited_for_in_the_triggerer(release: dict[str, Any]) -> None:
+    by_region = {c["region"]: c for c in release["copies"]}
+    assert "waited_in_triggerer_s" not in by_region[REGIONS[0]]  # the build region's own AMI: nothing to copy
+    for region in REGIONS[1:]:
+        assert by_region[region]["copied"] is True, by_region[region]
+        assert by_region[region]["waited_in_triggerer_s"] >= 0, by_region[region]
+        assert by_region[region]["state"] == "available"
+
+
+def _deregister_copy(account: AwsAccount, region: str, source: str) -> None:
+    ec2 = account.client("ec2", region)
+    for image in ec2.describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:immutable:source-image", "Values": [source]}]
+    )["Images"]:
+        ec2.deregister_image(ImageId=image["ImageId"])
+
+
+def _first_event(trigger: Any) -> dict[str, Any]:
+    import asyncio
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first())
+
+
+def test_a_copy_defers_until_available_then_is_verified(aws_account: AwsAccount, release: dict[str, Any]) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.aws.triggers import ImageAvailableTrigger
+    from immutable.operators.region_copy import CopyToRegionOperator
+
+    region, source = REGIONS[2], release["baked"]["digest"]
+    _deregister_copy(aws_account, region, source)
+    operator = CopyToRegionOperator(task_id="copy", plan=release["plan"], baked=release["baked"], region=region)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ImageAvailableTrigger) and trigger.region == region
+    assert deferred.value.method_name == "execute_complete"
+    event = _first_event(trigger)
+    assert event["status"] == "success" and event["image_id"] == trigger.image_id, event
+    done = operator.execute_complete(
+        {},
+        event,
+    )
+    assert done["image_id"] == trigger.image_id and done["copied"] is True and done["state"] == "available"
+
+
+def test_a_copy_that_vanishes_while_deferred_fails_naming_region_and_amis(
+    aws_account: AwsAccount, release: dict[str, Any]
+) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.aws.images import AwsImageError
+    from immutable.operators.region_copy import CopyToRegionOperator
+
+    region, source = REGIONS[1], release["baked"]["digest"]
+    _deregister_copy(aws_account, region, source)
+    operator = CopyToRegionOperator(task_id="copy", plan=release["plan"], baked=release["baked"], region=region)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    _deregister_copy(aws_account, region, source)  # as if AWS had failed and removed the copy meanwhile
+    event = _first_event(deferred.value.trigger)
+    assert event["status"] == "error" and "no longer exists" in event["message"], event
+    with pytest.raises(AwsImageError, match=rf"copy ami-\w+ of {source} in {region} did not become available"):
+        operator.execute_complete(
+            {},
+            event,
+        )
+    # A retry starts a clean copy (and the module's later tests find the region whole again).
+    with pytest.raises(TaskDeferred) as again:
+        operator.execute({})
+    operator.execute_complete(
+        {},
+        _first_event(again.value.trigger),
+    )

@@ -59,7 +59,7 @@ def test_tasks_in_order_with_setup_and_teardown(dag: Any) -> None:
 
 def test_copies_are_mapped_over_the_rollout_regions(dag: Any) -> None:
     copy = dag.get_task("copy_to_region")
-    assert copy.op_kwargs_expand_input.value["region"] == ["eu-west", "us-east", "ap-south"]
+    assert copy.expand_input.value["region"] == ["eu-west", "us-east", "ap-south"]
 
 
 def test_scheduled_on_the_base_asset_of_its_tier(dag: Any) -> None:

@@ -253,6 +253,27 @@ def base_build_script(spec: BaseImageSpec, version: str, context: Path) -> list[
 PACKAGE_LIST = "/usr/share/immutable/packages.tsv"
 
 
+@contextmanager
+def builder_instance(
+    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str
+) -> Generator[str, None, None]:
+    """An instance in the builder subnet (base build or bake), after terminating what an earlier try
+    of this run left; terminated on the way out."""
+    terminate_leftovers(platform, role=role, run_id=run_id)
+    builder = platform.aws_settings.builder
+    with instance(
+        platform,
+        image_id=image_id,
+        role=role,
+        run_id=run_id,
+        subnet_id=builder.subnet_id,
+        security_group_ids=list(builder.security_group_ids),
+        instance_profile=builder.instance_profile,
+        extra_tags={TAG_REPOSITORY: repository},
+    ) as instance_id:
+        yield instance_id
+
+
 def build_base(
     platform: PlatformConfig,
     *,
@@ -276,17 +297,8 @@ def build_base(
             f"version {version} of {spec.repository} already exists in {settings.build_region} as "
             f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."
         )
-    terminate_leftovers(platform, role="builder", run_id=run_id)
-    builder = settings.builder
-    with instance(
-        platform,
-        image_id=upstream_image,
-        role="builder",
-        run_id=run_id,
-        subnet_id=builder.subnet_id,
-        security_group_ids=list(builder.security_group_ids),
-        instance_profile=builder.instance_profile,
-        extra_tags={TAG_REPOSITORY: spec.repository},
+    with builder_instance(
+        platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository
     ) as instance_id:
         result = run_script(
             platform, instance_id, base_build_script(spec, version, context), f"base {version}", BUILD_SCRIPT_TIMEOUT_S
@@ -446,11 +458,13 @@ def find_copy(platform: PlatformConfig, region: str, source_image_id: str) -> di
     return images[0] if images else None
 
 
-def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str) -> dict[str, Any]:
+def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str, wait: bool = True) -> dict[str, Any]:
     """The AMI in `region`: the build region's own, an existing copy (found by tag), or a new copy.
 
     Tags are copied (and the source recorded); with the region's kms_key_id the copy is encrypted.
-    A copy that fails is deregistered, so a retry starts clean.
+    A copy that fails is deregistered, so a retry starts clean. With `wait=False` the copy may
+    still be pending: the caller waits (a deferred task in the triggerer, `ImageAvailableTrigger`)
+    and calls `copy_failed` if it never becomes available.
     """
     settings = platform.aws_settings
     source_region = settings.build_region
@@ -496,13 +510,11 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str) -
     tags |= {TAG_SOURCE_IMAGE: source_image_id, TAG_SOURCE_REGION: source_region}
     try:
         hook.create_tags(resource_ids=[image_id], tags=tags)
-        hook.wait_image_available(image_id=image_id)
+        if wait:
+            hook.wait_image_available(image_id=image_id)
     except Exception as exc:
-        if copied:
-            hook.deregister_image(image_id=image_id)
-        raise AwsImageError(
-            f"the copy {image_id} of {source_image_id} in {region} did not become available: {exc}"
-            + ("; the copy was deregistered, retry copies it again" if copied else "")
+        raise copy_failed(
+            platform, region=region, source_image_id=source_image_id, image_id=image_id, copied=copied, cause=exc
         ) from exc
     image = hook.get_image(image_id=image_id) or {}
     return {
@@ -513,6 +525,18 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str) -
         "encrypted": bool(aws_region.kms_key_id),
         "state": image.get("State"),
     }
+
+
+def copy_failed(
+    platform: PlatformConfig, *, region: str, source_image_id: str, image_id: str, copied: bool, cause: object
+) -> AwsImageError:
+    """The error for a copy that never became available; a copy this run started is deregistered first."""
+    if copied:
+        ec2(platform, region).deregister_image(image_id=image_id)
+    return AwsImageError(
+        f"the copy {image_id} of {source_image_id} in {region} did not become available: {cause}"
+        + ("; the copy was deregistered, retry copies it again" if copied else "")
+    )
 
 
 # ---- retention ---------------------------------------------------------------------------------
@@ -719,17 +743,8 @@ def bake_app(
         base=base,
         version=version,
     )
-    terminate_leftovers(platform, role="bake", run_id=run_id)
-    builder = settings.builder
-    with instance(
-        platform,
-        image_id=base_image_id,
-        role="bake",
-        run_id=run_id,
-        subnet_id=builder.subnet_id,
-        security_group_ids=list(builder.security_group_ids),
-        instance_profile=builder.instance_profile,
-        extra_tags={TAG_REPOSITORY: spec.repository},
+    with builder_instance(
+        platform, image_id=base_image_id, role="bake", run_id=run_id, repository=spec.repository
     ) as instance_id:
         result = run_script(platform, instance_id, script, f"bake {spec.name} {version}", BUILD_SCRIPT_TIMEOUT_S)
         if not result.ok:

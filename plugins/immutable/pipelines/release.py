@@ -152,6 +152,27 @@ def package(plan: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _app_labels(
+    plan: dict[str, Any], packaged: dict[str, Any], app: str, base_name: str, run_id: str
+) -> dict[str, str]:
+    """The app image's provenance (container labels locally, AMI tags on aws): what, from which
+    source and base, built by which run."""
+    from immutable.images import app as app_images
+
+    return {
+        f"{OCI}.version": plan["version"],
+        f"{OCI}.revision": packaged["revision"],
+        f"{OCI}.created": plan["created"],
+        f"{OCI}.source": packaged["source"],
+        f"{OCI}.title": app,
+        f"{OCI}.base.name": base_name,
+        f"{OCI}.base.digest": plan["base"]["digest"],
+        app_images.LABEL_APP: app,
+        app_images.LABEL_ARTIFACT: packaged["sha256"],
+        LABEL_RUN_ID: run_id,
+    }
+
+
 def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Install the wheel onto the base pinned by digest; label with provenance; push by digest."""
     from immutable.images import app as app_images
@@ -169,18 +190,8 @@ def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[st
         log.info("already baked by this run as %s; reusing it", digest)
         return _baked(platform.build_registry, spec.repository, str(digest), existing, [plan["version"], build_tag])
 
-    labels = {
-        f"{OCI}.version": plan["version"],
-        f"{OCI}.revision": packaged["revision"],
-        f"{OCI}.created": plan["created"],
-        f"{OCI}.source": packaged["source"],
-        f"{OCI}.title": spec.name,
-        f"{OCI}.base.name": f"{platform.build_registry}/{plan['base']['repository']}:{plan['base']['version']}",
-        f"{OCI}.base.digest": plan["base"]["digest"],
-        app_images.LABEL_APP: spec.name,
-        app_images.LABEL_ARTIFACT: packaged["sha256"],
-        LABEL_RUN_ID: run_id,
-    }
+    base_name = f"{platform.build_registry}/{plan['base']['repository']}:{plan['base']['version']}"
+    labels = _app_labels(plan, packaged, spec.name, base_name, run_id)
     wheels = app_images.fetch_wheels(registry, packaged["artifact_repository"], packaged["artifact_digest"])
     if app_images.sha256(wheels[packaged["wheel"]]) != packaged["sha256"]:
         raise ReleaseError(
@@ -340,24 +351,29 @@ def destroy_environment(kind: str, app: str, run_id: str) -> list[str]:
     return removed
 
 
-def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> dict[str, Any]:
-    """Copy the signed image to the region's registry; verify digest and signature there."""
+def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str, *, wait: bool = True) -> dict[str, Any]:
+    """Copy the signed image to the region's registry; verify digest and signature there.
+
+    On aws with `wait=False` a copy still on its way comes back with "pending": True, unverified:
+    the task defers until it is available (`operators.region_copy.CopyToRegionOperator`), then calls
+    `finish_copy`.
+    """
     from immutable.platforms.interface import images_for
 
     platform = load_platform()
     images = images_for(platform)
     images.verify_in(None, baked["repository"], baked["digest"])
     if platform.platform == "aws":
-        report = images.copy_to(region, baked["repository"], baked["digest"], baked["tags"])
-        images.verify_in(region, baked["repository"], baked["digest"])
-        log.info(
-            "%s: %s is %s there (%s), signature valid",
-            region,
-            baked["digest"],
-            report["image_id"],
-            "copied now" if report["copied"] else "already there",
-        )
-        return report
+        from immutable.platforms.aws import AwsImages
+
+        report = AwsImages(platform).copy_to(region, baked["repository"], baked["digest"], baked["tags"], wait=wait)
+        # A copy started now is always handed to the triggerer: a real one takes minutes.
+        if not wait and (report["copied"] or report.get("state", "available") != "available"):
+            log.info(
+                "%s: copying %s as %s; waiting for it in the triggerer", region, baked["digest"], report["image_id"]
+            )
+            return report | {"pending": True}
+        return finish_copy(plan, baked, region, report)
     report = images.copy_to(region, baked["repository"], baked["digest"], baked["tags"])
     images.verify_in(region, baked["repository"], baked["digest"])
     log.info(
@@ -369,6 +385,34 @@ def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str) -> 
         len(report["skipped_blobs"]),
     )
     return report
+
+
+def finish_copy(
+    plan: dict[str, Any], baked: dict[str, Any], region: str, report: dict[str, Any], failure: str | None = None
+) -> dict[str, Any]:
+    """An AMI copy that is available (or failed, with `failure` saying why): verify it, or clean it up."""
+    from immutable.aws import images as amis
+    from immutable.platforms.interface import images_for
+
+    platform = load_platform()
+    if failure is not None:
+        raise amis.copy_failed(
+            platform,
+            region=region,
+            source_image_id=baked["digest"],
+            image_id=report["image_id"],
+            copied=report["copied"],
+            cause=failure,
+        )
+    images_for(platform).verify_in(region, baked["repository"], baked["digest"])
+    log.info(
+        "%s: %s is %s there (%s), signature valid",
+        region,
+        baked["digest"],
+        report["image_id"],
+        "copied now" if report["copied"] else "already there",
+    )
+    return report | {"pending": False, "state": "available"}
 
 
 def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -457,21 +501,10 @@ def _aws_package(plan: dict[str, Any], spec: AppSpec, uid: int) -> dict[str, Any
 
 def _aws_bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str, build_tag: str) -> dict[str, Any]:
     from immutable.aws import images as amis
-    from immutable.images import app as app_images
 
     spec, platform, base_spec = app_spec(plan["app"]), load_platform(), load_base_spec()
-    labels = {
-        f"{OCI}.version": plan["version"],
-        f"{OCI}.revision": packaged["revision"],
-        f"{OCI}.created": plan["created"],
-        f"{OCI}.source": packaged["source"],
-        f"{OCI}.title": spec.name,
-        f"{OCI}.base.name": f"{plan['base']['repository']}:{plan['base']['version']}",
-        f"{OCI}.base.digest": plan["base"]["digest"],
-        app_images.LABEL_APP: spec.name,
-        app_images.LABEL_ARTIFACT: packaged["sha256"],
-        LABEL_RUN_ID: run_id,
-    }
+    base_name = f"{plan['base']['repository']}:{plan['base']['version']}"
+    labels = _app_labels(plan, packaged, spec.name, base_name, run_id)
     image_id = amis.bake_app(
         platform,
         spec=spec,

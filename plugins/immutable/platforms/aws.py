@@ -17,10 +17,13 @@ class AwsImages:
     def build_location(self) -> str:
         return f"aws:{self.settings.build_region}"
 
-    def copy_to(self, region: str, repository: str, digest: str, tags: list[str]) -> dict[str, Any]:
+    def copy_to(
+        self, region: str, repository: str, digest: str, tags: list[str], *, wait: bool = True
+    ) -> dict[str, Any]:
+        """`wait=False`: return once the copy is started; its "state" may still be "pending"."""
         from immutable.aws import images as amis
 
-        report = amis.copy_image(self.platform, region=region, source_image_id=digest)
+        report = amis.copy_image(self.platform, region=region, source_image_id=digest, wait=wait)
         return report | {"repository": repository, "digest": report["image_id"], "source_image_id": digest}
 
     def digest_in(self, region: str, repository: str, reference: str) -> str | None:

@@ -1,0 +1,93 @@
+"""Waiting for an AMI copy in the triggerer, so a copy of many minutes holds no worker slot.
+
+The Amazon provider's AwsBaseWaiterTrigger would do this with an async boto3 waiter, but it needs
+aiobotocore, which has no release for the botocore this project pins; so this trigger polls
+DescribeImages with the same synchronous hook, in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+COPY_POLL_S = 15.0  # seconds between DescribeImages calls while a copy is pending
+COPY_TIMEOUT_S = 3 * 3600.0  # a large encrypted AMI copied across the world can take well over an hour
+FAILED_STATES = ("failed", "invalid", "error", "deregistered", "disabled")
+
+
+class ImageAvailableTrigger(BaseTrigger):
+    """Fires once the AMI is available in its region ("success"), or failed, vanished or timed out ("error").
+
+    The event carries `image_id`, `region`, `state`, `waited_s`, on error `message`, and
+    `return_value` as given (what the deferring task needs when it resumes, as the provider's
+    waiter triggers do)."""
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        image_id: str,
+        aws_conn_id: str,
+        poll_s: float = COPY_POLL_S,
+        timeout_s: float = COPY_TIMEOUT_S,
+        return_value: Any = None,
+    ) -> None:
+        super().__init__()
+        self.region = region
+        self.image_id = image_id
+        self.aws_conn_id = aws_conn_id
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self.return_value = return_value
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "region": self.region,
+                "image_id": self.image_id,
+                "aws_conn_id": self.aws_conn_id,
+                "poll_s": self.poll_s,
+                "timeout_s": self.timeout_s,
+                "return_value": self.return_value,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from immutable.aws.hooks.ec2 import Ec2ImageHook
+
+        hook = Ec2ImageHook(region_name=self.region, aws_conn_id=self.aws_conn_id)
+        started = time.monotonic()
+        while True:
+            waited_s = round(time.monotonic() - started, 1)
+            event: dict[str, Any] = {
+                "image_id": self.image_id,
+                "region": self.region,
+                "waited_s": waited_s,
+                "return_value": self.return_value,
+            }
+            try:
+                image = await asyncio.to_thread(hook.get_image, image_id=self.image_id)
+            except Exception as exc:  # throttling is retried by the hook; anything left is reported
+                yield TriggerEvent(event | {"status": "error", "state": "unknown", "message": f"DescribeImages: {exc}"})
+                return
+            state = str(image.get("State", "")) if image else "missing"
+            event["state"] = state
+            if state == "available":
+                yield TriggerEvent(event | {"status": "success"})
+                return
+            if image is None or state in FAILED_STATES:
+                reason = (image or {}).get("StateReason", {}).get("Message") or "no reason given"
+                why = "it no longer exists" if image is None else f"it is {state} ({reason})"
+                yield TriggerEvent(event | {"status": "error", "message": why})
+                return
+            if waited_s >= self.timeout_s:
+                message = f"it is still {state} after {waited_s:.0f}s"
+                yield TriggerEvent(event | {"status": "error", "message": message})
+                return
+            self.log.info("%s in %s is %s after %.0fs", self.image_id, self.region, state, waited_s)
+            await asyncio.sleep(self.poll_s)
