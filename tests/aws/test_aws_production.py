@@ -153,6 +153,36 @@ def test_fleets_flip_by_listener_weights_and_keep_the_old_color(
     assert groups(aws_account, region) == {"sample-eu-west-1-green"}
 
 
+def test_a_launch_template_error_names_group_region_and_image_and_leaves_nothing(
+    aws_account: AwsAccount, upstream_ami: str
+) -> None:
+    """The region's security group is gone: the group cannot be created from its launch template."""
+    from immutable.app_spec import app_spec
+    from immutable.aws.fleets import AwsFleets, FleetError
+    from immutable.config import load_platform
+
+    platform = load_platform()
+    region = BUILD_REGION
+    broken = platform.aws_region(region).model_copy(update={"security_group_ids": ["sg-0123456789abcdef0"]})
+    regions = [r.model_copy(update={"aws": broken}) if r.name == region else r for r in platform.regions]
+    fleets = AwsFleets(platform.model_copy(update={"regions": regions}))
+    spec = app_spec(APP).for_platform(platform)
+    name = f"{APP}-{region}-blue"
+    with pytest.raises(FleetError) as failed:
+        fleets.launch(
+            spec=spec, region=region, color="blue", image=upstream_ami, digest="ami-v1", version="1.0.0", size=1
+        )
+    message = str(failed.value)
+    assert name in message and region in message and upstream_ami in message, message
+    assert "sg-0123456789abcdef0" in message, message  # the cause, as AWS said it
+    assert name not in groups(aws_account, region)
+    ec2 = aws_account.client("ec2", region)
+    templates = ec2.describe_launch_templates()["LaunchTemplates"]
+    assert name not in {t["LaunchTemplateName"] for t in templates}
+    target_groups = aws_account.client("elbv2", region).describe_target_groups()["TargetGroups"]
+    assert f"{APP}-blue" not in {t["TargetGroupName"] for t in target_groups}
+
+
 def test_the_record_and_lease_live_in_the_artifact_bucket(aws_account: AwsAccount, production: Any) -> None:
     from immutable.production_state import LeaseHeld
 
@@ -191,12 +221,7 @@ def test_the_canary_gate_judges_cloudwatch_series(
     trigger = CanaryAnalysisTrigger(
         backend=production.metrics_backend(APP, region),
         metrics=[m.model_dump() for m in settings.metrics],
-        analysis={
-            "confidence": settings.confidence,
-            "min_samples": settings.min_samples,
-            "pass_score": settings.pass_score,
-            "marginal_score": settings.marginal_score,
-        },
+        analysis=settings.judge_settings(),
         labels={"app": APP, "region": region},
         start_at=time.time() + 2,
         interval_s=settings.interval_s,

@@ -152,10 +152,12 @@ class AwsFleets:
                 target_group["TargetGroupArn"], [i["InstanceId"] for i in instances], LAUNCH_TIMEOUT_S
             )
         except Exception as exc:
-            removed = self.destroy(spec.name, region, color, force=True)
+            removed = [i for i in self.destroy(spec.name, region, color, force=True) if i != name]
             raise FleetError(
                 f"{spec.name} in {region}: launching the {color} group {name} from {image} failed: {exc}. "
-                f"Removed what was created ({removed or 'nothing'}); fix the cause and run the task again."
+                "Removed what the launch created (the group"
+                + (f" and its instances {', '.join(removed)}" if removed else "")
+                + ", its launch template and target group); fix the cause and run the task again."
             ) from exc
         return self.members(spec.name, region, color)
 
