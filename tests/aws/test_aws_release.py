@@ -95,3 +95,35 @@ def test_a_bad_release_is_stopped_by_the_canary_and_rolled_back(
     assert live_colors(aws_account) == weights_before
     assert {region: groups(aws_account, region) for region in REGIONS} == groups_before
     assert all(weights for weights in weights_before.values())
+
+
+def test_the_releases_page_reads_what_runs_where_on_aws(aws_account: AwsAccount, first_release: dict[str, Any]) -> None:
+    """After the healthy release (and the bad one, rolled back): 1.1.0 live, 1.0.0 kept, per region."""
+    from immutable.config import load_platform
+    from immutable.ui.releases import what_runs_where
+
+    placements = {p.region: p for p in what_runs_where([APP], load_platform())}
+    assert sorted(placements) == sorted(REGIONS)
+    for region, placement in placements.items():
+        assert placement.live is not None and placement.live["version"] == HEALTHY, placement
+        assert listener_weights(aws_account, region) == {f"{APP}-{placement.live['color']}": 100}
+        assert placement.kept is not None and placement.kept["version"] == "1.0.0", placement
+
+
+def test_the_rollback_dag_flips_every_region_back_to_the_kept_color(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    from immutable.config import load_platform
+    from immutable.ui.releases import what_runs_where
+
+    kept = {p.region: p.kept for p in what_runs_where([APP], load_platform())}
+    run, states = run_dag("rollbacks.py", f"rollback_{APP}", {"regions": list(REGIONS), "reason": "test on aws"})
+    assert str(run.state) == "success", states
+    outcomes = {done["region"]: done for done in (xcom(run, "rollback_region", map_index=i) for i in range(3))}
+    assert sorted(outcomes) == sorted(REGIONS)
+    for region, done in outcomes.items():
+        assert done["how"] == "flipped back to the kept color", done
+        assert done["to"]["version"] == "1.0.0", done
+        kept_color = (kept[region] or {}).get("color")
+        assert kept_color, kept
+        assert listener_weights(aws_account, region) == {f"{APP}-{kept_color}": 100}, region
