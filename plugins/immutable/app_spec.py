@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -169,6 +169,16 @@ class CanarySettings(_Strict):
     @property
     def intervals(self) -> int:
         return max(1, int(self.lifetime_s // self.interval_s))
+
+    def judge_settings(self) -> dict[str, Any]:
+        """How each interval is judged (the canary trigger's `analysis`, see immutable.analysis)."""
+        return {
+            "confidence": self.confidence,
+            "min_samples": self.min_samples,
+            "pass_score": self.pass_score,
+            "marginal_score": self.marginal_score,
+            "group_weights": dict(self.group_weights),
+        }
 
 
 class ThresholdCheck(_Queried):

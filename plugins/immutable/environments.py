@@ -118,11 +118,10 @@ def _probe(environment: Environment, command: list[str], *, env: dict[str, str] 
         container.remove(force=True)
 
 
-def smoke_checks(
-    environment: Environment, *, spec: AppSpec, checks: list[SmokeCheck], version: str
-) -> list[dict[str, Any]]:
-    config = {
-        "url": environment.url,
+def probe_config(url: str, *, spec: AppSpec, checks: list[SmokeCheck], version: str) -> dict[str, Any]:
+    """What PROBE_SCRIPT checks against the app at `url`; `{version}` in expected bodies is the release's."""
+    return {
+        "url": url,
         "health_path": spec.runtime.health_path,
         "timeout_s": spec.health.timeout_s,
         "checks": [
@@ -134,6 +133,12 @@ def smoke_checks(
             for c in checks
         ],
     }
+
+
+def smoke_checks(
+    environment: Environment, *, spec: AppSpec, checks: list[SmokeCheck], version: str
+) -> list[dict[str, Any]]:
+    config = probe_config(environment.url, spec=spec, checks=checks, version=version)
     code, output = _probe(environment, ["python3", "-c", PROBE_SCRIPT, json.dumps(config)])
     if code != 0:
         raise EnvironmentError_(f"the probe container failed (exit {code}): {output[-1000:]}")

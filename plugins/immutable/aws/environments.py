@@ -78,21 +78,9 @@ def smoke_checks(
     if platform.aws_settings.smoke_checks == "target_health":
         detail = f"instance {environment['instance_id']} status checks: {status} (aws.smoke_checks=target_health)"
         return [{"check": "health", "passed": status == "ok", "detail": detail}]
-    from immutable.environments import PROBE_SCRIPT
+    from immutable.environments import PROBE_SCRIPT, probe_config
 
-    config = {
-        "url": environment["url"],
-        "health_path": spec.runtime.health_path,
-        "timeout_s": spec.health.timeout_s,
-        "checks": [
-            {
-                "path": c.path,
-                "status": c.status,
-                "body_contains": c.body_contains.replace("{version}", version) if c.body_contains else None,
-            }
-            for c in checks
-        ],
-    }
+    config = probe_config(environment["url"], spec=spec, checks=checks, version=version)
     result = subprocess.run(
         [sys.executable, "-c", PROBE_SCRIPT, json.dumps(config)],
         capture_output=True,

@@ -149,13 +149,7 @@ class CanaryGateOperator(BaseOperator):
             trigger=CanaryAnalysisTrigger(
                 backend=backend,
                 metrics=[m.model_dump() for m in settings.metrics],
-                analysis={
-                    "confidence": settings.confidence,
-                    "min_samples": settings.min_samples,
-                    "pass_score": settings.pass_score,
-                    "marginal_score": settings.marginal_score,
-                    "group_weights": dict(settings.group_weights),
-                },
+                analysis=settings.judge_settings(),
                 labels={"app": self.app, "region": self.region},
                 start_at=start_at,
                 interval_s=settings.interval_s,
