@@ -8,6 +8,9 @@ from typing import Any
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 POLL_S = 2.0  # seconds between polls of a running DAG run
+# A busy SQLite metadata database answers HTTP 500 ("database is locked") now and then; such a
+# request is tried again, with this many seconds between tries.
+SERVER_ERROR_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 
 
 class AirflowApiError(RuntimeError):
@@ -26,7 +29,15 @@ class AirflowApi:
         self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._http.request(method, f"/api/v2{path}", **kwargs)
+        """One API call; a server error (HTTP 5xx) is tried again a few times. Only for requests
+        that are safe to repeat: a trigger names its run, so a repeat cannot make a second one."""
+        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        for pause_s in SERVER_ERROR_BACKOFF_S:
+            if response.status_code < 500:
+                break
+            time.sleep(pause_s)
+            response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        return response
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.request("GET", path, params=params or None)
@@ -54,8 +65,20 @@ class AirflowApi:
             raise AirflowApiError(f"unpausing {dag_id}: HTTP {response.status_code} {response.text[:300]}")
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> Any:
-        """Returns the raw response so callers can inspect a refusal (HTTP 400 for bad params)."""
-        return self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        """Returns the raw response so callers can inspect a refusal (HTTP 400 for bad params).
+
+        The run id is chosen here, so a trigger repeated after a server error finds its own run
+        (HTTP 409) instead of starting a second one; that run is then what comes back."""
+        from datetime import UTC, datetime
+
+        run_id = f"manual__{datetime.now(UTC).isoformat()}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        response = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        if response.status_code == 409:
+            existing = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if existing.status_code == 200 and existing.json().get("conf") == conf:
+                return existing
+        return response
 
     def trigger_ok(self, dag_id: str, conf: dict[str, Any]) -> str:
         response = self.trigger(dag_id, conf)

@@ -132,6 +132,9 @@ def airflow_env() -> dict[str, str]:
         # A 2-core machine: 32 idle LocalExecutor workers would only cost memory.
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # SQLite: a writer waits for the lock instead of failing after pysqlite's default 5 s.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "immutable.sqlite_settings.CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "immutable.sqlite_settings.CONNECT_ARGS",
         "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
         # standalone starts its scheduler, api-server and workers as `airflow ...` found on PATH
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",

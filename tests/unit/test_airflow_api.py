@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
-from immutable.airflow_api import AirflowApi
+from immutable.airflow_api import AirflowApi, AirflowApiError
 from immutable.demo import failure_cause
 
 CAUSE = "The canary of sample 1.2.0 failed its analysis in eu-west on error_rate: interval 1 of 2 scored 0."
@@ -51,3 +52,61 @@ def test_a_failed_gate_is_named_before_a_failed_cleanup() -> None:
     api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(logs))
     states = {"rollback": "failed", "canary.analysis": "failed", "record_release": "upstream_failed"}
     assert failure_cause(api, "release_sample", "run", states) == f"canary.analysis: {CAUSE}"
+
+
+class FlakyAirflow:
+    """An API whose database is locked now and then: the first trigger answers HTTP 500, after
+    creating the run (`created_anyway`) or not."""
+
+    def __init__(self, created_anyway: bool) -> None:
+        self.created_anyway = created_anyway
+        self.runs: dict[str, dict[str, object]] = {}
+        self.posts = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        import json
+
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        if request.method == "POST":
+            self.posts += 1
+            body = json.loads(request.content)
+            run = {"dag_run_id": body["dag_run_id"], "conf": body["conf"], "state": "queued"}
+            if body["dag_run_id"] in self.runs:
+                return httpx.Response(409, json={"detail": "already exists"})
+            if self.posts == 1:
+                if self.created_anyway:
+                    self.runs[body["dag_run_id"]] = run
+                return httpx.Response(500, json={"detail": "database is locked"})
+            self.runs[body["dag_run_id"]] = run
+            return httpx.Response(200, json=run)
+        run_id = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, json=self.runs[run_id]) if run_id in self.runs else httpx.Response(404)
+
+
+def test_a_trigger_after_a_server_error_makes_exactly_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import immutable.airflow_api
+
+    monkeypatch.setattr(immutable.airflow_api, "SERVER_ERROR_BACKOFF_S", (0.0, 0.0))
+    for created_anyway in (False, True):
+        airflow = FlakyAirflow(created_anyway)
+        api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(airflow))
+        run_id = api.trigger_ok("release_sample", {"version": "1.2.0"})
+        assert airflow.posts == 2, created_anyway
+        assert list(airflow.runs) == [run_id], created_anyway
+        assert airflow.runs[run_id]["conf"] == {"version": "1.2.0"}
+
+
+def test_a_server_that_keeps_failing_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import immutable.airflow_api
+
+    monkeypatch.setattr(immutable.airflow_api, "SERVER_ERROR_BACKOFF_S", (0.0, 0.0))
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        return httpx.Response(500, text="database is locked")
+
+    api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(broken))
+    with pytest.raises(AirflowApiError, match="HTTP 500 database is locked"):
+        api.get("/dags")
