@@ -45,3 +45,12 @@ def test_dag_file_parses_cleanly(path: Path) -> None:
         assert facts["doc_md"], dag_id
         assert facts["start_date_tz"] in ("UTC", "Timezone('UTC')"), dag_id
         assert facts["tasks_without_doc"] == [], f"{dag_id}: tasks without a doc"
+
+
+def test_no_plugin_module_shadows_the_standard_library() -> None:
+    """Airflow's plugin manager imports every .py file under plugins/ under its bare name: a file
+    called copy.py would replace the standard library's `copy` in every Airflow process."""
+    clashes = [
+        str(path.relative_to(ROOT)) for path in (ROOT / "plugins").rglob("*.py") if path.stem in sys.stdlib_module_names
+    ]
+    assert clashes == [], f"rename these: {clashes}"
