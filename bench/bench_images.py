@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# `IMMUTABLE_BENCH_QUICK=1`: fewer repetitions, so the tests can run every benchmark in minutes.
+# The figures are the same kind, from fewer samples; each script says so in its output.
+QUICK = os.environ.get("IMMUTABLE_BENCH_QUICK") == "1"
+
+
+def repetitions(full: int, quick: int) -> int:
+    return quick if QUICK else full
+
+
+def say_if_quick() -> None:
+    if QUICK:
+        print("  (IMMUTABLE_BENCH_QUICK=1: fewer repetitions than a real measurement; do not compare)")
 
 
 def remove_images(client: Any, built: list[str]) -> None:

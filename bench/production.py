@@ -27,7 +27,7 @@ import httpx
 os.environ["IMMUTABLE_PLATFORM_FILE"] = str(Path(__file__).resolve().parent / "bench_platform.yaml")
 os.environ["IMMUTABLE_STATE_DIR"] = str(Path(__file__).resolve().parents[1] / "var" / "bench")
 
-from bench_images import remove_images
+from bench_images import remove_images, repetitions, say_if_quick
 
 from immutable.app_spec import AppSpec, app_spec
 from immutable.config import BaseImageRunParams, PlatformConfig, load_base_spec, load_platform
@@ -51,9 +51,9 @@ OLD_COLOR, NEW_COLOR = "blue", "green"
 BASE_REPO = "immutable/base"  # in the bench's build registry
 LOCAL_SUFFIX = "-benchprod"  # local tags of our images, apart from the other benchmarks' `-bench`
 RUN_ID = "bench-production"
-FLIPS = 10  # flips in the back-and-forth run (half each way)
+FLIPS = repetitions(10, 4)  # flips in the back-and-forth run (half each way)
 DWELL_S = 3.0  # seconds of traffic on a color before the next flip
-ROLLBACKS = 3  # repetitions of each rollback method
+ROLLBACKS = repetitions(3, 1)  # repetitions of each rollback method
 POLL_S = 0.005  # seconds between share reads while waiting for the LB to report 100%
 SERVED_STREAK = 8  # consecutive answers of the new version through the LB that count as "served"
 WAIT_TIMEOUT_S = 30.0  # longest wait for shares, answers or fresh traffic stats
@@ -409,6 +409,7 @@ def report(bench: BenchPlatform, f: Figures) -> None:
         f"\nproduction on the local platform (instance bench, region {bench.region.name}, HAProxy "
         f"runtime API, {size} members per color, traffic {rps:g} rps; {os.cpu_count()} CPUs)"
     )
+    say_if_quick()
     print(f"  {'images: base build + bake ' + OLD + ' and ' + NEW + ' + copy (s)':<52} {f.build_s:8.1f}")
 
     print(f"\nflip time, {len(f.flips)} flips {OLD_COLOR}<->{NEW_COLOR} ({OLD}/{NEW}, both healthy)")
