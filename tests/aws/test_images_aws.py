@@ -58,6 +58,47 @@ def test_hooks_use_the_connection_endpoint_and_adaptive_retries(aws_account: Aws
         Ec2ImageHook.for_region(platform(), "eu-central-1")
 
 
+def test_throttling_is_retried_with_backoff(aws_account: AwsAccount) -> None:
+    """AWS answers Throttling to the first calls: the hook backs off and retries, and the caller
+    gets its answer. The throttled answers replace the HTTP exchange (`before-send`), so botocore's
+    own retry logic judges them; the call that goes through reaches the moto server."""
+    from botocore.awsrequest import AWSResponse
+
+    from immutable.aws import images as amis
+
+    hook = amis.ec2(platform(), "us-east-1")
+    throttled: list[float] = []
+
+    def throttle(request: Any, **_: Any) -> Any:
+        if len(throttled) >= 2:
+            return None
+        throttled.append(time.monotonic())  # when each throttled try was made
+        body = b"<Response><Errors><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error></Errors>"
+        body += b"</Response>"
+        return AWSResponse(request.url, 400, {}, RawBody(body))
+
+    hook.conn.meta.events.register("before-send.ec2.DescribeImages", throttle)
+    try:
+        # Without the retries the Throttling error would be raised here.
+        assert hook.get_image(image_id="ami-00000000000000000") is None  # moto's answer: no such image
+    finally:
+        hook.conn.meta.events.unregister("before-send.ec2.DescribeImages", throttle)
+    assert len(throttled) == 2
+
+
+class RawBody:
+    """The raw stream botocore reads a response body from."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+    def read(self, *_: Any) -> bytes:
+        return self.body
+
+
 def test_an_instance_is_terminated_whatever_happens_inside(aws_account: AwsAccount) -> None:
     from immutable.aws import images as amis
 
