@@ -127,3 +127,47 @@ def test_the_rollback_dag_flips_every_region_back_to_the_kept_color(
         kept_color = (kept[region] or {}).get("color")
         assert kept_color, kept
         assert listener_weights(aws_account, region) == {f"{APP}-{kept_color}": 100}, region
+
+
+def test_a_post_flip_regression_flips_back_to_the_live_color(
+    aws_account: AwsAccount, first_release: dict[str, Any], metrics: AlbMetrics
+) -> None:
+    """The bad 1.2.0 flipped in by hand in one region: the post-flip gate (CloudWatch) fails it and
+    the listener goes back to the color that was live, and the 1.2.0 group is removed."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.operators.gates import GateFailed, PostFlipGateOperator
+    from immutable.pipelines import production as steps
+
+    region = REGIONS[1]
+    bad = aws_account.client("ec2").describe_images(
+        Owners=["self"],
+        Filters=[
+            {"Name": "tag:immutable:repository", "Values": ["apps/sample"]},
+            {"Name": "tag:org.opencontainers.image.version", "Values": [BAD]},
+        ],
+    )["Images"]
+    assert bad, "the bad release baked 1.2.0 and copied it to every region"
+    weights_before = listener_weights(aws_account, region)
+    plan = {"app": APP, "version": BAD}
+    launched = steps.launch_new_color(plan, {"digest": bad[0]["ImageId"]}, region, "test-post-flip")
+    flipped = steps.flip(plan, launched, "test-post-flip")
+    assert listener_weights(aws_account, region) == {f"{APP}-{flipped['color']}": 100}
+
+    operator = PostFlipGateOperator(task_id="gate", app=APP, flipped=flipped)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"ti": None})
+
+    async def first_event() -> dict[str, Any]:
+        async for event in deferred.value.trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "fail", event
+    with pytest.raises(GateFailed, match="went back to"):
+        operator.execute_complete({"ti": None}, event)
+    assert listener_weights(aws_account, region) == weights_before
+    assert f"{APP}-{region}-{flipped['color']}" not in groups(aws_account, region)
