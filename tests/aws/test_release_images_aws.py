@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -188,8 +189,14 @@ def test_a_copy_defers_until_available_then_is_verified(aws_account: AwsAccount,
     trigger = deferred.value.trigger
     assert isinstance(trigger, ImageAvailableTrigger) and trigger.region == region
     assert deferred.value.method_name == "execute_complete"
+    # The wait counts from the copy's start (its AMI's CreationDate), kept across a triggerer restart.
+    assert trigger.started_at == pytest.approx(time.time(), abs=120)
+    restarted = ImageAvailableTrigger(**trigger.serialize()[1])
+    assert restarted.started_at == trigger.started_at
     event = _first_event(trigger)
     assert event["status"] == "success" and event["image_id"] == trigger.image_id, event
+    begun_earlier = ImageAvailableTrigger(**(trigger.serialize()[1] | {"started_at": time.time() - 600}))
+    assert _first_event(begun_earlier)["waited_s"] >= 600
     done = operator.execute_complete(
         {},
         event,

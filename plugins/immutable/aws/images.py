@@ -12,6 +12,7 @@ import base64
 import io
 import logging
 import tarfile
+import time
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -464,12 +465,12 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str, w
     Tags are copied (and the source recorded); with the region's kms_key_id the copy is encrypted.
     A copy that fails is deregistered, so a retry starts clean. With `wait=False` the copy may
     still be pending: the caller waits (a deferred task in the triggerer, `ImageAvailableTrigger`)
-    and calls `copy_failed` if it never becomes available.
+    and calls `discard_failed_copy` if it never becomes available.
     """
     settings = platform.aws_settings
     source_region = settings.build_region
     if region == source_region:
-        return {"region": region, "image_id": source_image_id, "copied": False, "reused": True}
+        return {"region": region, "image_id": source_image_id, "copied": False, "reused": True, "state": "available"}
     aws_region = platform.aws_region(region)
     hook = ec2(platform, region)
     try:
@@ -513,10 +514,11 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str, w
         if wait:
             hook.wait_image_available(image_id=image_id)
     except Exception as exc:
-        raise copy_failed(
+        raise discard_failed_copy(
             platform, region=region, source_image_id=source_image_id, image_id=image_id, copied=copied, cause=exc
         ) from exc
     image = hook.get_image(image_id=image_id) or {}
+    created = _created(image)
     return {
         "region": region,
         "image_id": image_id,
@@ -524,13 +526,16 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str, w
         "reused": not copied,
         "encrypted": bool(aws_region.kms_key_id),
         "state": image.get("State"),
+        # When the copy began (an earlier attempt's, for a copy found pending): waits count from it.
+        "started_at": created.timestamp() if created else time.time(),
     }
 
 
-def copy_failed(
+def discard_failed_copy(
     platform: PlatformConfig, *, region: str, source_image_id: str, image_id: str, copied: bool, cause: object
 ) -> AwsImageError:
-    """The error for a copy that never became available; a copy this run started is deregistered first."""
+    """Deregister a copy this run started that never became available (so a retry starts clean), and
+    return the error that says so, for the caller to raise."""
     if copied:
         ec2(platform, region).deregister_image(image_id=image_id)
     return AwsImageError(

@@ -24,7 +24,8 @@ class ImageAvailableTrigger(BaseTrigger):
 
     The event carries `image_id`, `region`, `state`, `waited_s`, on error `message`, and
     `return_value` as given (what the deferring task needs when it resumes, as the provider's
-    waiter triggers do)."""
+    waiter triggers do). `started_at` (epoch seconds, default: now) is when the copy began: the
+    wait and its timeout count from there, so a triggerer restart does not start them over."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class ImageAvailableTrigger(BaseTrigger):
         poll_s: float = COPY_POLL_S,
         timeout_s: float = COPY_TIMEOUT_S,
         return_value: Any = None,
+        started_at: float | None = None,
     ) -> None:
         super().__init__()
         self.region = region
@@ -43,6 +45,7 @@ class ImageAvailableTrigger(BaseTrigger):
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self.return_value = return_value
+        self.started_at = time.time() if started_at is None else started_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -54,6 +57,7 @@ class ImageAvailableTrigger(BaseTrigger):
                 "poll_s": self.poll_s,
                 "timeout_s": self.timeout_s,
                 "return_value": self.return_value,
+                "started_at": self.started_at,
             },
         )
 
@@ -61,9 +65,8 @@ class ImageAvailableTrigger(BaseTrigger):
         from immutable.aws.hooks.ec2 import Ec2ImageHook
 
         hook = Ec2ImageHook(region_name=self.region, aws_conn_id=self.aws_conn_id)
-        started = time.monotonic()
         while True:
-            waited_s = round(time.monotonic() - started, 1)
+            waited_s = round(time.time() - self.started_at, 1)
             event: dict[str, Any] = {
                 "image_id": self.image_id,
                 "region": self.region,

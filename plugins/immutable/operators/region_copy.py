@@ -39,6 +39,7 @@ class CopyToRegionOperator(BaseOperator):
                     image_id=report["image_id"],
                     aws_conn_id=load_platform().aws_settings.connection_id,
                     return_value=report,
+                    started_at=report["started_at"],
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=COPY_TIMEOUT_S + COPY_MARGIN_S),

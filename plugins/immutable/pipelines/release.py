@@ -366,9 +366,10 @@ def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str, *, 
     if platform.platform == "aws":
         from immutable.platforms.aws import AwsImages
 
-        report = AwsImages(platform).copy_to(region, baked["repository"], baked["digest"], baked["tags"], wait=wait)
+        assert isinstance(images, AwsImages)  # images_for gives the aws platform's own
+        report = images.copy_to(region, baked["repository"], baked["digest"], baked["tags"], wait=wait)
         # A copy started now is always handed to the triggerer: a real one takes minutes.
-        if not wait and (report["copied"] or report.get("state", "available") != "available"):
+        if not wait and (report["copied"] or report["state"] != "available"):
             log.info(
                 "%s: copying %s as %s; waiting for it in the triggerer", region, baked["digest"], report["image_id"]
             )
@@ -396,7 +397,7 @@ def finish_copy(
 
     platform = load_platform()
     if failure is not None:
-        raise amis.copy_failed(
+        raise amis.discard_failed_copy(
             platform,
             region=region,
             source_image_id=baked["digest"],
