@@ -1,5 +1,6 @@
 """Production on the local platform, all real: HAProxy per region, Prometheus, a traffic generator,
-app fleets as containers. Releases run through release_sample with dag.test()."""
+app fleets as containers. Releases run through release_sample with dag.test(); the good ones are
+the session's `two_good_releases` (tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -38,17 +39,6 @@ def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
     from immutable.local.traffic import failures_between
 
     return failures_between(TEST_STATE, start, end)
-
-
-@pytest.fixture(scope="module")
-def two_good_releases(base_candidate: str) -> dict[str, Any]:
-    first, states = run_dag("releases.py", "release_sample", {"version": "1.0.0"})
-    assert str(first.state) == "success", states
-    started = time.time()
-    second, states = run_dag("releases.py", "release_sample", {"version": "1.1.0"})
-    ended = time.time()
-    assert str(second.state) == "success", states
-    return {"first": first, "second": second, "states": states, "window": (started, ended)}
 
 
 def test_the_first_release_has_no_baseline_so_no_canary(two_good_releases: dict[str, Any]) -> None:
