@@ -5,6 +5,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
 .PHONY: setup engine up airflow-up demo test lint bench down status
+.PHONY: compose-up compose-down compose-status compose-test
 
 setup:
 	@scripts/setup.sh
@@ -40,3 +41,19 @@ down:
 
 status:
 	@$(PY) -m immutable.localctl status
+
+# The distributed Airflow of docker-compose.yaml (CeleryExecutor, Postgres, Redis), on images built
+# from the current base image. WORKERS=N Celery workers (default 2); `make compose-down PURGE=1`
+# also removes the database volume.
+compose-up: up
+	@$(PY) -m immutable.compose up $(if $(WORKERS),--workers $(WORKERS))
+
+compose-down: setup
+	@$(PY) -m immutable.compose down $(if $(PURGE),--volumes)
+
+compose-status: setup
+	@$(PY) -m immutable.compose status
+
+# Its own platform, ports and compose project (tests/compose/); about 8 minutes on a 2-core machine (one region).
+compose-test: engine
+	@.venv/bin/pytest tests/compose

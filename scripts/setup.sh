@@ -17,6 +17,7 @@ declare -A NEEDED=(
     [prometheus]=prometheus
     [chromium]=chromium
     [chromedriver]=chromium-driver
+    [docker-compose]=docker-compose
 )
 
 missing_programs=()
