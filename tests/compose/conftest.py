@@ -88,6 +88,7 @@ def ours(kind: str) -> list[Any]:
 @dataclass
 class Stack:
     password: str
+    base: str  # the base image's digest, the Airflow image's FROM
     up_s: float  # seconds the first `up` took, images built included
 
     def api(self) -> Any:
@@ -125,8 +126,10 @@ def compose_platform(compose_tool: None, base_candidate: str) -> Iterator[str]:
         copy_image(source, RegistryClient(BUILD_REGISTRY), "immutable/base", base_candidate, ["candidate"])
         yield base_candidate
     finally:
-        run_module("immutable.compose", "down", "--volumes")
-        run_module("immutable.localctl", "down")
+        try:
+            run_module("immutable.compose", "down", "--volumes")
+        finally:
+            run_module("immutable.localctl", "down")
 
 
 @pytest.fixture(scope="session")
@@ -135,4 +138,4 @@ def stack(compose_platform: str) -> Stack:
     output = run_module("immutable.compose", "up")
     up_s = time.monotonic() - started
     print(f"\n[compose test] images built and stack healthy in {up_s:.0f}s\n{output[-1500:]}")
-    return Stack(password=env_file_values()["ADMIN_PASSWORD"], up_s=up_s)
+    return Stack(password=env_file_values()["ADMIN_PASSWORD"], base=compose_platform, up_s=up_s)
