@@ -105,7 +105,8 @@ def production_platform(local_platform: None) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def base_candidate(local_platform: None, airflow_db: None) -> str:
-    """The test registry's base candidate, built once by the base_image DAG if no test did already."""
+    """The test registry's base candidate when first asked, built by the base_image DAG if no test did
+    already. Tests of the base image move the candidate later: a release records its own base."""
     from immutable.config import load_base_spec, load_platform
     from immutable.registry import RegistryClient
     from tests.integration.helpers import run_dag

@@ -42,7 +42,7 @@ def test_the_same_digest_is_in_every_region(first_release: dict[str, Any]) -> No
         assert registry.manifest_digest(REPOSITORY, "1.0.0") == digest, name
 
 
-def test_provenance_labels(first_release: dict[str, Any], base_candidate: str) -> None:
+def test_provenance_labels(first_release: dict[str, Any]) -> None:
     digest = first_release["baked"]["digest"]
     config = registries()["us-east"].image_config(REPOSITORY, digest)
     assert config is not None
@@ -50,7 +50,11 @@ def test_provenance_labels(first_release: dict[str, Any], base_candidate: str) -
     assert labels[f"{OCI}.version"] == "1.0.0"
     assert labels[f"{OCI}.revision"]
     assert labels[f"{OCI}.created"].startswith(str(first_release["run"].run_after.date()))
-    assert labels[f"{OCI}.base.digest"] == base_candidate
+    # The base the release resolved at validate (the candidate then; other tests may move it
+    # since), pinned by digest, and the build registry's tag of that base version names it.
+    base = xcom(first_release["run"], "validate")["base"]
+    assert labels[f"{OCI}.base.digest"] == base["digest"]
+    assert registries()["build"].manifest_digest(base["repository"], base["version"]) == base["digest"]
     assert labels[f"{OCI}.base.name"].startswith(f"{load_platform().build_registry}/immutable/base:")
     packaged = xcom(first_release["run"], "package")
     assert labels["io.immutable.app.artifact.sha256"] == packaged["sha256"]
