@@ -1,31 +1,189 @@
-"""The platform interface the pipelines call; they never name a cloud."""
+"""The platform interface: everything the pipelines, operators and triggers ask of a cloud.
+
+`platform_for(config)` (in `immutable.platforms`) returns one `Platform`; its parts are the five
+protocols below. `immutable.local` and `immutable.aws` each implement all of them, in their own
+package; a new platform is one more package that does (see the README's "Adding a platform").
+The pipelines never name a cloud: what differs between clouds is a method here.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-from immutable.config import PlatformConfig
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from immutable.app_spec import AppSpec, SmokeCheck
+    from immutable.config import BaseImageSpec, PlatformConfig
+    from immutable.images.base import CandidateInfo, CheckResult
+    from immutable.payloads import Baked, BuiltBase, ImageRef, Packaged, Plan, PublishedBase, RegionCopy
+    from immutable.production_state import ProductionState
 
 
-class ImagePlatform(Protocol):
-    def build_location(self) -> str: ...
+class Images(Protocol):
+    """Build, publish, bake, sign, copy and verify images; the base's channels; retention."""
 
-    def copy_to(self, region: str, repository: str, digest: str, tags: list[str]) -> dict[str, Any]: ...
+    # --- the base image -------------------------------------------------------------------------
+
+    def resolve_upstream(self, spec: BaseImageSpec) -> tuple[str, str]:
+        """(the upstream image asked for, the immutable id it resolves to now)."""
+        ...
+
+    def base_candidate(self, spec: BaseImageSpec) -> CandidateInfo: ...
+
+    def pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> list[str]:
+        """Packages of the published base `digest` with an upgrade available in the archive now."""
+        ...
+
+    def base_versions(self, repository: str) -> list[str]:
+        """Every version of the base published so far (for the next version number)."""
+        ...
+
+    def build_base(
+        self, *, spec: BaseImageSpec, upstream: dict[str, Any], version: str, labels: dict[str, str], run_id: str
+    ) -> BuiltBase: ...
+
+    def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[CheckResult]: ...
+
+    def base_packages(self, built: BuiltBase) -> dict[str, dict[str, str]]:
+        """Every package of the built image with its version (the base's manifest)."""
+        ...
+
+    def publish_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> PublishedBase:
+        """Push the version and move the `candidate` channel to it; idempotent within one run."""
+        ...
+
+    def channel(self, repository: str, channel: str) -> tuple[str, dict[str, str]] | None:
+        """(digest, labels) of the image the channel points at, or None."""
+        ...
+
+    def move_channel(self, repository: str, channel: str, digest: str) -> None: ...
+
+    def base_name(self, repository: str, version: str) -> str:
+        """The base's human name for the app image's `base.name` label."""
+        ...
+
+    # --- app images -----------------------------------------------------------------------------
+
+    def package(self, *, plan: Plan, spec: AppSpec, uid: int) -> Packaged:
+        """Build the app's wheel and store it where `bake` fetches it; record its sha256."""
+        ...
+
+    def bake(self, *, plan: Plan, spec: AppSpec, packaged: Packaged, labels: dict[str, str], run_id: str) -> Baked:
+        """Install the package onto the base pinned by digest, with `labels`; push by digest. A retry
+        of the same run reuses what it baked."""
+        ...
+
+    def sign(self, image: ImageRef) -> str:
+        """Sign the digest and its provenance and store the signature beside the image; returns its name."""
+        ...
+
+    def verify_in(self, region: str | None, repository: str, digest: str) -> dict[str, str]:
+        """Check the signature where the image will be deployed from (None: the build location);
+        returns its labels. Raises `signing.SignatureError`."""
+        ...
+
+    def copy_to(self, region: str, image: Baked, *, wait: bool = True) -> RegionCopy:
+        """Copy the image into `region`, idempotent. With `wait=False` a platform whose copies take
+        long may return `pending=True`: the caller waits (`copy_waiter`) and calls `finish_copy`."""
+        ...
+
+    def copy_waiter(self, copy: RegionCopy) -> Any:
+        """The trigger that waits for a pending copy (only called for `pending` copies)."""
+        ...
+
+    def finish_copy(self, image: Baked, copy: RegionCopy, failure: str | None = None) -> RegionCopy:
+        """A copy that is done (or failed, `failure` saying why): verify it in its region, or clean up."""
+        ...
+
+    def describe_copies(self, image: Baked, copies: Sequence[RegionCopy]) -> str:
+        """A table of the copies for the log."""
+        ...
+
+    def uri(self, region: str | None, repository: str, digest: str) -> str:
+        """What a fleet or an environment in `region` (None: the build location) runs for the image."""
+        ...
 
     def digest_in(self, region: str, repository: str, reference: str) -> str | None: ...
 
-    def verify_in(self, region: str | None, repository: str, digest: str) -> dict[str, str]: ...
-
     def versions_in(self, region: str, repository: str) -> list[str]: ...
 
+    def build_location(self) -> str: ...
 
-def images_for(platform: PlatformConfig) -> ImagePlatform:
-    if platform.platform == "local":
-        from immutable.platforms.local import LocalImages
+    def retain(self, repository: str, now: datetime) -> dict[str, Any]:
+        """Remove old images nothing runs or points at, per the platform's policy (may do nothing)."""
+        ...
 
-        return LocalImages(platform)
-    if platform.platform == "aws":
-        from immutable.platforms.aws import AwsImages
 
-        return AwsImages(platform)
-    raise NotImplementedError(f"platform '{platform.platform}' has no image support yet; use 'local'")
+class Environments(Protocol):
+    """Short-lived dev and staging environments, named deterministically per run."""
+
+    def create(self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str) -> dict[str, str]: ...
+
+    def smoke_checks(
+        self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
+    ) -> list[dict[str, Any]]: ...
+
+    def run_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> tuple[int, str]: ...
+
+    def describe(self, environment: dict[str, str]) -> str:
+        """Where the environment runs, for messages ("instance i-...", "network ...")."""
+        ...
+
+    def diagnostics(self, environment: dict[str, str]) -> str:
+        """What helps to understand a failed check (the app's last log lines), or ""."""
+        ...
+
+    def destroy(self, name: str) -> list[str]: ...
+
+
+class MetricsClient(Protocol):
+    """One gate's connection to the metrics backend, opened once per trigger run (async context)."""
+
+    def query(self, check: dict[str, Any], **labels: str) -> Any:
+        """The check's query for this backend, with $app, $region, $color and $window filled in."""
+        ...
+
+    async def series(self, query: Any, start: float, end: float, step_s: float) -> list[float]: ...
+
+    async def __aenter__(self) -> MetricsClient: ...
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None: ...
+
+
+class Metrics(Protocol):
+    # The field of a spec's metric checks that holds this platform's query ("query", "cloudwatch").
+    query_field: str
+
+    def backend(self, app: str, region: str) -> dict[str, Any]:
+        """What a trigger needs to open a `MetricsClient` (JSON-able; `metrics_client_for` reads it)."""
+        ...
+
+
+class Links(Protocol):
+    def gate_links(
+        self,
+        *,
+        app: str,
+        repository: str,
+        region: str,
+        digest: str,
+        queries: list[Any],
+        start_at: float,
+        duration_s: float,
+    ) -> dict[str, str]:
+        """The gate's extra links (metrics graph, load balancer, image), by link name."""
+        ...
+
+
+class Platform(Protocol):
+    config: PlatformConfig
+    images: Images
+    environments: Environments
+    production: ProductionState
+    metrics: Metrics
+    links: Links
