@@ -227,7 +227,6 @@ class AppSpec(_Strict):
 
     def for_platform(self, platform: PlatformConfig) -> AppSpec:
         """This spec with the platform's timing overrides applied (short windows on a laptop or in CI)."""
-        self.check_metrics_for(platform.platform)
         overrides = platform.timing_overrides
         if overrides is None:
             return self
@@ -238,9 +237,8 @@ class AppSpec(_Strict):
             }
         )
 
-    def check_metrics_for(self, platform_kind: str) -> None:
-        """Every gate metric must have a query the platform's metrics backend understands."""
-        field = "cloudwatch" if platform_kind == "aws" else "query"
+    def check_metrics_for(self, platform_kind: str, field: str) -> None:
+        """Every gate metric must have a query (in `field`) the platform's metrics backend understands."""
         missing = [
             f"canary.metrics[{i}] ({m.name})" for i, m in enumerate(self.canary.metrics) if not getattr(m, field)
         ]

@@ -1,8 +1,46 @@
-"""Pure decisions of the base-image pipeline: when to rebuild. No I/O."""
+"""Pure decisions and records of the base-image pipeline: when to rebuild, how checks and the package
+manifest are told. No I/O but writing the manifest file."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
+
+CANDIDATE_TAG = "candidate"  # the base channel canary-tier apps build on
+STABLE_TAG = "stable"  # the base channel critical apps build on
+
+
+class BaseImageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    version: str | None
+    digest: str | None
+    upstream_digest: str | None
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+def format_checks(results: list[CheckResult]) -> str:
+    width = max(len(r.name) for r in results)
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  {r.detail}" for r in results)
+
+
+def write_manifest(manifest: dict[str, dict[str, str]], *, version: str, out_dir: Path) -> tuple[Path, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"base-{version}.json"
+    body = json.dumps({"version": version, "packages": manifest}, indent=1, sort_keys=True).encode()
+    path.write_bytes(body)
+    return path, "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 @dataclass(frozen=True)

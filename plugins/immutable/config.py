@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -15,7 +16,7 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-from immutable.paths import BASE_SPEC_FILE, PLATFORM_FILE
+from immutable.paths import BASE_SPEC_FILE, PLATFORM_FILE, PROJECT_ROOT
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
 PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+$"
@@ -258,52 +259,8 @@ class PlatformConfig(_Strict):
 
     @model_validator(mode="after")
     def _platform_fields_present(self) -> PlatformConfig:
-        if self.platform == "local":
-            for index, r in enumerate(self.regions):
-                missing = [f for f in LOCAL_REGION_PORTS if f not in r.model_fields_set]
-                if missing:
-                    raise ValueError(
-                        f"regions.{index} ({r.name}): {', '.join(missing)} required when platform is 'local' "
-                        f"(allowed: a port 1024-65535)"
-                    )
-            return self
-        known = [r.name for r in self.regions]
-        if self.aws is None:
-            raise ValueError(
-                "field 'aws' is required when platform is 'aws' (connection_id, build_region, builder, "
-                "environments, artifact_bucket, ...); see include/aws/platform.yaml"
-            )
-        if self.aws.build_region not in known:
-            raise ValueError(f"aws.build_region '{self.aws.build_region}' is not one of the regions: {known}")
-        for index, r in enumerate(self.regions):
-            if r.aws is None:
-                raise ValueError(
-                    f"regions.{index} ({r.name}): field 'aws' (vpc_id, subnet_ids, security_group_ids, "
-                    "listener_arn, kms_key_id) is required when platform is 'aws'"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _ports_unique(self) -> PlatformConfig:
-        if self.platform != "local":
-            return self
-        # Each region also uses lb_admin_port + 1000 for the load balancer's runtime API.
-        used = [
-            ("local.build_registry_port", self.local.build_registry_port),
-            ("local.prometheus_port", self.local.prometheus_port),
-        ]
-        for r in self.regions:
-            used += [
-                (f"{r.name}.registry_port", r.registry_port),
-                (f"{r.name}.lb_port", r.lb_port),
-                (f"{r.name}.lb_admin_port", r.lb_admin_port),
-                (f"{r.name}.lb_admin_port+1000 (runtime API)", r.lb_admin_port + 1000),
-            ]
-        seen: dict[int, str] = {}
-        for name, port in used:
-            if port in seen:
-                raise ValueError(f"port {port} is used twice: by {seen[port]} and by {name}")
-            seen[port] = name
+        """Each platform needs its own fields (the schema of its section); checked here, once."""
+        PLATFORM_FIELD_CHECKS[self.platform](self)
         return self
 
     @model_validator(mode="after")
@@ -331,9 +288,9 @@ class PlatformConfig(_Strict):
 
     @property
     def aws_settings(self) -> AwsSettings:
-        """The `aws:` block, or a ConfigError saying the platform is not aws."""
-        if self.platform != "aws" or self.aws is None:
-            raise ConfigError(f"platform is '{self.platform}', not 'aws': there are no aws settings")
+        """The `aws:` block, or a ConfigError saying the platform has none."""
+        if self.aws is None:
+            raise ConfigError(f"platform is '{self.platform}', not 'aws': there are no aws settings (no `aws:` block)")
         return self.aws
 
     def aws_region(self, name: str) -> AwsRegion:
@@ -355,6 +312,54 @@ class PlatformConfig(_Strict):
     @property
     def build_registry(self) -> str:
         return f"127.0.0.1:{self.local.build_registry_port}"
+
+
+def _local_fields(config: PlatformConfig) -> None:
+    for index, r in enumerate(config.regions):
+        missing = [f for f in LOCAL_REGION_PORTS if f not in r.model_fields_set]
+        if missing:
+            raise ValueError(
+                f"regions.{index} ({r.name}): {', '.join(missing)} required when platform is 'local' "
+                f"(allowed: a port 1024-65535)"
+            )
+    # Each region also uses lb_admin_port + 1000 for the load balancer's runtime API.
+    used = [
+        ("local.build_registry_port", config.local.build_registry_port),
+        ("local.prometheus_port", config.local.prometheus_port),
+    ]
+    for r in config.regions:
+        used += [
+            (f"{r.name}.registry_port", r.registry_port),
+            (f"{r.name}.lb_port", r.lb_port),
+            (f"{r.name}.lb_admin_port", r.lb_admin_port),
+            (f"{r.name}.lb_admin_port+1000 (runtime API)", r.lb_admin_port + 1000),
+        ]
+    seen: dict[int, str] = {}
+    for name, port in used:
+        if port in seen:
+            raise ValueError(f"port {port} is used twice: by {seen[port]} and by {name}")
+        seen[port] = name
+
+
+def _aws_fields(config: PlatformConfig) -> None:
+    known = [r.name for r in config.regions]
+    if config.aws is None:
+        raise ValueError(
+            "field 'aws' is required when platform is 'aws' (connection_id, build_region, builder, "
+            "environments, artifact_bucket, ...); see include/aws/platform.yaml"
+        )
+    if config.aws.build_region not in known:
+        raise ValueError(f"aws.build_region '{config.aws.build_region}' is not one of the regions: {known}")
+    for index, r in enumerate(config.regions):
+        if r.aws is None:
+            raise ValueError(
+                f"regions.{index} ({r.name}): field 'aws' (vpc_id, subnet_ids, security_group_ids, "
+                "listener_arn, kms_key_id) is required when platform is 'aws'"
+            )
+
+
+# platform name -> the check that its own fields are present (and coherent)
+PLATFORM_FIELD_CHECKS: dict[str, Callable[[PlatformConfig], None]] = {"local": _local_fields, "aws": _aws_fields}
 
 
 class BaseImageRunParams(_Strict):
@@ -412,6 +417,14 @@ def platform_file() -> Path:
 def load_platform(path: Path | None = None) -> PlatformConfig:
     target = path or platform_file()
     return _load_platform(str(target), target.stat().st_mtime if target.exists() else 0.0)
+
+
+def state_dir() -> Path:
+    """Registry storage, logs, pid files and records; configurable so tests can isolate it."""
+    configured = os.environ.get("IMMUTABLE_STATE_DIR")
+    if configured:
+        return Path(configured)
+    return PROJECT_ROOT / load_platform().local.state_dir
 
 
 def load_base_spec(path: Path | None = None) -> BaseImageSpec:

@@ -12,13 +12,3 @@ BASE_CONTEXT_DIR = INCLUDE_DIR / "base"
 BASE_SPEC_FILE = BASE_CONTEXT_DIR / "base.yaml"
 PLATFORM_FILE = Path(os.environ.get("IMMUTABLE_PLATFORM_FILE", INCLUDE_DIR / "platform.yaml"))
 APPS_DIR = Path(os.environ.get("IMMUTABLE_APPS_DIR", INCLUDE_DIR / "apps"))
-
-
-def state_dir() -> Path:
-    """Registry storage, logs, pid files and records; configurable so tests can isolate it."""
-    configured = os.environ.get("IMMUTABLE_STATE_DIR")
-    if configured:
-        return Path(configured)
-    from immutable.config import load_platform
-
-    return PROJECT_ROOT / load_platform().local.state_dir

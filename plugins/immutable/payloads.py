@@ -74,7 +74,7 @@ class BuiltBase(Payload):
 
     image_id: str
     version: str
-    labels: dict[str, str]
+    labels: dict[str, str] = {}
     run_id: str = ""
 
 

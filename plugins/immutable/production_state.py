@@ -55,13 +55,6 @@ class ProductionState:
     def set_shares(self, app: str, region: str, shares: dict[str, float]) -> None:
         raise NotImplementedError
 
-    def metrics_backend(self, app: str, region: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def image_in(self, region: str, repository: str, digest: str) -> str:
-        """What a fleet in `region` launches for the release `digest`."""
-        raise NotImplementedError
-
     # --- what runs ----------------------------------------------------------------------------
 
     def members(self, app: str, region: str, color: str) -> list[Any]:
@@ -155,16 +148,3 @@ class ProductionState:
                 record["lease"] = None
                 return True
             return False
-
-
-def production_for(platform: Any) -> ProductionState:
-    """The production of the platform `include/platform.yaml` names."""
-    from immutable.paths import state_dir
-
-    if platform.platform == "aws":
-        from immutable.aws.production import AwsProduction
-
-        return AwsProduction(platform)
-    from immutable.local.production import LocalProduction
-
-    return LocalProduction(platform, state_dir())

@@ -1,0 +1,55 @@
+"""The traffic decisions inside a region, taken out of the I/O: canary shares, flip steps, rollback."""
+
+from __future__ import annotations
+
+import pytest
+
+from immutable.rollout import RegionState, RollbackAction, canary_shares, flip_steps, plan_rollback
+
+NEW, OLD = "sha256:" + "b" * 64, "sha256:" + "a" * 64
+
+
+def test_canary_and_baseline_take_equal_shares_and_production_the_rest() -> None:
+    assert canary_shares("blue", 10) == {"blue": 80, "canary": 10, "baseline": 10}
+    with pytest.raises(ValueError, match=r"\(0, 50\] percent, got 60"):
+        canary_shares("blue", 60)
+
+
+def test_a_flip_moves_weight_step_by_step_and_ends_with_the_new_color_alone() -> None:
+    assert flip_steps("green", "blue", [25, 50, 100]) == [
+        {"green": 25, "blue": 75},
+        {"green": 50, "blue": 50},
+        {"green": 100},
+    ]
+
+
+def test_a_first_release_has_no_previous_color_to_share_with() -> None:
+    assert flip_steps("blue", None, [50, 100]) == [{"blue": 50}, {"blue": 100}]
+
+
+def test_a_region_this_run_flipped_is_flipped_back() -> None:
+    state = RegionState("green", NEW, "run-1", {"blue": OLD, "green": NEW})
+    assert plan_rollback(state, digest=NEW, run_id="run-1") == RollbackAction(flip_back=True, remove=())
+
+
+def test_a_region_another_run_flipped_to_the_same_digest_is_left_alone() -> None:
+    state = RegionState("green", NEW, "run-0", {"blue": OLD, "green": NEW})
+    assert plan_rollback(state, digest=NEW, run_id="run-1") == RollbackAction(flip_back=False, remove=())
+
+
+def test_a_launched_color_that_never_took_traffic_and_the_canaries_are_removed() -> None:
+    state = RegionState("blue", OLD, "run-0", {"blue": OLD, "green": NEW, "canary": NEW, "baseline": OLD})
+    action = plan_rollback(state, digest=NEW, run_id="run-1")
+    assert action == RollbackAction(flip_back=False, remove=("green", "canary", "baseline"))
+
+
+def test_the_live_color_and_another_releases_kept_color_are_never_removed() -> None:
+    state = RegionState("blue", OLD, "run-0", {"blue": OLD, "green": "sha256:" + "c" * 64})
+    assert plan_rollback(state, digest=NEW, run_id="run-1") == RollbackAction(flip_back=False, remove=())
+
+
+def test_an_unknown_platform_or_metrics_backend_is_named_with_the_known_ones() -> None:
+    from immutable.platforms import metrics_client_for
+
+    with pytest.raises(NotImplementedError, match="metrics backend 'graphite' is not implemented; the known ones"):
+        metrics_client_for({"kind": "graphite"})
