@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from immutable.config import PlatformConfig, Region, load_platform
+from immutable.config import PlatformConfig, Region, load_platform, state_dir
 from immutable.local.loadbalancer import (
     LoadBalancer,
     LoadBalancerError,
@@ -40,7 +40,6 @@ from immutable.local.prometheus import (
 )
 from immutable.local.services import Service, port_open
 from immutable.local.traffic import failures_between, read_stats, traffic_service
-from immutable.paths import state_dir
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -349,6 +348,14 @@ def test_prometheus_scrapes_discovered_targets(
     client = AsyncPrometheusClient(prometheus.base_url)
     assert asyncio.run(client.query(up)) == 1.0
     assert len(asyncio.run(client.query_range(up, now - 10, now, 1.0))) >= 2
+
+    async def shared() -> list[float | None]:
+        # A trigger run's queries share one connection pool (PrometheusMetricsClient's).
+        async with httpx.AsyncClient() as http:
+            pooled = AsyncPrometheusClient(prometheus.base_url, client=http)
+            return [await pooled.query(up), await pooled.query(up)]
+
+    assert asyncio.run(shared()) == [1.0, 1.0]
 
     remove_targets(state_dir(), "sample", region.name, "blue")
     remove_targets(state_dir(), "sample", region.name, "blue")  # idempotent

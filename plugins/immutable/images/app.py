@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 WHEEL_MEDIA_TYPE = "application/vnd.immutable.python.wheel"
 ARTIFACT_TYPE = "application/vnd.immutable.app.artifact.v1"
-LABEL_ARTIFACT = "io.immutable.app.artifact.sha256"
-LABEL_APP = "io.immutable.app.name"
 SOURCE_EXCLUDES = {".git", "__pycache__", "build", "dist", ".venv"}
 BUILD_TIMEOUT_S = 900  # seconds for the wheel build container
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"

@@ -6,62 +6,81 @@ publishing checks the registry before pushing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import subprocess
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from immutable.apt_sources import host_sources, render_for_image
-from immutable.base_policy import parse_package_manifest, parse_upgradable
-from immutable.config import BaseImageRunParams, BaseImageSpec, PlatformConfig
+from immutable.base_policy import (  # re-exported: the base image's records are pure, here for its callers
+    CANDIDATE_TAG,
+    STABLE_TAG,
+    BaseImageError,
+    CandidateInfo,
+    CheckResult,
+    format_checks,
+    parse_package_manifest,
+    parse_upgradable,
+    write_manifest,
+)
+from immutable.config import BaseImageSpec, PlatformConfig
 from immutable.images.engine import docker_client, run_in_image
-from immutable.paths import BASE_CONTEXT_DIR, PROJECT_ROOT
+from immutable.paths import BASE_CONTEXT_DIR
+from immutable.provenance import (  # re-exported: the same keys on every platform
+    LABEL_BASE_DIGEST,
+    LABEL_BASE_NAME,
+    LABEL_CREATED,
+    LABEL_CVES,
+    LABEL_FAST_TRACK,
+    LABEL_REASON,
+    LABEL_REVISION,
+    LABEL_RUN_ID,
+    LABEL_SOURCE,
+    LABEL_VERSION,
+    OCI,
+    build_labels,
+    project_revision,
+)
 from immutable.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_TAG = "candidate"
-STABLE_TAG = "stable"
+# Besides its own functions, this module keeps importable the base's records and provenance
+# keys, which are defined in the pure modules (base_policy, provenance).
+__all__ = [
+    "CANDIDATE_TAG",
+    "LABEL_BASE_DIGEST",
+    "LABEL_BASE_NAME",
+    "LABEL_CREATED",
+    "LABEL_CVES",
+    "LABEL_FAST_TRACK",
+    "LABEL_REASON",
+    "LABEL_REVISION",
+    "LABEL_RUN_ID",
+    "LABEL_SOURCE",
+    "LABEL_VERSION",
+    "OCI",
+    "STABLE_TAG",
+    "BaseImageError",
+    "CandidateInfo",
+    "CheckResult",
+    "Published",
+    "build",
+    "build_labels",
+    "current_candidate",
+    "format_checks",
+    "package_manifest",
+    "pending_upgrades",
+    "project_revision",
+    "publish",
+    "pull_candidate",
+    "push",
+    "test_image",
+    "write_manifest",
+]
+
 SYSCTL_FILE = "/etc/sysctl.d/60-immutable-net.conf"
 PACKAGE_LIST_FILE = "/usr/share/immutable/packages.tsv"
-
-OCI = "org.opencontainers.image"
-LABEL_VERSION = f"{OCI}.version"
-LABEL_CREATED = f"{OCI}.created"
-LABEL_REVISION = f"{OCI}.revision"
-LABEL_SOURCE = f"{OCI}.source"
-LABEL_BASE_NAME = f"{OCI}.base.name"
-LABEL_BASE_DIGEST = f"{OCI}.base.digest"
-LABEL_REASON = "io.immutable.base.reason"
-LABEL_CVES = "io.immutable.base.cves"
-LABEL_FAST_TRACK = "io.immutable.base.fast-track"
-LABEL_RUN_ID = "io.immutable.airflow.run-id"
-
-
-class BaseImageError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class CandidateInfo:
-    version: str | None
-    digest: str | None
-    upstream_digest: str | None
-
-
-def project_revision() -> str:
-    """The git commit the build context came from, or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def current_candidate(spec: BaseImageSpec, platform: PlatformConfig) -> CandidateInfo:
@@ -109,30 +128,6 @@ def pull_candidate(spec: BaseImageSpec, platform: PlatformConfig, digest: str) -
     ref = f"{platform.build_registry}/{spec.repository}@{digest}"
     client.images.pull(ref)
     return ref
-
-
-def build_labels(
-    *,
-    spec: BaseImageSpec,
-    version: str,
-    created: datetime,
-    upstream_digest: str,
-    params: BaseImageRunParams,
-    run_id: str,
-) -> dict[str, str]:
-    return {
-        LABEL_VERSION: version,
-        LABEL_CREATED: created.isoformat(),
-        LABEL_REVISION: project_revision(),
-        LABEL_SOURCE: "include/base",
-        f"{OCI}.title": spec.repository,
-        LABEL_BASE_NAME: spec.upstream.image,
-        LABEL_BASE_DIGEST: upstream_digest,
-        LABEL_REASON: params.reason,
-        LABEL_CVES: ",".join(params.cves),
-        LABEL_FAST_TRACK: str(params.fast_track).lower(),
-        LABEL_RUN_ID: run_id,
-    }
 
 
 def build(
@@ -185,13 +180,6 @@ def build(
     if image_id is None:
         raise BaseImageError("base image build ended without an image id; see the build output above")
     return image_id
-
-
-@dataclass
-class CheckResult:
-    name: str
-    passed: bool
-    detail: str
 
 
 def test_image(image_ref: str, spec: BaseImageSpec) -> list[CheckResult]:
@@ -268,25 +256,12 @@ def test_image(image_ref: str, spec: BaseImageSpec) -> list[CheckResult]:
     return results
 
 
-def format_checks(results: list[CheckResult]) -> str:
-    width = max(len(r.name) for r in results)
-    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  {r.detail}" for r in results)
-
-
 def package_manifest(image_ref: str) -> dict[str, dict[str, str]]:
     client = docker_client()
     code, output = run_in_image(client, image_ref, ["cat", PACKAGE_LIST_FILE], user="root")
     if code != 0:
         raise BaseImageError(f"{image_ref} has no package list at {PACKAGE_LIST_FILE}: {output[-500:]}")
     return parse_package_manifest(output)
-
-
-def write_manifest(manifest: dict[str, dict[str, str]], *, version: str, out_dir: Path) -> tuple[Path, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"base-{version}.json"
-    body = json.dumps({"version": version, "packages": manifest}, indent=1, sort_keys=True).encode()
-    path.write_bytes(body)
-    return path, "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def push(image_ref: str, repository: str, tag: str) -> str:

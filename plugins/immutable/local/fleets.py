@@ -17,11 +17,11 @@ from typing import Any
 from immutable.app_spec import AppSpec
 from immutable.config import PlatformConfig
 from immutable.images.engine import MANAGED_LABEL, docker_client
+from immutable.provenance import LABEL_APP
 
 log = logging.getLogger(__name__)
 
 LABEL_INSTANCE = "io.immutable.platform"
-LABEL_APP = "io.immutable.app.name"
 LABEL_REGION = "io.immutable.region"
 LABEL_COLOR = "io.immutable.color"
 LABEL_VERSION = "io.immutable.version"

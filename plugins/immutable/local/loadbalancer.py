@@ -31,33 +31,51 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import functools
 import io
 import ipaddress
 import json
 import logging
-import os
-import re
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from immutable.config import Region
 
-from immutable.config import PlatformConfig, Region
-from immutable.local.services import Service
+# The names and files (haproxy_names), the configuration and process (haproxy_config) and the
+# shares-to-weights arithmetic (haproxy_weights) live beside this module; import them from here.
+from immutable.local.haproxy_config import haproxy_binary, haproxy_service, render_config
+from immutable.local.haproxy_names import (
+    LoadBalancerError,
+    _checked_name,
+    _state_file,
+    backend_name,
+    runtime_api_port,
+    server_color,
+    write_atomically,
+)
+from immutable.local.haproxy_weights import compute_weights, shares_from_weights
 
 log = logging.getLogger(__name__)
 
-RUNTIME_API_PORT_OFFSET = 1000  # runtime API port = lb_admin_port + this
+__all__ = [
+    "LoadBalancer",
+    "LoadBalancerError",
+    "ServerState",
+    "backend_name",
+    "compute_weights",
+    "haproxy_binary",
+    "haproxy_service",
+    "render_config",
+    "runtime_api_port",
+    "server_color",
+    "shares_from_weights",
+    "write_atomically",
+]
+
 RUNTIME_API_TIMEOUT_S = 5.0  # one command's connect + answer
-MAX_WEIGHT = 256  # HAProxy's largest server weight
-DEFAULT_HEALTH_PATH = "/healthz"
 HEALTH_WAIT_S = 15.0  # how long add_server waits for the first passing health check
 DRAIN_TIMEOUT_S = 30.0  # how long remove_server waits for in-flight requests on a drained server
 DELETE_TIMEOUT_S = 10.0  # how long remove_server retries `del server` while connections close
@@ -65,17 +83,7 @@ POLL_INTERVAL_S = 0.2
 CHECK_INTERVAL_MS = 1000  # health check interval of every server added at runtime
 CHECK_RISE = 1  # passing checks before a DOWN server is UP again
 CHECK_FALL = 2  # failing checks before an UP server is DOWN
-SHARES_TOLERANCE_PCT = 0.01  # shares must sum to 100 within this
-READY_TIMEOUT_S = 20.0
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")  # apps and colors
-SERVER_PATTERN = re.compile(r"^(?P<color>[a-z][a-z0-9-]{0,30})-(?P<n>[0-9]{1,4})$")
-HEALTH_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/%?&=+-]*$")
 PASSING_CHECKS = ("L7OK", "L7OKC")
-
-
-class LoadBalancerError(RuntimeError):
-    """A runtime API command failed or the load balancer is not in the state an operation needs."""
 
 
 @dataclass(frozen=True)
@@ -103,185 +111,6 @@ class ServerState:
     def healthy(self) -> bool:
         # "* L7OK": the last check passed and the next one is running right now.
         return self.up and self.check.lstrip("* ").strip() in PASSING_CHECKS
-
-
-def runtime_api_port(region: Region) -> int:
-    """The rule: lb_admin_port + 1000 (config.py validates the other ports; keep this one free too)."""
-    return region.lb_admin_port + RUNTIME_API_PORT_OFFSET
-
-
-def backend_name(app: str) -> str:
-    return f"app_{_checked_name(app, 'app')}"
-
-
-def server_color(name: str) -> str:
-    match = SERVER_PATTERN.match(name)
-    if match is None:
-        raise LoadBalancerError(f"server name '{name}' is not '<color>-<n>' (e.g. blue-1, canary-2)")
-    return match.group("color")
-
-
-def _checked_name(value: str, what: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise LoadBalancerError(f"{what} name '{value}' must match {NAME_PATTERN.pattern}")
-    return value
-
-
-def _health_paths(apps: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
-    paths = dict(apps) if isinstance(apps, Mapping) else dict.fromkeys(apps, DEFAULT_HEALTH_PATH)
-    if not paths:
-        raise LoadBalancerError("a load balancer needs at least one app (its first app is the default backend)")
-    for app, path in paths.items():
-        _checked_name(app, "app")
-        if not HEALTH_PATH_PATTERN.match(path):
-            raise LoadBalancerError(f"app '{app}': health path '{path}' must start with / and hold no spaces")
-    return paths
-
-
-# --- configuration and process ---------------------------------------------------------------
-
-
-def render_config(region: Region, apps: Sequence[str] | Mapping[str, str], state_dir: Path) -> str:
-    """haproxy.cfg for one region; `apps` is a list (health path /healthz) or {app: health path}."""
-    paths = _health_paths(apps)
-    default_app = next(iter(paths))
-    lines = [
-        f"# Region {region.name}: written by immutable.local.loadbalancer at every start; edits are lost.",
-        "# No server is configured here: releases add them through the runtime API and move traffic",
-        f"# with weights. Last shares per app (for restore after a restart): {_state_file(state_dir, region)}",
-        "global",
-        "    maxconn 4096",
-        # One thread is plenty here, and it makes "the process is gone" and "its ports are free"
-        # the same moment: with more, the main thread can be a zombie while another still listens.
-        "    nbthread 1",
-        f"    stats socket ipv4@127.0.0.1:{runtime_api_port(region)} level admin",
-        "    stats timeout 10s",
-        "    log stdout format raw local0 info",
-        "",
-        "defaults",
-        "    mode http",
-        "    log global",
-        "    option log-health-checks",
-        "    timeout connect 1s",
-        "    timeout client 30s",
-        "    timeout server 10s",
-        "    timeout http-request 5s",
-        "    timeout http-keep-alive 10s",
-        "    timeout queue 5s",
-        "    timeout check 1s",
-        "",
-        "frontend users",
-        f"    bind 127.0.0.1:{region.lb_port}",
-        "    option httplog",
-        "    option dontlog-normal  # log errors only: failed requests, retries, timeouts",
-    ]
-    for app in paths:
-        lines += [
-            f"    acl host_{app} req.hdr(host),field(1,:),lower -m str {app}",
-            f"    acl host_{app} req.hdr(host),field(1,:),lower -m beg {app}.",
-            f"    use_backend {backend_name(app)} if host_{app}",
-        ]
-    lines += [f"    default_backend {backend_name(default_app)}", ""]
-    for app, path in paths.items():
-        lines += [
-            f"backend {backend_name(app)}",
-            "    balance roundrobin  # dynamic: weights change at runtime without a reload",
-            f"    option httpchk GET {path}",
-            "    http-check expect status 200",
-            "    retries 3",
-            "    option redispatch 1  # retry on another server, not the one that failed",
-            "    retry-on conn-failure empty-response",
-            "    # servers: added at runtime (add server), named <color>-<n>",
-            "",
-        ]
-    lines += [
-        "frontend admin",
-        f"    bind 127.0.0.1:{region.lb_admin_port}",
-        "    no log",
-        "    http-request use-service prometheus-exporter if { path /metrics }",
-        "    stats enable",
-        "    stats uri /stats",
-        "    stats refresh 5s",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
-    if found is None:
-        raise LoadBalancerError("HAProxy is not installed. Debian: `apt-get install haproxy` (2.6 or newer)")
-    return found
-
-
-def _admin_answers(region: Region) -> bool:
-    try:
-        stats = httpx.get(f"http://127.0.0.1:{region.lb_admin_port}/stats", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return stats and sock.connect_ex(("127.0.0.1", runtime_api_port(region))) == 0
-
-
-def haproxy_service(
-    platform: PlatformConfig, region: Region, apps: Sequence[str] | Mapping[str, str], state_dir: Path
-) -> Service:
-    """The region's HAProxy in the foreground (-db) under the process manager; config written now."""
-    platform.region(region.name)  # a region of this platform, or a ConfigError naming the known ones
-    home = state_dir / "haproxy" / region.name
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "haproxy.cfg"
-    write_atomically(config, render_config(region, apps, state_dir))
-    return Service(
-        name=f"haproxy-{region.name}",
-        argv=[haproxy_binary(), "-f", str(config), "-db"],
-        run_dir=state_dir / "run",
-        ready=functools.partial(_admin_answers, region),
-        ready_timeout_s=READY_TIMEOUT_S,
-        port=region.lb_port,
-    )
-
-
-# --- runtime API ------------------------------------------------------------------------------
-
-
-def compute_weights(servers: Mapping[str, Sequence[str]], shares: Mapping[str, float]) -> dict[str, int]:
-    """{server: weight} giving each color its percentage, split evenly over the color's servers.
-
-    `servers` maps color -> server names. Colors absent from `shares` get 0. The largest per-server
-    weight is MAX_WEIGHT and any positive share gets at least weight 1, so the result is exact to
-    within weight rounding (well under one percentage point for up to a few servers per color).
-    """
-    for color, share in shares.items():
-        if not 0 <= share <= 100:
-            raise LoadBalancerError(f"share of '{color}' is {share}; shares are percentages between 0 and 100")
-    total = sum(shares.values())
-    if abs(total - 100) > SHARES_TOLERANCE_PCT:
-        raise LoadBalancerError(f"shares {dict(shares)} sum to {total}, not 100")
-    empty = sorted(c for c, s in shares.items() if s > 0 and not servers.get(c))
-    if empty:
-        raise LoadBalancerError(
-            f"colors {empty} have a share > 0 but no server; servers by color: "
-            f"{ {c: list(n) for c, n in servers.items()} }. Add their servers first or give them 0"
-        )
-    per_server = {c: shares[c] / len(servers[c]) for c in shares if shares[c] > 0}
-    scale = MAX_WEIGHT / max(per_server.values())
-    weights = {name: 0 for names in servers.values() for name in names}
-    for color, share in per_server.items():
-        for name in servers[color]:
-            weights[name] = max(1, min(MAX_WEIGHT, round(share * scale)))
-    return weights
-
-
-def shares_from_weights(weights: Mapping[str, int]) -> dict[str, float]:
-    """{color: percentage} from {server: weight}; all 0 when no server has a weight."""
-    by_color: dict[str, int] = {}
-    for name, weight in weights.items():
-        color = server_color(name)
-        by_color[color] = by_color.get(color, 0) + weight
-    total = sum(by_color.values())
-    return {c: round(100 * w / total, 3) if total else 0.0 for c, w in sorted(by_color.items())}
 
 
 class LoadBalancer:
@@ -562,20 +391,3 @@ class LoadBalancer:
             if entry.get("shares"):
                 entry["shares"] = actual  # what the remaining weights give now
             entry["updated"] = time.time()
-
-
-def _state_file(state_dir: Path, region: Region) -> Path:
-    return state_dir / "haproxy" / region.name / "state.json"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same folder, then rename: readers (Prometheus, other tasks) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

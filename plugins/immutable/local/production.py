@@ -65,9 +65,3 @@ class LocalProduction(ProductionState):
 
     def shares(self, app: str, region: str) -> dict[str, float]:
         return dict(self.lb(region).shares(app))
-
-    def image_in(self, region: str, repository: str, digest: str) -> str:
-        return f"127.0.0.1:{self.platform.region(region).registry_port}/{repository}@{digest}"
-
-    def metrics_backend(self, app: str = "", region: str = "") -> dict[str, Any]:
-        return {"kind": "prometheus", "url": f"http://127.0.0.1:{self.platform.local.prometheus_port}"}

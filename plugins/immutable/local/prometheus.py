@@ -55,7 +55,7 @@ def targets_dir(state_dir: Path) -> Path:
 def render_config(platform: PlatformConfig, state_dir: Path | None = None) -> str:
     """prometheus.yml: HAProxy exporters of every region plus file-discovered app containers."""
     if state_dir is None:
-        from immutable.paths import state_dir as default_state_dir
+        from immutable.config import state_dir as default_state_dir
 
         state_dir = default_state_dir()
     config = {
@@ -271,16 +271,28 @@ class PrometheusClient:
 
 
 class AsyncPrometheusClient:
-    """The same as PrometheusClient without blocking: for Airflow triggers (a shared event loop)."""
+    """The same as PrometheusClient without blocking: for Airflow triggers (a shared event loop).
 
-    def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+    With `client` (an open httpx.AsyncClient, owned by the caller) every query reuses its
+    connections: a gate asks several queries per interval for many minutes. Without one, each
+    query opens and closes its own.
+    """
+
+    def __init__(
+        self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S, client: httpx.AsyncClient | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.client = client
 
     async def _get(self, promql: str, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.get(f"{self.base_url}{path}", params=params)
+            if self.client is not None:
+                response = await self.client.get(url, params=params, timeout=self.timeout_s)
+            else:
+                async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                    response = await client.get(url, params=params)
         except httpx.HTTPError as exc:
             raise _connect_error(promql, self.base_url, exc) from exc
         return _data(promql, response)

@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
 
-    from immutable.paths import state_dir as default_state_dir
+    from immutable.config import state_dir as default_state_dir
 
     platform = load_platform(args.platform_file)
     generator = TrafficGenerator(platform, args.state_dir or default_state_dir(), args.apps or _default_apps())

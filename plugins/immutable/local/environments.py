@@ -7,59 +7,28 @@ it all even after a worker restart, and a retry reuses rather than duplicates.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immutable.app_spec import AppSpec, SmokeCheck
 from immutable.images.engine import MANAGED_LABEL, docker_client
+from immutable.naming import environment_name as environment_name  # re-exported: tests find an environment by it
+from immutable.smoke import PROBE_SCRIPT, probe_config
+
+if TYPE_CHECKING:
+    from immutable.local.images import LocalImages
+    from immutable.payloads import ImageRef
 
 log = logging.getLogger(__name__)
 
 ENV_LABEL = "io.immutable.env"
 APP_ALIAS = "app"  # the app's host name inside the environment's network
 
-# Runs inside a probe container (Python's standard library only): waits for health, then checks.
-PROBE_SCRIPT = r"""
-import json, sys, time, urllib.error, urllib.request
-cfg = json.loads(sys.argv[1])
-def get(path):
-    try:
-        with urllib.request.urlopen(cfg["url"] + path, timeout=5) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return None, str(e)
-deadline = time.monotonic() + cfg["timeout_s"]
-status, body = None, ""
-while time.monotonic() < deadline:
-    status, body = get(cfg["health_path"])
-    if status == 200:
-        break
-    time.sleep(0.5)
-results = [{"check": "health " + cfg["health_path"], "passed": status == 200,
-            "detail": "answered %s: %s" % (status, body.strip()[:200])}]
-if status == 200:
-    for c in cfg["checks"]:
-        s, b = get(c["path"])
-        ok = s == c["status"] and (c["body_contains"] is None or c["body_contains"] in b)
-        want = "%s%s" % (c["status"], " containing %r" % c["body_contains"] if c["body_contains"] else "")
-        results.append({"check": "GET " + c["path"], "passed": ok,
-                        "detail": "wanted %s, got %s: %s" % (want, s, b.strip()[:200])})
-print(json.dumps(results))
-"""
-
 
 class EnvironmentError_(RuntimeError):
     pass
-
-
-def environment_name(kind: str, app: str, run_id: str) -> str:
-    """Deterministic per run: a retry or a teardown after a restart finds the same environment."""
-    return f"immutable-{kind}-{app}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -118,23 +87,6 @@ def _probe(environment: Environment, command: list[str], *, env: dict[str, str] 
         container.remove(force=True)
 
 
-def probe_config(url: str, *, spec: AppSpec, checks: list[SmokeCheck], version: str) -> dict[str, Any]:
-    """What PROBE_SCRIPT checks against the app at `url`; `{version}` in expected bodies is the release's."""
-    return {
-        "url": url,
-        "health_path": spec.runtime.health_path,
-        "timeout_s": spec.health.timeout_s,
-        "checks": [
-            {
-                "path": c.path,
-                "status": c.status,
-                "body_contains": c.body_contains.replace("{version}", version) if c.body_contains else None,
-            }
-            for c in checks
-        ],
-    }
-
-
 def smoke_checks(
     environment: Environment, *, spec: AppSpec, checks: list[SmokeCheck], version: str
 ) -> list[dict[str, Any]]:
@@ -178,3 +130,37 @@ def leftovers(name: str) -> list[str]:
     found = [c.name for c in client.containers.list(all=True, filters={"label": f"{ENV_LABEL}={name}"})]
     found += [n.name for n in client.networks.list(names=[name]) if n.name == name]
     return found
+
+
+class LocalEnvironments:
+    """`interface.Environments` on the Docker engine: the environment's dict is `Environment.as_dict()`,
+    so a later task (or a retry on another worker) rebuilds it from XCom alone."""
+
+    def __init__(self, images: LocalImages) -> None:
+        self.images = images
+
+    def create(self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str) -> dict[str, str]:
+        settings = spec.dev if kind == "dev" else spec.staging
+        ref = self.images.uri(None, image.repository, image.digest)
+        return create(name=name, spec=spec, image=ref, env=dict(settings.env)).as_dict()
+
+    def smoke_checks(
+        self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
+    ) -> list[dict[str, Any]]:
+        return smoke_checks(_environment(environment), spec=spec, checks=checks, version=version)
+
+    def run_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> tuple[int, str]:
+        return run_test_command(_environment(environment), command)
+
+    def describe(self, environment: dict[str, str]) -> str:
+        return f"network {environment['name']}"
+
+    def diagnostics(self, environment: dict[str, str]) -> str:
+        return "app container log (last lines):\n" + app_logs(_environment(environment))
+
+    def destroy(self, name: str) -> list[str]:
+        return destroy(name)
+
+
+def _environment(environment: dict[str, str]) -> Environment:
+    return Environment(name=environment["name"], image=environment["image"], url=environment["url"])

@@ -1,0 +1,76 @@
+"""The base image on the local platform: built by the Docker engine, published to the build registry,
+where its channels (`candidate`, `stable`) are tags.
+
+The half of `LocalImages` (in `immutable.local.images`) that the base_image and promote_base DAGs
+use; `LocalImages` adds the app images and the regions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from immutable.config import BaseImageSpec, PlatformConfig
+from immutable.images import base
+from immutable.payloads import BuiltBase, PublishedBase
+from immutable.registry import RegistryClient
+
+
+class LocalBaseImages:
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        self.build = RegistryClient(config.build_registry)
+
+    def resolve_upstream(self, spec: BaseImageSpec) -> tuple[str, str]:
+        from immutable.images.upstream import upstream_digest
+
+        return spec.upstream.image, upstream_digest(spec.upstream.image)
+
+    def base_candidate(self, spec: BaseImageSpec) -> base.CandidateInfo:
+        return base.current_candidate(spec, self.config)
+
+    def pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> list[str]:
+        # The candidate is pulled by digest: the registry's copy is the one that was published.
+        return base.pending_upgrades(base.pull_candidate(spec, self.config, digest))
+
+    def base_versions(self, repository: str) -> list[str]:
+        return self.build.tags(repository)
+
+    def build_base(
+        self, *, spec: BaseImageSpec, upstream: dict[str, Any], version: str, labels: dict[str, str], run_id: str
+    ) -> BuiltBase:
+        image_id = base.build(spec=spec, upstream_ref=str(upstream["image"]), version=version, labels=labels)
+        return BuiltBase(image_id=image_id, version=version, labels=labels, run_id=run_id)
+
+    def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[base.CheckResult]:
+        return base.test_image(built.image_id, spec)
+
+    def base_packages(self, built: BuiltBase) -> dict[str, dict[str, str]]:
+        return base.package_manifest(built.image_id)
+
+    def publish_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> PublishedBase:
+        published = base.publish(image_id=built.image_id, spec=spec, platform=self.config, version=built.version)
+        return PublishedBase(
+            repository=spec.repository,
+            digest=published.digest,
+            version=published.version,
+            reused=published.reused,
+            image=published.image,
+        )
+
+    def channel(self, repository: str, channel: str) -> tuple[str, dict[str, str]] | None:
+        digest = self.build.manifest_digest(repository, channel)
+        return (digest, self.build.labels(repository, digest) or {}) if digest else None
+
+    def move_channel(self, repository: str, channel: str, digest: str) -> None:
+        """Put the manifest itself under the channel's tag: the image is not pulled or pushed again,
+        so the channel's digest is exactly the version's."""
+        found = self.build.raw_manifest(repository, digest)
+        if found is None:
+            raise RuntimeError(f"{digest} vanished from {self.config.build_registry}/{repository}")
+        body, media_type, _ = found
+        self.build.put_manifest(repository, channel, body, media_type)
+        if self.build.manifest_digest(repository, channel) != digest:
+            raise RuntimeError(f"the {channel} tag does not point at {digest}; run promote_base again")
+
+    def base_name(self, repository: str, version: str) -> str:
+        return f"{self.config.build_registry}/{repository}:{version}"
