@@ -105,12 +105,12 @@ def groups(account: AwsAccount, region: str) -> set[str]:
 @pytest.fixture()
 def production(aws_account: AwsAccount) -> Iterator[Any]:
     from immutable.config import load_platform
-    from immutable.production_state import production_for
+    from immutable.platforms import platform_for
 
     platform = load_platform()
-    yield production_for(platform)
+    yield platform_for(platform).production
     # Leave the account as the next test expects it: nothing of the app, the listener answering 503.
-    cleanup = production_for(platform)
+    cleanup = platform_for(platform).production
     for region in REGIONS:
         for color in ("blue", "green", "canary", "baseline"):
             cleanup.fleets.destroy(APP, region, color, force=True)
@@ -203,12 +203,57 @@ def test_the_record_and_lease_live_in_the_artifact_bucket(aws_account: AwsAccoun
     assert production.record(APP, "us-east-1")["previous"]["version"] == "1.0.0"
 
 
+def test_a_metrics_client_opens_one_cloudwatch_client_for_the_whole_trigger_run(
+    aws_account: AwsAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from immutable.aws.hooks.cloudwatch import CloudWatchMetricsHook
+    from immutable.platforms import metrics_client_for
+
+    made: list[str] = []
+    original = CloudWatchMetricsHook.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(str(kwargs.get("region_name")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CloudWatchMetricsHook, "__init__", counting)
+    dimensions = {"target_group": "targetgroup/sample-canary/1", "load_balancer": "app/web/2"}
+    backend = {
+        "kind": "cloudwatch",
+        "region": BUILD_REGION,
+        "connection_id": "aws_default",
+        "dimensions": {"canary": dimensions},
+    }
+    metric = {
+        "namespace": "AWS/ApplicationELB",
+        "name": "HTTPCode_Target_5XX_Count",
+        "stat": "Sum",
+        "dimensions": {"TargetGroup": "$target_group", "LoadBalancer": "$load_balancer"},
+    }
+    check = {"name": "error_rate", "cloudwatch": {"metric": metric, "divide_by": None}}
+
+    async def fetch() -> tuple[Any, list[list[float]]]:
+        async with metrics_client_for(backend) as client:
+            query = client.query(check, app=APP, region=BUILD_REGION, color="canary", window="5s")
+            now = time.time()
+            return query, [await client.series(query, now - 60, now, 1.0) for _ in range(3)]
+
+    query, series = asyncio.run(fetch())
+    assert made == [BUILD_REGION]  # one client for the run's three fetches
+    assert series == [[], [], []]  # nothing was put for this target group
+    assert query["metric"]["dimensions"] == {"TargetGroup": "targetgroup/sample-canary/1", "LoadBalancer": "app/web/2"}
+    assert query["divide_by"] is None
+    with pytest.raises(ValueError, match="metric 'error_rate' has no `cloudwatch` query"):
+        metrics_client_for(backend).query(check | {"cloudwatch": None}, color="blue")
+
+
 @pytest.mark.parametrize(("canary_error_rate", "verdict"), [(0.0, "pass"), (0.3, "fail")])
 def test_the_canary_gate_judges_cloudwatch_series(
     aws_account: AwsAccount, production: Any, upstream_ami: str, canary_error_rate: float, verdict: str
 ) -> None:
     from immutable.app_spec import app_spec
     from immutable.config import load_platform
+    from immutable.platforms import platform_for
     from immutable.triggers import CanaryAnalysisTrigger
 
     spec = app_spec(APP).for_platform(load_platform())
@@ -219,7 +264,7 @@ def test_the_canary_gate_judges_cloudwatch_series(
         )
     settings = spec.canary.model_copy(update={"interval_s": 12, "lifetime_s": 24, "min_samples": 8})
     trigger = CanaryAnalysisTrigger(
-        backend=production.metrics_backend(APP, region),
+        backend=platform_for(load_platform()).metrics.backend(APP, region),
         metrics=[m.model_dump() for m in settings.metrics],
         analysis=settings.judge_settings(),
         labels={"app": APP, "region": region},

@@ -140,6 +140,7 @@ def test_a_post_flip_regression_flips_back_to_the_live_color(
 
     from immutable.operators.gates import GateFailed, PostFlipGateOperator
     from immutable.pipelines import production as steps
+    from immutable.ui.links import LINKS_XCOM_KEY, LoadBalancerStatsLink, PrometheusGraphLink, RegistryImageLink
 
     region = REGIONS[1]
     bad = aws_account.client("ec2").describe_images(
@@ -157,8 +158,14 @@ def test_a_post_flip_regression_flips_back_to_the_live_color(
     assert listener_weights(aws_account, region) == {f"{APP}-{flipped['color']}": 100}
 
     operator = PostFlipGateOperator(task_id="gate", app=APP, flipped=flipped)
+    ti = RecordingTi()
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": None})
+        operator.execute({"ti": ti})
+    # The gate's links are the AWS console's: the region's CloudWatch and ALB, the build region's AMI.
+    links = ti.pushed[LINKS_XCOM_KEY]
+    assert links[PrometheusGraphLink.name].startswith(f"https://{region}.console.aws.amazon.com/cloudwatch/")
+    assert links[LoadBalancerStatsLink.name].startswith(f"https://{region}.console.aws.amazon.com/ec2/")
+    assert links[RegistryImageLink.name].endswith(f"ImageDetails:imageId={flipped['digest']}")
 
     async def first_event() -> dict[str, Any]:
         async for event in deferred.value.trigger.run():
@@ -171,3 +178,13 @@ def test_a_post_flip_regression_flips_back_to_the_live_color(
         operator.execute_complete({"ti": None}, event)
     assert listener_weights(aws_account, region) == weights_before
     assert f"{APP}-{region}-{flipped['color']}" not in groups(aws_account, region)
+
+
+class RecordingTi:
+    """The task instance of a gate run outside a DAG run: keeps what the gate pushes to XCom."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, *, key: str, value: Any) -> None:
+        self.pushed[key] = value

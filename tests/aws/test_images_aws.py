@@ -64,7 +64,7 @@ def test_throttling_is_retried_with_backoff(aws_account: AwsAccount) -> None:
     own retry logic judges them; the call that goes through reaches the moto server."""
     from botocore.awsrequest import AWSResponse
 
-    from immutable.aws import images as amis
+    from immutable.aws import amis
 
     hook = amis.ec2(platform(), "us-east-1")
     throttled: list[float] = []
@@ -100,13 +100,13 @@ class RawBody:
 
 
 def test_an_instance_is_terminated_whatever_happens_inside(aws_account: AwsAccount) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import builders
 
     settings = platform().aws_settings
     launched: list[str] = []
     with (
         pytest.raises(RuntimeError, match="the bake broke"),
-        amis.instance(
+        builders.instance(
             platform(),
             image_id=aws_account.upstream_image_id,
             role="builder",
@@ -125,28 +125,28 @@ def test_an_instance_is_terminated_whatever_happens_inside(aws_account: AwsAccou
 def test_a_missing_upstream_parameter_names_parameter_and_region(
     aws_account: AwsAccount, aws_platform_file: Any
 ) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import amis, upstream
 
     aws_platform_file(lambda d: d["aws"].update(upstream_ami={"ssm_parameter": "/nope/debian", "image_id": None}))
     with pytest.raises(amis.AwsImageError, match=r"/nope/debian does not exist in eu-west-1"):
-        amis.resolve_upstream(platform())
+        upstream.resolve_upstream(platform())
 
 
 def test_a_missing_upstream_ami_names_ami_and_region(aws_account: AwsAccount, aws_platform_file: Any) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import amis, upstream
 
     aws_platform_file(lambda d: d["aws"].update(upstream_ami={"ssm_parameter": None, "image_id": "ami-0000dead"}))
     with pytest.raises(amis.AwsImageError, match=r"ami-0000dead .* is not available in eu-west-1"):
-        amis.resolve_upstream(platform())
+        upstream.resolve_upstream(platform())
 
 
 def test_a_bake_from_a_missing_base_names_it_and_launches_nothing(aws_account: AwsAccount) -> None:
     from immutable.app_spec import app_spec
-    from immutable.aws import images as amis
+    from immutable.aws import amis, app_ami
     from immutable.config import load_base_spec
 
     with pytest.raises(amis.AwsImageError, match=r"base AMI ami-0000beef does not exist in eu-west-1"):
-        amis.bake_app(
+        app_ami.bake_app(
             platform(),
             spec=app_spec("sample"),
             base=load_base_spec(),
@@ -164,14 +164,15 @@ def test_a_bake_from_a_missing_base_names_it_and_launches_nothing(aws_account: A
 
 
 def test_copying_a_missing_ami_names_it(aws_account: AwsAccount) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import amis, copies
 
     with pytest.raises(amis.AwsImageError, match=r"AMI ami-0000f00d to copy does not exist in eu-west-1"):
-        amis.copy_image(platform(), region="us-east-1", source_image_id="ami-0000f00d")
+        copies.copy_image(platform(), region="us-east-1", source_image_id="ami-0000f00d")
 
 
 def test_a_region_not_enabled_is_named(aws_account: AwsAccount, aws_platform_file: Any) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import amis
+    from immutable.aws.copies import copy_image
 
     source = new_ami(aws_account, "immutable-opt-in-test", {"immutable:repository": "apps/optin"})
     us = aws_account.regions["us-east-1"]
@@ -185,7 +186,7 @@ def test_a_region_not_enabled_is_named(aws_account: AwsAccount, aws_platform_fil
 
     aws_platform_file(add_region)
     with pytest.raises(amis.AwsImageError, match=rf"region me-south-1 is not enabled .* {source} cannot be copied"):
-        amis.copy_image(platform(), region="me-south-1", source_image_id=source)
+        copy_image(platform(), region="me-south-1", source_image_id=source)
     copies = aws_account.client("ec2", "me-south-1").describe_images(
         Owners=["self"], Filters=[{"Name": "tag:immutable:source-image", "Values": [source]}]
     )["Images"]
@@ -194,7 +195,8 @@ def test_a_region_not_enabled_is_named(aws_account: AwsAccount, aws_platform_fil
 
 def test_a_copy_that_fails_is_deregistered_and_named(aws_account: AwsAccount) -> None:
     """The copy starts, then AWS reports it failed: the error names region and AMIs, the copy is gone."""
-    from immutable.aws import images as amis
+    from immutable.aws import amis
+    from immutable.aws.copies import copy_image
 
     source = new_ami(aws_account, "immutable-failing-copy", {"immutable:repository": "apps/failing"})
     hook = amis.ec2(platform(), "ap-south-1")
@@ -215,7 +217,7 @@ def test_a_copy_that_fails_is_deregistered_and_named(aws_account: AwsAccount) ->
     hook.conn.meta.events.register("before-call.ec2.DescribeImages", copy_failed)
     try:
         with pytest.raises(amis.AwsImageError, match=rf"copy (ami-\w+) of {source} in ap-south-1 did not become"):
-            amis.copy_image(platform(), region="ap-south-1", source_image_id=source)
+            copy_image(platform(), region="ap-south-1", source_image_id=source)
     finally:
         hook.conn.meta.events.unregister("before-call.ec2.DescribeImages", copy_failed)
     copies = aws_account.client("ec2", "ap-south-1").describe_images(
@@ -223,12 +225,12 @@ def test_a_copy_that_fails_is_deregistered_and_named(aws_account: AwsAccount) ->
     )["Images"]
     assert copies == []
     # and a retry copies it again, cleanly
-    report = amis.copy_image(platform(), region="ap-south-1", source_image_id=source)
+    report = copy_image(platform(), region="ap-south-1", source_image_id=source)
     assert report["copied"] is True and report["state"] == "available"
 
 
 def test_copies_are_encrypted_with_the_regions_kms_key(aws_account: AwsAccount, aws_platform_file: Any) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import amis, copies
 
     aws_platform_file(lambda d: d["regions"][1]["aws"].update(kms_key_id="alias/immutable-images"))
     source = new_ami(aws_account, "immutable-kms-test", {"immutable:repository": "apps/kms", "team": "sre"})
@@ -240,7 +242,7 @@ def test_copies_are_encrypted_with_the_regions_kms_key(aws_account: AwsAccount, 
     hook = amis.ec2(platform(), "us-east-1")
     hook.conn.meta.events.register("provide-client-params.ec2.CopyImage", record)
     try:
-        report = amis.copy_image(platform(), region="us-east-1", source_image_id=source)
+        report = copies.copy_image(platform(), region="us-east-1", source_image_id=source)
     finally:
         hook.conn.meta.events.unregister("provide-client-params.ec2.CopyImage", record)
     assert report["encrypted"] is True
@@ -252,7 +254,7 @@ def test_copies_are_encrypted_with_the_regions_kms_key(aws_account: AwsAccount, 
 
 
 def test_retention_keeps_the_newest_the_young_and_what_launch_templates_use(aws_account: AwsAccount) -> None:
-    from immutable.aws import images as amis
+    from immutable.aws import copies
 
     repo = "apps/retention"
     made = []
@@ -271,7 +273,7 @@ def test_retention_keeps_the_newest_the_young_and_what_launch_templates_use(aws_
         for i in ec2.describe_images(ImageIds=made)["Images"]
     }
 
-    young = amis.retention(platform(), repository=repo, now=datetime.now(UTC))  # min_age_days 0: all old enough
+    young = copies.retention(platform(), repository=repo, now=datetime.now(UTC))  # min_age_days 0: all old enough
     assert {r["image_id"] for r in young[BUILD_REGION]["removed"]} == {oldest}
     report = young[BUILD_REGION]
     kept = {k["image_id"]: k["why"] for k in report["kept"]}
@@ -286,7 +288,7 @@ def test_retention_keeps_the_newest_the_young_and_what_launch_templates_use(aws_
 
     # an image younger than min_age_days is never removed, whatever its rank
     policy_days = platform().aws_settings.image_retention.min_age_days
-    again = amis.retention(platform(), repository=repo, now=datetime.now(UTC) - timedelta(days=policy_days + 1))
+    again = copies.retention(platform(), repository=repo, now=datetime.now(UTC) - timedelta(days=policy_days + 1))
     assert again[BUILD_REGION]["removed"] == []
 
 
@@ -303,3 +305,61 @@ def test_retain_images_is_the_release_pipelines_entry_point(aws_account: AwsAcco
         )["Images"]
         assert len(left) == len(outcome["kept"]), region
         assert not {r["image_id"] for r in outcome["removed"]} & {i["ImageId"] for i in left}
+
+
+def test_the_platform_finds_an_ami_by_id_or_version_and_names_a_missing_copy(aws_account: AwsAccount) -> None:
+    from immutable.aws.amis import AwsImageError
+    from immutable.aws.platform import AwsPlatform
+    from immutable.platforms import platform_for
+
+    aws = platform_for(platform())
+    assert isinstance(aws, AwsPlatform)
+    tags = {"immutable:repository": "apps/uri", "org.opencontainers.image.version": "2.0.0"}
+    source = new_ami(aws_account, "immutable-uri-test", tags)
+    assert aws.images.uri(None, "apps/uri", source) == source
+    assert aws.images.uri(BUILD_REGION, "apps/uri", source) == source
+    assert aws.images.digest_in(BUILD_REGION, "apps/uri", "2.0.0") == source
+    assert aws.images.digest_in("us-east-1", "apps/uri", source) is None
+    with pytest.raises(AwsImageError, match=rf"no copy of {source} \(apps/uri\) in us-east-1; run the release's copy"):
+        aws.images.uri("us-east-1", "apps/uri", source)
+    assert aws.images.versions_in(BUILD_REGION, "apps/uri") == ["2.0.0"]
+    assert aws.images.build_location() == f"aws:{BUILD_REGION}"
+    assert aws.images.base_name("immutable/base", "2026.1.0") == "immutable/base:2026.1.0"
+
+
+def test_a_signed_ami_is_copied_waited_for_verified_and_described(aws_account: AwsAccount) -> None:
+    """The release's copy step through the platform's parts: a copy started now is pending, its
+    waiter carries the copy back, finishing verifies the signature in the region."""
+    from immutable.aws.amis import AwsImageError
+    from immutable.aws.triggers import COPY_TIMEOUT_S, ImageAvailableTrigger
+    from immutable.payloads import Baked, ImageRef, RegionCopy
+    from immutable.platforms import platform_for
+
+    images = platform_for(platform()).images
+    repo = "apps/copied"
+    labels = {"immutable:repository": repo, "org.opencontainers.image.version": "3.0.0"}
+    source = new_ami(aws_account, "immutable-copy-steps", labels)
+    assert images.sign(ImageRef(repository=repo, digest=source)) == "immutable:signature.0"
+    baked = Baked(repository=repo, digest=source, tags=["3.0.0"], labels=images.verify_in(None, repo, source))
+
+    here = images.copy_to(BUILD_REGION, baked, wait=False)
+    assert (here.image_id, here.copied, here.pending) == (source, False, False)
+    started = images.copy_to("us-east-1", baked, wait=False)
+    assert started.pending is True and started.copied is True and started.digest == source
+    assert started.image_id != source and (started.model_extra or {})["source_image_id"] == source
+    trigger, timeout_s = images.copy_waiter(started)
+    assert isinstance(trigger, ImageAvailableTrigger) and timeout_s == COPY_TIMEOUT_S
+    assert RegionCopy.of(trigger.return_value) == started
+    assert trigger.started_at == (started.model_extra or {})["started_at"]
+
+    done = images.finish_copy(baked, RegionCopy.of(trigger.return_value))
+    assert done.pending is False and (done.model_extra or {})["state"] == "available"
+    assert images.verify_in("us-east-1", repo, source)["org.opencontainers.image.version"] == "3.0.0"
+    again = images.copy_to("us-east-1", baked)  # idempotent: found by its source tag
+    assert (again.image_id, again.copied, again.pending) == (started.image_id, False, False)
+
+    table = images.describe_copies(baked, [here, done])
+    assert started.image_id in table and "already there" in table
+    other = done.model_copy(update={"region": "ap-south-1"}).dump() | {"source_image_id": "ami-0other"}
+    with pytest.raises(AwsImageError, match=rf"different AMIs: .*ami-0other.*; expected {source}"):
+        images.describe_copies(baked, [here, RegionCopy.of(other)])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from immutable.images.app import LABEL_APP, LABEL_ARTIFACT
+from immutable.provenance import LABEL_APP, LABEL_ARTIFACT
 from tests.aws.conftest import REGIONS, AwsAccount, run_dag_until
 from tests.integration.helpers import xcom
 
@@ -69,7 +69,7 @@ def test_the_wheel_is_in_the_artifact_bucket_with_its_sha256(aws_account: AwsAcc
 
 def test_the_ami_carries_provenance_and_a_valid_signature(aws_account: AwsAccount, release: dict[str, Any]) -> None:
     from immutable.config import load_platform
-    from immutable.platforms.interface import images_for
+    from immutable.platforms import platform_for
     from immutable.signing import SignatureError
 
     baked = release["baked"]
@@ -90,7 +90,7 @@ def test_the_ami_carries_provenance_and_a_valid_signature(aws_account: AwsAccoun
     assert {i["ImageId"] for i in instances} == {release["base"]}
     assert {i["State"]["Name"] for i in instances} == {"terminated"}
 
-    images = images_for(load_platform())
+    images = platform_for(load_platform()).images
     assert images.verify_in(None, baked["repository"], image_id)[f"{OCI}.version"] == "1.0.0"
     # tampering with the provenance breaks the signature
     ec2.create_tags(Resources=[image_id], Tags=[{"Key": f"{OCI}.version", "Value": "6.6.6"}])
@@ -114,13 +114,13 @@ def test_dev_and_staging_ran_and_were_terminated(aws_account: AwsAccount, releas
 
 def test_copies_in_every_region_carry_tags_and_signature(aws_account: AwsAccount, release: dict[str, Any]) -> None:
     from immutable.config import load_platform
-    from immutable.platforms.interface import images_for
+    from immutable.platforms import platform_for
 
     source = release["baked"]["digest"]
     by_region = {c["region"]: c for c in release["copies"]}
     assert set(by_region) == set(REGIONS)
     assert by_region[REGIONS[0]]["image_id"] == source
-    images = images_for(load_platform())
+    images = platform_for(load_platform()).images
     for region in REGIONS[1:]:
         copy_id = by_region[region]["image_id"]
         assert copy_id != source
@@ -209,7 +209,7 @@ def test_a_copy_that_vanishes_while_deferred_fails_naming_region_and_amis(
 ) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
-    from immutable.aws.images import AwsImageError
+    from immutable.aws.amis import AwsImageError
     from immutable.operators.region_copy import CopyToRegionOperator
 
     region, source = REGIONS[1], release["baked"]["digest"]

@@ -15,104 +15,115 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws.images import CHECK_TIMEOUT_S, AwsImageError, ec2, run_script
+from immutable.aws.amis import AwsImageError, ec2
+from immutable.aws.builders import CHECK_TIMEOUT_S, run_script
 from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
 
 if TYPE_CHECKING:
     from immutable.app_spec import AppSpec, SmokeCheck
     from immutable.config import PlatformConfig
+    from immutable.payloads import ImageRef
 
 log = logging.getLogger(__name__)
 
 TAG_ENVIRONMENT = "immutable:environment"
 
 
-def create(
-    platform: PlatformConfig, *, kind: str, name: str, spec: AppSpec, image_id: str, run_id: str
-) -> dict[str, str]:
-    """Launch (or find) the environment's instance and wait until it passes its status checks."""
-    placement = platform.aws_settings.environments.get(kind)
-    region = platform.aws_settings.build_region
-    hook = ec2(platform)
-    found = hook.find_instances(tags={TAG_ENVIRONMENT: name})
-    try:
-        if found:
-            instance_id = str(found[0]["InstanceId"])
-            log.info("%s environment %s already runs as %s", kind, name, instance_id)
-        else:
-            instance_id = hook.run_instance(
-                image_id=image_id,
-                instance_type=platform.aws_settings.instance_type,
-                subnet_id=placement.subnet_id,
-                security_group_ids=list(placement.security_group_ids),
-                tags={
-                    TAG_ENVIRONMENT: name,
-                    TAG_ROLE: kind,
-                    TAG_RUN: run_id[:256],
-                    TAG_REPOSITORY: spec.repository,
-                    "Name": name,
-                },
-            )
-        hook.wait_instances(instance_ids=[instance_id], state="running")
-        hook.wait_status_ok(instance_ids=[instance_id])
-        address = hook.describe_instance(instance_id=instance_id).get("PrivateIpAddress", "")
-    except Exception as exc:
-        removed = destroy(platform, name=name)
-        raise AwsImageError(
-            f"the {kind} environment {name} from {image_id} in {region} (subnet {placement.subnet_id}) did not "
-            f"become healthy: {exc}; removed {removed or 'nothing'}"
-        ) from exc
-    return {
-        "name": name,
-        "image": image_id,
-        "instance_id": instance_id,
-        "url": f"http://{address}:{spec.runtime.port}",
-    }
+class AwsEnvironments:
+    """The platform's `environments` part."""
 
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
 
-def smoke_checks(
-    platform: PlatformConfig, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
-) -> list[dict[str, Any]]:
-    """HTTP checks from the worker (aws.smoke_checks: http), or the instance's health alone (target_health)."""
-    status = ec2(platform).instance_status(instance_id=environment["instance_id"])
-    if platform.aws_settings.smoke_checks == "target_health":
-        detail = f"instance {environment['instance_id']} status checks: {status} (aws.smoke_checks=target_health)"
-        return [{"check": "health", "passed": status == "ok", "detail": detail}]
-    from immutable.environments import PROBE_SCRIPT, probe_config
+    def create(self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str) -> dict[str, str]:
+        """Launch (or find) the environment's instance from the build region's AMI and wait until it
+        passes its status checks."""
+        platform, image_id = self.config, image.digest
+        placement = platform.aws_settings.environments.get(kind)
+        region = platform.aws_settings.build_region
+        hook = ec2(platform)
+        found = hook.find_instances(tags={TAG_ENVIRONMENT: name})
+        try:
+            if found:
+                instance_id = str(found[0]["InstanceId"])
+                log.info("%s environment %s already runs as %s", kind, name, instance_id)
+            else:
+                instance_id = hook.run_instance(
+                    image_id=image_id,
+                    instance_type=platform.aws_settings.instance_type,
+                    subnet_id=placement.subnet_id,
+                    security_group_ids=list(placement.security_group_ids),
+                    tags={
+                        TAG_ENVIRONMENT: name,
+                        TAG_ROLE: kind,
+                        TAG_RUN: run_id[:256],
+                        TAG_REPOSITORY: spec.repository,
+                        "Name": name,
+                    },
+                )
+            hook.wait_instances(instance_ids=[instance_id], state="running")
+            hook.wait_status_ok(instance_ids=[instance_id])
+            address = hook.describe_instance(instance_id=instance_id).get("PrivateIpAddress", "")
+        except Exception as exc:
+            removed = self.destroy(name)
+            raise AwsImageError(
+                f"the {kind} environment {name} from {image_id} in {region} (subnet {placement.subnet_id}) did not "
+                f"become healthy: {exc}; removed {removed or 'nothing'}"
+            ) from exc
+        return {
+            "name": name,
+            "image": image_id,
+            "instance_id": instance_id,
+            "url": f"http://{address}:{spec.runtime.port}",
+        }
 
-    config = probe_config(environment["url"], spec=spec, checks=checks, version=version)
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE_SCRIPT, json.dumps(config)],
-        capture_output=True,
-        text=True,
-        timeout=spec.health.timeout_s + 300,
-    )
-    if result.returncode != 0:
-        raise AwsImageError(
-            f"the HTTP probe of {environment['url']} failed (exit {result.returncode}): "
-            f"{(result.stdout + result.stderr)[-1000:]}"
+    def smoke_checks(
+        self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
+    ) -> list[dict[str, Any]]:
+        """HTTP checks from the worker (aws.smoke_checks: http), or the instance's health alone (target_health)."""
+        platform = self.config
+        status = ec2(platform).instance_status(instance_id=environment["instance_id"])
+        if platform.aws_settings.smoke_checks == "target_health":
+            detail = f"instance {environment['instance_id']} status checks: {status} (aws.smoke_checks=target_health)"
+            return [{"check": "health", "passed": status == "ok", "detail": detail}]
+        from immutable.smoke import PROBE_SCRIPT, probe_config
+
+        config = probe_config(environment["url"], spec=spec, checks=checks, version=version)
+        result = subprocess.run(
+            [sys.executable, "-c", PROBE_SCRIPT, json.dumps(config)],
+            capture_output=True,
+            text=True,
+            timeout=spec.health.timeout_s + 300,
         )
-    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+        if result.returncode != 0:
+            raise AwsImageError(
+                f"the HTTP probe of {environment['url']} failed (exit {result.returncode}): "
+                f"{(result.stdout + result.stderr)[-1000:]}"
+            )
+        return list(json.loads(result.stdout.strip().splitlines()[-1]))
 
+    def run_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> tuple[int, str]:
+        """The staging test command, on the instance, against the app on loopback."""
+        import shlex
 
-def run_test_command(
-    platform: PlatformConfig, environment: dict[str, str], command: list[str], port: int
-) -> tuple[int, str]:
-    """The staging test command, on the instance, against the app on loopback."""
-    import shlex
+        url = f"http://127.0.0.1:{spec.runtime.port}"
+        line = " ".join(shlex.quote(part.replace("{url}", url)) for part in command)
+        result = run_script(self.config, environment["instance_id"], [line], "staging test", CHECK_TIMEOUT_S)
+        code = result.exit_code if result.exit_code >= 0 else (0 if result.ok else 1)
+        if not result.ok and code == 0:
+            code = 1
+        return code, (result.stdout + result.stderr) or f"(SSM {result.status}, no output)"
 
-    url = f"http://127.0.0.1:{port}"
-    line = " ".join(shlex.quote(part.replace("{url}", url)) for part in command)
-    result = run_script(platform, environment["instance_id"], [line], "staging test", CHECK_TIMEOUT_S)
-    code = result.exit_code if result.exit_code >= 0 else (0 if result.ok else 1)
-    if not result.ok and code == 0:
-        code = 1
-    return code, (result.stdout + result.stderr) or f"(SSM {result.status}, no output)"
+    def describe(self, environment: dict[str, str]) -> str:
+        return f"instance {environment['instance_id']}"
 
+    def diagnostics(self, environment: dict[str, str]) -> str:
+        """Nothing yet: the app's journal is on the instance, which teardown terminates (see the SSM output)."""
+        return ""
 
-def destroy(platform: PlatformConfig, *, name: str) -> list[str]:
-    """Terminate every instance of the environment; returns what was terminated."""
-    hook = ec2(platform)
-    found = [str(i["InstanceId"]) for i in hook.find_instances(tags={TAG_ENVIRONMENT: name})]
-    hook.terminate_instances(instance_ids=found)
-    return [f"instance {i}" for i in found]
+    def destroy(self, name: str) -> list[str]:
+        """Terminate every instance of the environment; returns what was terminated."""
+        hook = ec2(self.config)
+        found = [str(i["InstanceId"]) for i in hook.find_instances(tags={TAG_ENVIRONMENT: name})]
+        hook.terminate_instances(instance_ids=found)
+        return [f"instance {i}" for i in found]

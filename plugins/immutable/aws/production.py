@@ -7,15 +7,17 @@ artifact bucket, changed under a lock object written with a conditional put.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immutable.aws.fleets import NO_RELEASE_ACTION, AwsFleets, target_group_name
 from immutable.config import PlatformConfig
 from immutable.production_state import ProductionState
+
+if TYPE_CHECKING:
+    from immutable.aws.hooks.s3 import RecordS3Hook
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,10 @@ class AwsProduction(ProductionState):
         self.settings = platform.aws_settings
         self.fleets = AwsFleets(platform)
 
-    def _s3(self) -> Any:
-        from immutable.aws.hooks import RegionalAwsHook
+    def _records(self) -> RecordS3Hook:
+        from immutable.aws.hooks.s3 import RecordS3Hook
 
-        class S3Hook(RegionalAwsHook):
-            client_type = "s3"
-
-        return S3Hook.for_region(self.platform, self.settings.build_region).conn
+        return RecordS3Hook.for_region(self.platform, self.settings.build_region)
 
     def _key(self, app: str, region: str) -> str:
         return f"production/{region}/{app}.json"
@@ -47,50 +46,33 @@ class AwsProduction(ProductionState):
     # --- record ---------------------------------------------------------------------------
 
     def record(self, app: str, region: str) -> dict[str, Any]:
-        s3 = self._s3()
-        try:
-            body = s3.get_object(Bucket=self.settings.artifact_bucket, Key=self._key(app, region))["Body"]
-        except s3.exceptions.NoSuchKey:
-            return {}
-        return dict(json.loads(body.read()))
+        found = self._records().get_record(bucket=self.settings.artifact_bucket, key=self._key(app, region))
+        return found if found is not None else {}
 
     @contextlib.contextmanager
     def _locked(self, app: str, region: str) -> Generator[dict[str, Any]]:
         """Read-modify-write under a lock object that only one writer can create (If-None-Match)."""
-        from botocore.exceptions import ClientError
-
-        s3, bucket = self._s3(), self.settings.artifact_bucket
+        records, bucket = self._records(), self.settings.artifact_bucket
         lock_key = self._key(app, region) + ".lock"
         deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                s3.put_object(Bucket=bucket, Key=lock_key, Body=str(time.time()).encode(), IfNoneMatch="*")
-                break
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    raise
-                held_since = float(s3.get_object(Bucket=bucket, Key=lock_key)["Body"].read() or 0)
-                if time.time() - held_since > LOCK_STALE_S:
-                    log.warning("taking over the stale lock s3://%s/%s", bucket, lock_key)
-                    s3.delete_object(Bucket=bucket, Key=lock_key)
-                    continue
-                if time.monotonic() > deadline:
-                    raise RecordLocked(
-                        f"s3://{bucket}/{lock_key} has been held for {time.time() - held_since:.0f}s by another "
-                        "writer of this app's record in this region; run the task again"
-                    ) from exc
-                time.sleep(1.0)
+        while not records.create_lock(bucket=bucket, key=lock_key, taken_at=time.time()):
+            held_since = records.lock_taken_at(bucket=bucket, key=lock_key)
+            if time.time() - held_since > LOCK_STALE_S:
+                log.warning("taking over the stale lock s3://%s/%s", bucket, lock_key)
+                records.delete_lock(bucket=bucket, key=lock_key)
+                continue
+            if time.monotonic() > deadline:
+                raise RecordLocked(
+                    f"s3://{bucket}/{lock_key} has been held for {time.time() - held_since:.0f}s by another "
+                    "writer of this app's record in this region; run the task again"
+                )
+            time.sleep(1.0)
         try:
             record = self.record(app, region)
             yield record
-            s3.put_object(
-                Bucket=bucket,
-                Key=self._key(app, region),
-                Body=json.dumps(record, indent=1, sort_keys=True).encode(),
-                ContentType="application/json",
-            )
+            records.put_record(bucket=bucket, key=self._key(app, region), record=record)
         finally:
-            s3.delete_object(Bucket=bucket, Key=lock_key)
+            records.delete_lock(bucket=bucket, key=lock_key)
 
     # --- traffic --------------------------------------------------------------------------
 
@@ -120,28 +102,3 @@ class AwsProduction(ProductionState):
             self.platform.aws_region(region).listener_arn, weights, fallback=NO_RELEASE_ACTION
         )
         log.info("%s %s: traffic now %s", app, region, shares)
-
-    def image_in(self, region: str, repository: str, digest: str) -> str:
-        """The release's AMI in `region`: the build region's AMI or its copy there."""
-        from immutable.platforms.interface import images_for
-
-        found = images_for(self.platform).digest_in(region, repository, digest)
-        if not found:
-            raise RuntimeError(f"no copy of {digest} ({repository}) in {region}; run the release's copy step first")
-        return str(found)
-
-    def metrics_backend(self, app: str = "", region: str = "") -> dict[str, Any]:
-        """CloudWatch in `region`, with each color's target group and load balancer dimensions."""
-        elb = self.fleets.elb(region)
-        load_balancer = elb.listener(self.platform.aws_region(region).listener_arn)["LoadBalancerArn"]
-        dimensions = {}
-        for color in ("blue", "green", "canary", "baseline"):
-            target_group = elb.target_group(target_group_name(app, color))
-            if target_group:
-                dimensions[color] = elb.dimensions_of(target_group, load_balancer)
-        return {
-            "kind": "cloudwatch",
-            "region": region,
-            "connection_id": self.settings.connection_id,
-            "dimensions": dimensions,
-        }

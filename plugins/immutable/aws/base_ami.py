@@ -1,0 +1,225 @@
+"""The base AMI: built from the upstream AMI by the include/base/ scripts over SSM, tested on an
+instance of its own, and probed for pending upgrades."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from immutable.aws.amis import OCI, AwsImageError, ec2
+from immutable.aws.builders import (
+    BUILD_SCRIPT_TIMEOUT_S,
+    CHECK_TIMEOUT_S,
+    builder_instance,
+    instance,
+    make_image,
+    run_script,
+)
+from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY
+
+if TYPE_CHECKING:
+    from immutable.aws.hooks.ssm import CommandResult
+    from immutable.config import BaseImageSpec, PlatformConfig
+
+log = logging.getLogger(__name__)
+
+REMOTE_DIR = "/usr/local/lib/immutable-base"
+
+
+def _archive(folders: dict[str, Path]) -> str:
+    """base64 of a tar.gz holding each folder under its name."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, folder in folders.items():
+            tar.add(str(folder), arcname=name)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def base_build_script(spec: BaseImageSpec, version: str, context: Path) -> list[str]:
+    """The same include/base/ scripts the container build runs, for SSM Run Command on the builder."""
+    import shlex
+
+    env = {
+        "BUILD_VERSION": version,
+        "APT_SOURCES": "",  # the instance's own archive (the region's mirror)
+        "REMOVE_PACKAGES": " ".join(spec.remove_packages),
+        "COMMON_PACKAGES": " ".join(spec.common_packages),
+        "SETUID_ALLOWLIST": " ".join(spec.setuid_allowlist),
+        "RUNTIME_USER": spec.runtime_user.name,
+        "RUNTIME_UID": str(spec.runtime_user.uid),
+    }
+    payload = _archive({"scripts": context / "scripts", "sysctl.d": context / "sysctl.d"})
+    return [
+        "set -eu",
+        f"mkdir -p {REMOTE_DIR} && cd {REMOTE_DIR}",
+        f"echo {payload} | base64 -d | tar -xz",
+        f"cp -r {REMOTE_DIR}/sysctl.d/. /etc/sysctl.d/",
+        *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+        f"sh {REMOTE_DIR}/scripts/build.sh",
+    ]
+
+
+PACKAGE_LIST = "/usr/share/immutable/packages.tsv"
+
+
+def build_base(
+    platform: PlatformConfig,
+    *,
+    spec: BaseImageSpec,
+    upstream_image: str,
+    version: str,
+    labels: dict[str, str],
+    run_id: str,
+    context: Path,
+) -> dict[str, Any]:
+    """Builder from the upstream AMI, the base scripts over SSM, stop, AMI. Reuses this run's own image."""
+    settings = platform.aws_settings
+    hook = ec2(platform)
+    identity = {TAG_REPOSITORY: spec.repository, f"{OCI}.version": version}
+    for existing in hook.find_images(tags=identity):
+        tags = hook.image_tags(existing)
+        if tags.get("io.immutable.airflow.run-id") == labels.get("io.immutable.airflow.run-id"):
+            log.info("version %s was already built by this run as %s; reusing it", version, existing["ImageId"])
+            return {"image_id": existing["ImageId"], "package_list": ""}
+        raise AwsImageError(
+            f"version {version} of {spec.repository} already exists in {settings.build_region} as "
+            f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."
+        )
+    with builder_instance(
+        platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository
+    ) as instance_id:
+        result = run_script(
+            platform, instance_id, base_build_script(spec, version, context), f"base {version}", BUILD_SCRIPT_TIMEOUT_S
+        )
+        for line in result.stdout.splitlines()[-200:]:
+            log.info("build: %s", line)
+        if not result.ok:
+            raise AwsImageError(
+                f"the base scripts failed on builder {instance_id} in {settings.build_region} "
+                f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
+                f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made. "
+                "Fix the failing script under include/base/scripts/ and rerun."
+            )
+        listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
+        image_id = make_image(
+            platform,
+            instance_id=instance_id,
+            name=f"{spec.repository.replace('/', '-')}-{version}",
+            description=f"{spec.repository} {version}",
+            tags=labels | {TAG_REPOSITORY: spec.repository, TAG_KIND: "base", "Name": f"{spec.repository} {version}"},
+        )
+    log.info("built %s %s as %s in %s", spec.repository, version, image_id, settings.build_region)
+    return {"image_id": image_id, "package_list": listing.stdout}
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def base_checks_script(spec: BaseImageSpec) -> list[str]:
+    """The base image's promises, judged on the instance: `PASS|FAIL name detail` lines, exit 1 on a FAIL."""
+    user = spec.runtime_user
+    allow = " ".join(spec.setuid_allowlist)
+    lines = [
+        "fails=0",
+        'report() { if [ "$1" = 0 ]; then echo "PASS $2 $3"; else echo "FAIL $2 $3"; fails=1; fi; }',
+        "up=$(apt-get update -qq >/dev/null 2>&1 && apt list --upgradable 2>/dev/null | grep -c / || true)",
+        'report $([ "${up:-0}" = 0 ] && echo 0 || echo 1) no-pending-upgrades "pending: ${up:-0}"',
+    ]
+    for package in spec.remove_packages:
+        lines.append(
+            f"s=$(dpkg-query -W -f='${{Status}}' {package} 2>/dev/null || true); "
+            f'case "$s" in *"ok installed"*) r=1;; *) r=0;; esac; report $r removed:{package} "status: ${{s:-absent}}"'
+        )
+    for package in spec.common_packages:
+        lines.append(
+            f"s=$(dpkg-query -W -f='${{Status}} ${{Version}}' {package} 2>/dev/null || true); "
+            f'case "$s" in *"ok installed"*) r=0;; *) r=1;; esac; report $r common-library:{package} "${{s:-absent}}"'
+        )
+    lines += [
+        "extra=$(find / -xdev -type f \\( -perm -4000 -o -perm -2000 \\) 2>/dev/null | while read f; do "
+        f'case " {allow} " in *" $f "*) ;; *) echo "$f";; esac; done | tr "\\n" " ")',
+        'report $([ -z "$extra" ] && echo 0 || echo 1) setuid-audit "outside the allowlist: ${extra:-none}"',
+        f'u=$(id -u {user.name} 2>/dev/null || true); report $([ "$u" = {user.uid} ] && echo 0 || echo 1) '
+        f'runtime-user "{user.name} uid ${{u:-missing}}"',
+        'r=$(passwd -S root 2>/dev/null || true); case "$r" in *" L "*) l=0;; *) l=1;; esac; '
+        'report $l root-locked "$r"',
+        "n=$(grep -c = /etc/sysctl.d/60-immutable-net.conf 2>/dev/null || echo 0); "
+        'report $([ "$n" -gt 0 ] && echo 0 || echo 1) sysctl-drop-in "$n settings"',
+        f"p=$(wc -l < {PACKAGE_LIST} 2>/dev/null || echo 0); "
+        'report $([ "$p" -gt 0 ] && echo 0 || echo 1) package-list "$p packages"',
+        "exit $fails",
+    ]
+    return lines
+
+
+def parse_checks(result: CommandResult) -> list[Check]:
+    checks = []
+    for line in result.stdout.splitlines():
+        verdict, _, rest = line.partition(" ")
+        if verdict in ("PASS", "FAIL"):
+            name, _, detail = rest.partition(" ")
+            checks.append(Check(name, verdict == "PASS", detail))
+    if not checks:
+        # The script judges and exits non-zero on any failure; no lines means nothing to show (an
+        # emulator runs no commands), so the exit status alone is the verdict.
+        checks.append(
+            Check("instance-checks", result.ok, f"SSM {result.status}, exit {result.exit_code}, no check output")
+        )
+    elif not result.ok and all(c.passed for c in checks):
+        checks.append(Check("instance-checks", False, f"SSM {result.status}, exit {result.exit_code}"))
+    return checks
+
+
+def test_base(platform: PlatformConfig, *, spec: BaseImageSpec, image_id: str, run_id: str) -> list[Check]:
+    """A test instance from the new AMI runs the checks of the base's promises; always terminated."""
+    settings = platform.aws_settings
+    placement = settings.builder
+    with instance(
+        platform,
+        image_id=image_id,
+        role="base-test",
+        run_id=run_id,
+        subnet_id=placement.subnet_id,
+        security_group_ids=list(placement.security_group_ids),
+        instance_profile=placement.instance_profile,
+    ) as instance_id:
+        result = run_script(platform, instance_id, base_checks_script(spec), "base checks", CHECK_TIMEOUT_S)
+    return parse_checks(result)
+
+
+def pending_upgrades(platform: PlatformConfig, *, image_id: str, run_id: str) -> list[str]:
+    """Packages in the AMI with an upgrade available in the archive now (a probe instance, terminated)."""
+    from immutable.base_policy import parse_upgradable
+
+    placement = platform.aws_settings.builder
+    with instance(
+        platform,
+        image_id=image_id,
+        role="upgrade-probe",
+        run_id=run_id,
+        subnet_id=placement.subnet_id,
+        security_group_ids=list(placement.security_group_ids),
+        instance_profile=placement.instance_profile,
+    ) as instance_id:
+        result = run_script(
+            platform,
+            instance_id,
+            ["apt-get update -qq >/dev/null && apt list --upgradable 2>/dev/null"],
+            "pending upgrades",
+            CHECK_TIMEOUT_S,
+        )
+    if not result.ok:
+        raise AwsImageError(
+            f"could not list pending upgrades on an instance of {image_id} in {platform.aws_settings.build_region} "
+            f"(SSM {result.status}): {(result.stdout + result.stderr)[-1500:]}"
+        )
+    return parse_upgradable(result.stdout)

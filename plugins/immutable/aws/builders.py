@@ -1,0 +1,122 @@
+"""Instances of ours in the build region: builders, test and probe instances, and the AMI they become.
+
+They are tagged with their role and run, and always terminated, whatever happens; a retry first
+terminates what an earlier try of the same run left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, ec2, ssm
+from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
+
+if TYPE_CHECKING:
+    from immutable.aws.hooks.ssm import CommandResult
+    from immutable.config import PlatformConfig
+
+log = logging.getLogger(__name__)
+
+BUILD_SCRIPT_TIMEOUT_S = 3600  # seconds: a base build (dist-upgrade) or a bake on the builder
+CHECK_TIMEOUT_S = 600  # seconds: checks and probes on a test instance
+
+
+@contextmanager
+def instance(
+    platform: PlatformConfig,
+    *,
+    image_id: str,
+    role: str,
+    run_id: str,
+    subnet_id: str,
+    security_group_ids: list[str],
+    instance_profile: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> Generator[str, None, None]:
+    """A running instance of ours in the build region; terminated on the way out, whatever happened."""
+    settings = platform.aws_settings
+    hook = ec2(platform)
+    tags = {TAG_ROLE: role, TAG_RUN: run_id[:TAG_VALUE_MAX], "Name": f"immutable-{role}"} | (extra_tags or {})
+    try:
+        instance_id = hook.run_instance(
+            image_id=image_id,
+            instance_type=settings.instance_type,
+            subnet_id=subnet_id,
+            security_group_ids=security_group_ids,
+            instance_profile=instance_profile,
+            tags=tags,
+        )
+    except Exception as exc:
+        raise AwsImageError(
+            f"could not launch a {role} instance from {image_id} in {settings.build_region} (subnet {subnet_id}): {exc}"
+        ) from exc
+    failed = True
+    try:
+        hook.wait_instances(instance_ids=[instance_id], state="running")
+        yield instance_id
+        failed = False
+    finally:
+        try:
+            hook.terminate_instances(instance_ids=[instance_id])
+            log.info("terminated %s instance %s in %s", role, instance_id, settings.build_region)
+        except Exception as exc:
+            log.exception("could not terminate %s instance %s in %s", role, instance_id, settings.build_region)
+            if not failed:  # never hide the error that brought us here
+                raise AwsImageError(
+                    f"could not terminate the {role} instance {instance_id} in {settings.build_region}: {exc}; "
+                    "terminate it by hand (it is tagged immutable:role and immutable:run)"
+                ) from exc
+
+
+def terminate_leftovers(platform: PlatformConfig, *, role: str, run_id: str) -> list[str]:
+    """Instances of this role and run still alive (a worker that died mid-task): terminate them."""
+    hook = ec2(platform)
+    found = [i["InstanceId"] for i in hook.find_instances(tags={TAG_ROLE: role, TAG_RUN: run_id[:TAG_VALUE_MAX]})]
+    hook.terminate_instances(instance_ids=found)
+    return found
+
+
+def run_script(
+    platform: PlatformConfig, instance_id: str, script: list[str], comment: str, timeout_s: int
+) -> CommandResult:
+    return ssm(platform).run_shell(instance_id=instance_id, commands=script, comment=comment, timeout_s=timeout_s)
+
+
+def make_image(platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:
+    """Stop the instance, create the AMI, wait until it is available; a failed image is deregistered."""
+    hook = ec2(platform)
+    region = platform.aws_settings.build_region
+    hook.stop_instance(instance_id=instance_id)
+    image_id = hook.create_image(instance_id=instance_id, name=name, description=description, tags=ami_tags(tags))
+    try:
+        hook.wait_image_available(image_id=image_id)
+    except Exception as exc:
+        hook.deregister_image(image_id=image_id)
+        raise AwsImageError(
+            f"AMI {image_id} ({name}) never became available in {region}: {exc}; it was deregistered"
+        ) from exc
+    return image_id
+
+
+@contextmanager
+def builder_instance(
+    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str
+) -> Generator[str, None, None]:
+    """An instance in the builder subnet (base build or bake), after terminating what an earlier try
+    of this run left; terminated on the way out."""
+    terminate_leftovers(platform, role=role, run_id=run_id)
+    builder = platform.aws_settings.builder
+    with instance(
+        platform,
+        image_id=image_id,
+        role=role,
+        run_id=run_id,
+        subnet_id=builder.subnet_id,
+        security_group_ids=list(builder.security_group_ids),
+        instance_profile=builder.instance_profile,
+        extra_tags={TAG_REPOSITORY: repository},
+    ) as instance_id:
+        yield instance_id
