@@ -11,54 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from string import Template
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from immutable.platforms import metrics_client_for
+
 QUERY_FIELDS = ("query", "cloudwatch")  # how a check is fetched, not how it is judged
-
-
-async def fetch_series(
-    backend: dict[str, Any], query: str | dict[str, Any], start: float, end: float, step_s: float
-) -> list[float]:
-    """Values of one aggregated series over [start, end] from the platform's metrics backend."""
-    if backend["kind"] == "prometheus":
-        from immutable.local.prometheus import AsyncPrometheusClient
-
-        points = await AsyncPrometheusClient(backend["url"]).query_range(str(query), start, end, step_s)
-        return [value for _, value in points]
-    if backend["kind"] == "cloudwatch":
-        from immutable.aws.hooks.cloudwatch import CloudWatchMetricsHook
-
-        hook = CloudWatchMetricsHook(region_name=backend["region"], aws_conn_id=backend["connection_id"])
-        # boto3 blocks: keep the triggerer's event loop free for the other triggers.
-        return await asyncio.to_thread(hook.series, dict(query), start, end, step_s)  # type: ignore[arg-type]
-    raise ValueError(f"unknown metrics backend {backend['kind']!r}")
 
 
 def duration_s(window: str) -> float:
     """Seconds in a Prometheus-style duration such as 30s, 5m or 1h."""
     return float(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
-
-
-def render(query: str, **values: str) -> str:
-    return Template(query).substitute(values)
-
-
-def query_for(backend: dict[str, Any], check: dict[str, Any], **labels: str) -> str | dict[str, Any]:
-    """The check's query for this backend, with $app, $region, $color (and the color's dimensions)."""
-    if backend["kind"] == "cloudwatch":
-        if not check.get("cloudwatch"):
-            raise ValueError(f"metric '{check['name']}' has no `cloudwatch` query for the aws platform")
-        values = labels | backend.get("dimensions", {}).get(labels.get("color", ""), {})
-
-        def rendered(metric: dict[str, Any]) -> dict[str, Any]:
-            return metric | {"dimensions": {k: render(v, **values) for k, v in metric["dimensions"].items()}}
-
-        query = check["cloudwatch"]
-        return {"metric": rendered(query["metric"]), "divide_by": query["divide_by"] and rendered(query["divide_by"])}
-    return render(check["query"], **labels)
 
 
 class CanaryAnalysisTrigger(BaseTrigger):
@@ -105,11 +69,21 @@ class CanaryAnalysisTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from immutable.analysis import AnalysisConfig, MetricConfig, gate_decision, judge_interval
+        from immutable.analysis import AnalysisConfig, MetricConfig
 
         config = AnalysisConfig(**self.analysis)
         metric_configs = [MetricConfig(**{k: v for k, v in m.items() if k not in QUERY_FIELDS}) for m in self.metrics]
         judged: list[Any] = []
+        async with metrics_client_for(self.backend) as metrics:
+            async for event in self._judge(metrics, config, metric_configs, judged):
+                yield event
+                return
+
+    async def _judge(
+        self, metrics: Any, config: Any, metric_configs: list[Any], judged: list[Any]
+    ) -> AsyncIterator[TriggerEvent]:
+        from immutable.analysis import gate_decision, judge_interval
+
         for number in range(1, self.intervals + 1):
             end = self.start_at + number * self.interval_s
             await asyncio.sleep(max(0.0, end - time.time()))
@@ -118,8 +92,8 @@ class CanaryAnalysisTrigger(BaseTrigger):
                 for metric in self.metrics:
                     sides = []
                     for color in ("canary", "baseline"):
-                        query = query_for(self.backend, metric, **self.labels, color=color, window=self.rate_window)
-                        sides.append(await fetch_series(self.backend, query, end - self.interval_s, end, self.step_s))
+                        query = metrics.query(metric, **self.labels, color=color, window=self.rate_window)
+                        sides.append(await metrics.series(query, end - self.interval_s, end, self.step_s))
                     samples[metric["name"]] = (sides[0], sides[1])
             except Exception as exc:  # the metrics backend itself failed: an Error, not a verdict
                 yield TriggerEvent(
@@ -182,13 +156,21 @@ class ThresholdGateTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from immutable.gates import ThresholdState, evaluate, step
-
         planned = max(1, int(self.window_s // self.step_s))
         # The newest point a backend has may lag a little (CloudWatch's do): judge the latest one
         # within a rate window rather than exactly the one at `at`.
         lookback_s = max(self.step_s, duration_s(self.rate_window))
         limits = {c["name"]: (float(c["max"]), bool(c.get("must_have_data", True))) for c in self.checks}
+        async with metrics_client_for(self.backend) as metrics:
+            async for event in self._watch(metrics, planned, lookback_s, limits):
+                yield event
+                return
+
+    async def _watch(
+        self, metrics: Any, planned: int, lookback_s: float, limits: dict[str, tuple[float, bool]]
+    ) -> AsyncIterator[TriggerEvent]:
+        from immutable.gates import ThresholdState, evaluate, step
+
         state = ThresholdState()
         for number in range(1, planned + 1):
             at = self.start_at + number * self.step_s
@@ -196,8 +178,8 @@ class ThresholdGateTrigger(BaseTrigger):
             values: dict[str, float | None] = {}
             try:
                 for check in self.checks:
-                    query = query_for(self.backend, check, **self.labels, window=self.rate_window)
-                    series = await fetch_series(self.backend, query, at - lookback_s, at, self.step_s)
+                    query = metrics.query(check, **self.labels, window=self.rate_window)
+                    series = await metrics.series(query, at - lookback_s, at, self.step_s)
                     values[check["name"]] = series[-1] if series else None
             except Exception as exc:
                 yield TriggerEvent({"status": "error", "reason": f"metrics query failed: {exc}", **state.as_dict()})

@@ -48,9 +48,14 @@ def test_dag_file_parses_cleanly(path: Path) -> None:
 
 
 def test_no_plugin_module_shadows_the_standard_library() -> None:
-    """Airflow's plugin manager imports every .py file under plugins/ under its bare name: a file
-    called copy.py would replace the standard library's `copy` in every Airflow process."""
-    clashes = [
-        str(path.relative_to(ROOT)) for path in (ROOT / "plugins").rglob("*.py") if path.stem in sys.stdlib_module_names
-    ]
+    """Airflow's plugin manager imports every .py file under plugins/ that plugins/.airflowignore does
+    not exclude, under its bare name: a file called copy.py would replace the standard library's
+    `copy` in every Airflow process. The library (plugins/immutable/) is excluded, so only the
+    entry points count."""
+    from airflow.utils.file import find_path_from_directory
+
+    loaded = [Path(p) for p in find_path_from_directory(ROOT / "plugins", ".airflowignore") if p.endswith(".py")]
+    assert loaded, "Airflow would load no plugin file at all"
+    assert not [p for p in loaded if "immutable" in p.relative_to(ROOT / "plugins").parts], loaded
+    clashes = [str(path.relative_to(ROOT)) for path in loaded if path.stem in sys.stdlib_module_names]
     assert clashes == [], f"rename these: {clashes}"

@@ -89,6 +89,7 @@ def test_a_bad_release_is_stopped_by_the_canary(two_good_releases: dict[str, Any
 def test_a_post_flip_regression_flips_back_within_seconds(two_good_releases: dict[str, Any]) -> None:
     from immutable.operators.gates import GateFailed, PostFlipGateOperator
     from immutable.pipelines import production as steps
+    from immutable.platforms import platform_for
     from immutable.registry import RegistryClient
     from immutable.triggers import ThresholdGateTrigger
 
@@ -107,7 +108,7 @@ def test_a_post_flip_regression_flips_back_within_seconds(two_good_releases: dic
 
     async def first_event() -> dict[str, Any]:
         trigger = ThresholdGateTrigger(
-            backend=production().metrics_backend(),
+            backend=platform_for().metrics.backend(APP, region),
             checks=[c.model_dump() for c in spec_checks.bluegreen.post_flip_checks],
             labels={"app": APP, "region": region, "color": flipped["color"]},
             start_at=time.time() + spec_checks.bluegreen.post_flip_warmup_s,

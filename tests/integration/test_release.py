@@ -64,9 +64,9 @@ def test_provenance_labels(first_release: dict[str, Any]) -> None:
 
 
 def test_the_signature_verifies_in_every_region(first_release: dict[str, Any]) -> None:
-    from immutable.platforms.interface import images_for
+    from immutable.platforms import platform_for
 
-    images = images_for(load_platform())
+    images = platform_for().images
     digest = first_release["baked"]["digest"]
     for region in [None, "eu-west", "us-east", "ap-south"]:
         assert images.verify_in(region, REPOSITORY, digest)["org.opencontainers.image.version"] == "1.0.0"
@@ -81,18 +81,19 @@ def test_an_unsigned_image_is_refused_before_deploy(first_release: dict[str, Any
     # Same content, re-pushed under another tag without going through sign: a new, unsigned digest.
     client = docker_client()
     build = load_platform().build_registry
-    client.images.pull(first_release["baked"]["image"])
+    signed = f"{build}/{REPOSITORY}@{first_release['baked']['digest']}"
+    client.images.pull(signed)
     image = client.images.build(
-        fileobj=__import__("io").BytesIO(
-            f"FROM {first_release['baked']['image']}\nLABEL org.opencontainers.image.version=6.6.6\n".encode()
-        ),
+        fileobj=__import__("io").BytesIO(f"FROM {signed}\nLABEL org.opencontainers.image.version=6.6.6\n".encode()),
         rm=True,
     )[0]
     digest = base_images.push(image.id, f"{build}/{REPOSITORY}", "unsigned")
     try:
         with pytest.raises(SignatureError, match="is not signed"):
             steps.copy_to_region(
-                {"app": "sample"}, {"repository": REPOSITORY, "digest": digest, "tags": ["unsigned"]}, "eu-west"
+                {"app": "sample"},
+                {"repository": REPOSITORY, "digest": digest, "tags": ["unsigned"], "labels": {}},
+                "eu-west",
             )
         assert registries()["eu-west"].manifest_digest(REPOSITORY, digest) is None
     finally:
@@ -100,7 +101,7 @@ def test_an_unsigned_image_is_refused_before_deploy(first_release: dict[str, Any
 
 
 def test_dev_and_staging_leave_nothing_behind(first_release: dict[str, Any]) -> None:
-    from immutable import environments
+    from immutable.local import environments
 
     run_id = first_release["run"].run_id
     assert first_release["states"]["destroy_dev_env"] == "success"
@@ -148,7 +149,7 @@ def test_a_stopped_region_fails_alone_then_completes_without_resending_layers(fi
 
 
 def test_a_failing_smoke_check_fails_dev_test_and_still_tears_down(first_release: dict[str, Any]) -> None:
-    from immutable import environments
+    from immutable.local import environments
 
     before = app_tags()
     # 0.9.0-broken answers 500 on / (see the sample app's faults.json).

@@ -1,4 +1,4 @@
-"""Pure pieces of the aws platform's production: names, CloudWatch periods and query rendering."""
+"""Pure pieces of the platforms' production: names, CloudWatch periods and each metrics client's query rendering."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from immutable.aws.fleets import group_name, target_group_name
 from immutable.aws.hooks.cloudwatch import period_for
-from immutable.triggers import query_for
+from immutable.platforms import metrics_client_for
 
 CHECK = {
     "name": "error_rate",
@@ -43,7 +43,7 @@ def test_a_cloudwatch_query_gets_the_colors_dimensions() -> None:
         "kind": "cloudwatch",
         "dimensions": {"canary": {"target_group": "targetgroup/sample-canary/1", "load_balancer": "app/web/2"}},
     }
-    rendered = query_for(backend, CHECK, app="sample", region="eu-west-1", color="canary", window="5s")
+    rendered = metrics_client_for(backend).query(CHECK, app="sample", region="eu-west-1", color="canary", window="5s")
     assert isinstance(rendered, dict)
     assert rendered["metric"]["dimensions"] == {
         "TargetGroup": "targetgroup/sample-canary/1",
@@ -53,11 +53,11 @@ def test_a_cloudwatch_query_gets_the_colors_dimensions() -> None:
 
 
 def test_prometheus_gets_the_promql_and_a_missing_cloudwatch_query_is_named() -> None:
-    assert query_for({"kind": "prometheus"}, CHECK, app="a", color="blue", window="5s") == (
-        'sum(rate(x{app="a",color="blue"}[5s]))'
-    )
+    assert metrics_client_for({"kind": "prometheus", "url": "http://127.0.0.1:1"}).query(
+        CHECK, app="a", color="blue", window="5s"
+    ) == ('sum(rate(x{app="a",color="blue"}[5s]))')
     with pytest.raises(ValueError, match="metric 'error_rate' has no `cloudwatch` query"):
-        query_for({"kind": "cloudwatch", "dimensions": {}}, CHECK | {"cloudwatch": None}, color="blue")
+        metrics_client_for({"kind": "cloudwatch", "dimensions": {}}).query(CHECK | {"cloudwatch": None}, color="blue")
 
 
 def test_rate_windows_read_as_seconds() -> None:

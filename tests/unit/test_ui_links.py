@@ -63,16 +63,15 @@ def test_the_image_is_its_manifest_by_digest() -> None:
 
 def test_the_gate_links_use_the_regions_own_ports() -> None:
     from immutable.config import load_platform
-    from immutable.operators.gates import gate_links
+    from immutable.platforms import platform_for
 
     platform = load_platform(ROOT / "tests" / "e2e" / "platform.yaml")
-    found = gate_links(
-        platform,
+    found = platform_for(platform).links.gate_links(
         app="sample",
         repository="immutable/sample",
         region="us-east",
         digest=DIGEST,
-        exprs=["up"],
+        queries=["up"],
         start_at=START,
         duration_s=40.0,
     )
@@ -96,17 +95,16 @@ def test_on_aws_the_gates_link_to_the_aws_console() -> None:
     import yaml
 
     from immutable.config import PlatformConfig
-    from immutable.operators.gates import gate_links
+    from immutable.platforms import platform_for
 
     document = yaml.safe_load((Path(__file__).resolve().parents[2] / "include" / "aws" / "platform.yaml").read_text())
     platform = PlatformConfig.model_validate(document)
-    found = gate_links(
-        platform,
+    found = platform_for(platform).links.gate_links(
         app="sample",
         repository="apps/sample",
         region="us-east-1",
         digest="ami-0123456789abcdef0",
-        exprs=[],
+        queries=[],
         start_at=0.0,
         duration_s=60.0,
     )

@@ -28,58 +28,19 @@ class GateError(RuntimeError):
 
 
 def _platform_and_spec(app: str) -> tuple[Any, Any]:
-    from immutable.app_spec import app_spec
-    from immutable.config import load_platform
+    from immutable.pipelines.production import spec_for
+    from immutable.platforms import platform_for
 
-    platform = load_platform()
-    return platform, app_spec(app).for_platform(platform)
-
-
-def _production(platform: Any) -> Any:
-    from immutable.production_state import production_for
-
-    return production_for(platform)
+    platform = platform_for()
+    return platform, spec_for(platform, app)
 
 
-def gate_links(
-    platform: Any,
-    *,
-    app: str,
-    repository: str,
-    region: str,
-    digest: str,
-    exprs: list[str],
-    start_at: float,
-    duration_s: float,
-) -> dict[str, str]:
-    """The URLs of the gate's extra links, from what the gate knows when it starts (local platform)."""
-    from immutable.local.loadbalancer import backend_name
-    from immutable.ui import links
+def _queries(platform: Any, checks: list[Any], labels: dict[str, str], colors: list[str]) -> list[Any]:
+    """Each check's query for each color, as the platform's metrics backend reads it (for the links)."""
+    from immutable.platforms import metrics_client_for
 
-    if platform.platform == "aws":
-        return _aws_links(platform, app=app, region=region, digest=digest)
-    where = platform.region(region)
-    start, end = links.gate_window(start_at, duration_s)
-    return {
-        PrometheusGraphLink.name: links.prometheus_graph_url(
-            f"http://127.0.0.1:{platform.local.prometheus_port}", exprs, start, end
-        ),
-        LoadBalancerStatsLink.name: links.haproxy_stats_url(where.lb_admin_port, backend_name(app)),
-        RegistryImageLink.name: links.registry_manifest_url(f"127.0.0.1:{where.registry_port}", repository, digest),
-    }
-
-
-def _aws_links(platform: Any, *, app: str, region: str, digest: str) -> dict[str, str]:
-    """The AWS console's pages for the same three things: the ALB metrics, the ALB, the AMI."""
-    console = "https://{0}.console.aws.amazon.com/{1}/home?region={0}#{2}"
-    listener = platform.aws_region(region).listener_arn
-    load_balancer = listener.replace(":listener/", ":loadbalancer/").rsplit("/", 1)[0]
-    build_region = platform.aws_settings.build_region  # the release's AMI id is the build region's
-    return {
-        PrometheusGraphLink.name: console.format(region, "cloudwatch", f"metricsV2?search={app}"),
-        LoadBalancerStatsLink.name: console.format(region, "ec2", f"LoadBalancer:loadBalancerArn={load_balancer}"),
-        RegistryImageLink.name: console.format(build_region, "ec2", f"ImageDetails:imageId={digest}"),
-    }
+    client = metrics_client_for(platform.metrics.backend(labels["app"], labels["region"]))
+    return [client.query(c.model_dump(), **labels, color=color) for c in checks for color in colors]
 
 
 def _record_links(context: Any, found: dict[str, str]) -> None:
@@ -108,7 +69,7 @@ class CanaryGateOperator(BaseOperator):
         self.canary = canary  # the prepare task's XCom: {"skipped": bool, ...}
 
     def execute(self, context: Any) -> Any:
-        from immutable.triggers import CanaryAnalysisTrigger, render
+        from immutable.triggers import CanaryAnalysisTrigger
 
         if self.canary.get("skipped"):
             self.log.info("no canary analysis: %s", self.canary.get("reason"))
@@ -126,25 +87,18 @@ class CanaryGateOperator(BaseOperator):
             settings.warmup_s,
             len(settings.metrics),
         )
-        backend = _production(platform).metrics_backend(self.app, self.region)
-        if backend["kind"] == "prometheus":
-            window = settings.rate_window
-            exprs = [
-                render(str(m.query), app=self.app, region=self.region, color=c, window=window)
-                for m in settings.metrics
-                for c in ("canary", "baseline")
-            ]
-            found = gate_links(
-                platform,
-                app=self.app,
-                repository=spec.repository,
-                region=self.region,
-                digest=self.canary["canary_digest"],
-                exprs=exprs,
-                start_at=start_at,
-                duration_s=settings.intervals * settings.interval_s,
-            )
-            _record_links(context, found)
+        backend = platform.metrics.backend(self.app, self.region)
+        labels = {"app": self.app, "region": self.region, "window": settings.rate_window}
+        found = platform.links.gate_links(
+            app=self.app,
+            repository=spec.repository,
+            region=self.region,
+            digest=self.canary["canary_digest"],
+            queries=_queries(platform, settings.metrics, labels, ["canary", "baseline"]),
+            start_at=start_at,
+            duration_s=settings.intervals * settings.interval_s,
+        )
+        _record_links(context, found)
         self.defer(
             trigger=CanaryAnalysisTrigger(
                 backend=backend,
@@ -226,7 +180,7 @@ class PostFlipGateOperator(BaseOperator):
         self.flipped = flipped  # the flip task's XCom for one region
 
     def execute(self, context: Any) -> Any:
-        from immutable.triggers import ThresholdGateTrigger, render
+        from immutable.triggers import ThresholdGateTrigger
 
         platform, spec = _platform_and_spec(self.app)
         settings = spec.bluegreen
@@ -239,25 +193,19 @@ class PostFlipGateOperator(BaseOperator):
             settings.post_flip_window_s,
             ", ".join(f"{c.name} <= {c.max}" for c in settings.post_flip_checks),
         )
-        backend = _production(platform).metrics_backend(self.app, region)
+        backend = platform.metrics.backend(self.app, region)
         start_at = time.time() + settings.post_flip_warmup_s
-        if backend["kind"] == "prometheus":
-            window = spec.canary.rate_window
-            exprs = [
-                render(str(c.query), app=self.app, region=region, color=color, window=window)
-                for c in settings.post_flip_checks
-            ]
-            found = gate_links(
-                platform,
-                app=self.app,
-                repository=spec.repository,
-                region=region,
-                digest=self.flipped["digest"],
-                exprs=exprs,
-                start_at=start_at,
-                duration_s=settings.post_flip_window_s,
-            )
-            _record_links(context, found)
+        labels = {"app": self.app, "region": region, "window": spec.canary.rate_window}
+        found = platform.links.gate_links(
+            app=self.app,
+            repository=spec.repository,
+            region=region,
+            digest=self.flipped["digest"],
+            queries=_queries(platform, settings.post_flip_checks, labels, [color]),
+            start_at=start_at,
+            duration_s=settings.post_flip_window_s,
+        )
+        _record_links(context, found)
         self.defer(
             trigger=ThresholdGateTrigger(
                 backend=backend,

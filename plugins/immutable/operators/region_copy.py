@@ -1,6 +1,7 @@
-"""Copying the signed image to one region. On the local platform the copy is a registry push done
-in the task; on aws an AMI copy takes minutes to an hour, so the task starts it and defers to the
-triggerer until the copy is available, holding no worker slot meanwhile."""
+"""Copying the signed image to one region. Where a platform's copy is quick (a registry push) it is
+done in the task; where it takes minutes to an hour (an AMI copy) the platform answers "pending"
+and names a trigger: the task defers to the triggerer until the copy is available, holding no
+worker slot meanwhile."""
 
 from __future__ import annotations
 
@@ -30,19 +31,14 @@ class CopyToRegionOperator(BaseOperator):
 
         report = release.copy_to_region(self.plan, self.baked, self.region, wait=False)
         if report.get("pending"):
-            from immutable.aws.triggers import COPY_TIMEOUT_S, ImageAvailableTrigger
-            from immutable.config import load_platform
+            from immutable.payloads import RegionCopy
+            from immutable.platforms import platform_for
 
+            trigger, timeout_s = platform_for().images.copy_waiter(RegionCopy.of(report))
             self.defer(
-                trigger=ImageAvailableTrigger(
-                    region=self.region,
-                    image_id=report["image_id"],
-                    aws_conn_id=load_platform().aws_settings.connection_id,
-                    return_value=report,
-                    started_at=report["started_at"],
-                ),
+                trigger=trigger,
                 method_name="execute_complete",
-                timeout=timedelta(seconds=COPY_TIMEOUT_S + COPY_MARGIN_S),
+                timeout=timedelta(seconds=timeout_s + COPY_MARGIN_S),
             )
         return report
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immutable.app_spec import AppSpec, app_spec
-from immutable.config import PlatformConfig, load_platform
+from immutable.platforms import platform_for
+from immutable.rollout import RegionState, canary_shares, flip_steps, plan_rollback
+
+if TYPE_CHECKING:
+    from immutable.platforms.interface import Platform
+    from immutable.production_state import ProductionState
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +26,20 @@ class ProductionError(RuntimeError):
     pass
 
 
-def _context(app: str) -> tuple[PlatformConfig, AppSpec, Any]:
-    from immutable.production_state import production_for
-
-    platform = load_platform()
-    return platform, app_spec(app).for_platform(platform), production_for(platform)
+def _context(app: str) -> tuple[Platform, AppSpec, ProductionState]:
+    platform = platform_for()
+    return platform, spec_for(platform, app), platform.production
 
 
-def _verify(platform: PlatformConfig, region: str, repository: str, digest: str) -> dict[str, str]:
-    from immutable.platforms.interface import images_for
+def spec_for(platform: Platform, app: str) -> AppSpec:
+    """The app's spec with the platform's timings, checked to have a query for every gate metric."""
+    spec = app_spec(app)
+    spec.check_metrics_for(platform.config.platform, platform.metrics.query_field)
+    return spec.for_platform(platform.config)
 
-    return images_for(platform).verify_in(region, repository, digest)
+
+def _verify(platform: Platform, region: str, repository: str, digest: str) -> dict[str, str]:
+    return platform.images.verify_in(region, repository, digest)
 
 
 def live_version(app: str, region: str) -> str | None:
@@ -84,13 +92,13 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
             spec=spec,
             region=pilot,
             color=color,
-            image=production.image_in(pilot, spec.repository, digest),
+            image=platform.images.uri(pilot, spec.repository, digest),
             digest=digest,
             version=version,
             size=settings.size,
         )
     share = settings.traffic_percent
-    production.set_shares(spec.name, pilot, {live["color"]: 100 - 2 * share, "canary": share, "baseline": share})
+    production.set_shares(spec.name, pilot, canary_shares(live["color"], share))
     return base | {
         "skipped": False,
         "live_color": live["color"],
@@ -135,7 +143,7 @@ def launch_new_color(plan: dict[str, Any], baked: dict[str, Any], region: str, r
         spec=spec,
         region=region,
         color=color,
-        image=production.image_in(region, spec.repository, baked["digest"]),
+        image=platform.images.uri(region, spec.repository, baked["digest"]),
         digest=baked["digest"],
         version=plan["version"],
         size=spec.bluegreen.size,
@@ -151,10 +159,10 @@ def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[st
     if launched["already_live"]:
         return flipped | {"flipped": False}
     started = time.monotonic()
-    for number, weight in enumerate(spec.bluegreen.weight_steps, start=1):
-        shares = {color: weight} | ({previous["color"]: 100 - weight} if previous and weight < 100 else {})
+    steps = flip_steps(color, previous["color"] if previous else None, spec.bluegreen.weight_steps)
+    for number, shares in enumerate(steps, start=1):
         production.set_shares(spec.name, region, shares)
-        if number < len(spec.bluegreen.weight_steps):
+        if number < len(steps):
             time.sleep(spec.bluegreen.step_pause_s)
             production.fleets.wait_healthy(spec, production.members(spec.name, region, color))
     production.note_flip(
@@ -190,28 +198,33 @@ def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
 
 def rollback_release(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
     """After any failure: every region this run flipped goes back; new fleets and canaries go."""
-    _, _, production = _context(plan["app"])
+    app = plan["app"]
+    _, _, production = _context(app)
     undone: dict[str, str] = {}
     for region in plan["regions"]:
-        live = production.live(plan["app"], region)
-        record = production.record(plan["app"], region)
-        flipped_by_us = live and live["digest"] == baked["digest"] and record.get("live", {}).get("run_id") == run_id
-        if flipped_by_us:
-            kept = production.kept(plan["app"], region)
+        live = production.live(app, region)
+        fleets = {}
+        for color in ("blue", "green", "canary", "baseline"):
+            members = production.members(app, region, color)
+            if members:
+                fleets[color] = members[0].digest
+        state = RegionState(
+            live_color=live["color"] if live else None,
+            live_digest=live["digest"] if live else None,
+            live_run_id=(production.record(app, region).get("live") or {}).get("run_id"),
+            fleet_digests=fleets,
+        )
+        action = plan_rollback(state, digest=baked["digest"], run_id=run_id)
+        if action.flip_back and live is not None:
+            kept = production.kept(app, region)
             undone[region] = flip_back(
-                plan["app"],
+                app,
                 {"region": region, "color": live["color"], "version": plan["version"], "previous": kept},
                 reason="the release failed",
             )
-        else:
-            removed = []
-            for color in ("blue", "green"):
-                members = production.members(plan["app"], region, color)
-                if members and members[0].digest == baked["digest"] and (not live or live["color"] != color):
-                    removed += production.fleets.destroy(plan["app"], region, color)
-            removed += production.fleets.destroy(plan["app"], region, "canary")
-            removed += production.fleets.destroy(plan["app"], region, "baseline")
-            undone[region] = f"removed {removed}" if removed else "nothing of this release took traffic here"
+            continue
+        removed = [name for color in action.remove for name in production.fleets.destroy(app, region, color)]
+        undone[region] = f"removed {removed}" if removed else "nothing of this release took traffic here"
     log.warning("rolled back: %s", undone)
     return undone
 
@@ -224,7 +237,7 @@ def release_leases(app: str, regions: list[str], run_id: str) -> list[str]:
 def record_release(plan: dict[str, Any], baked: dict[str, Any]) -> dict[str, Any]:
     """The outcome, read back from the platform: what is live and what is kept, per region."""
     _, _, production = _context(plan["app"])
-    regions = {}
+    regions: dict[str, dict[str, Any]] = {}
     for region in plan["regions"]:
         live = production.live(plan["app"], region)
         if live is None or live["digest"] != baked["digest"]:

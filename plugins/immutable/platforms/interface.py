@@ -90,8 +90,8 @@ class Images(Protocol):
         long may return `pending=True`: the caller waits (`copy_waiter`) and calls `finish_copy`."""
         ...
 
-    def copy_waiter(self, copy: RegionCopy) -> Any:
-        """The trigger that waits for a pending copy (only called for `pending` copies)."""
+    def copy_waiter(self, copy: RegionCopy) -> tuple[Any, float]:
+        """(the trigger that waits for a pending copy, its timeout in seconds); only for `pending` copies."""
         ...
 
     def finish_copy(self, image: Baked, copy: RegionCopy, failure: str | None = None) -> RegionCopy:
@@ -126,7 +126,9 @@ class Environments(Protocol):
         self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
     ) -> list[dict[str, Any]]: ...
 
-    def run_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> tuple[int, str]: ...
+    def run_test_command(
+        self, environment: dict[str, str], *, spec: AppSpec, command: list[str]
+    ) -> tuple[int, str]: ...
 
     def describe(self, environment: dict[str, str]) -> str:
         """Where the environment runs, for messages ("instance i-...", "network ...")."""

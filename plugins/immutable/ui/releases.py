@@ -32,12 +32,12 @@ class Placement:
 def what_runs_where(apps: list[str] | None = None, platform: PlatformConfig | None = None) -> list[Placement]:
     """Per app (every spec in include/apps/ unless named) and region of its rollout, read live."""
     from immutable.app_spec import app_spec, load_app_specs
-    from immutable.config import load_platform
-    from immutable.production_state import production_for
+    from immutable.platforms import platform_for
 
-    platform = platform or load_platform()
+    seam = platform_for(platform)
+    platform = seam.config
     names = apps if apps is not None else sorted(load_app_specs()[0])
-    production = production_for(platform)
+    production = seam.production
     return [
         Placement(app, region, production.live(app, region), production.kept(app, region))
         for app in names
