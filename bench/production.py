@@ -29,6 +29,7 @@ os.environ["IMMUTABLE_STATE_DIR"] = str(Path(__file__).resolve().parents[1] / "v
 
 from bench_images import remove_images, repetitions, say_if_quick
 
+from immutable import provenance
 from immutable.app_spec import AppSpec, app_spec
 from immutable.config import BaseImageRunParams, PlatformConfig, load_base_spec, load_platform
 from immutable.images import app, base
@@ -165,12 +166,12 @@ def build_images(bench: BenchPlatform) -> float:
         wheels = app.build_wheels(base_ref=base_ref, source_tar=source_tar, uid=uid)
         wheel = app.app_wheel_name(wheels, spec.packaging.distribution, version)
         image_labels = {
-            base.LABEL_VERSION: version,
-            base.LABEL_REVISION: tree.revision,
-            base.LABEL_BASE_DIGEST: base_digest,
-            app.LABEL_APP: spec.name,
-            app.LABEL_ARTIFACT: app.sha256(wheels[wheel]),
-            base.LABEL_RUN_ID: RUN_ID,
+            provenance.LABEL_VERSION: version,
+            provenance.LABEL_REVISION: tree.revision,
+            provenance.LABEL_BASE_DIGEST: base_digest,
+            provenance.LABEL_APP: spec.name,
+            provenance.LABEL_ARTIFACT: app.sha256(wheels[wheel]),
+            provenance.LABEL_RUN_ID: RUN_ID,
         }
         context = app.bake_context(spec=spec, base=base_spec, base_ref=base_ref, version=version, wheels=wheels)
         image_id = app.bake(context=context, labels=image_labels, tag=f"{spec.repository}{LOCAL_SUFFIX}:{version}")

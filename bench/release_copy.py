@@ -21,6 +21,7 @@ from typing import Any
 
 from bench_images import QUICK, remove_images, say_if_quick
 
+from immutable import provenance
 from immutable.app_spec import AppSpec, app_spec
 from immutable.config import BaseImageRunParams, BaseImageSpec, load_base_spec
 from immutable.images import app, base
@@ -102,12 +103,12 @@ def package_and_bake(
     packaged_s = time.monotonic() - started
     wheel = app.app_wheel_name(wheels, spec.packaging.distribution, version)
     labels = {
-        base.LABEL_VERSION: version,
-        base.LABEL_REVISION: tree.revision,
-        base.LABEL_BASE_DIGEST: base_digest,
-        app.LABEL_APP: spec.name,
-        app.LABEL_ARTIFACT: app.sha256(wheels[wheel]),
-        base.LABEL_RUN_ID: RUN_ID,
+        provenance.LABEL_VERSION: version,
+        provenance.LABEL_REVISION: tree.revision,
+        provenance.LABEL_BASE_DIGEST: base_digest,
+        provenance.LABEL_APP: spec.name,
+        provenance.LABEL_ARTIFACT: app.sha256(wheels[wheel]),
+        provenance.LABEL_RUN_ID: RUN_ID,
     }
     context = app.bake_context(spec=spec, base=base_spec, base_ref=base_ref, version=version, wheels=wheels)
     started = time.monotonic()

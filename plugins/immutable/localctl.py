@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from immutable.config import load_base_spec, load_platform
+from immutable.config import load_base_spec, load_platform, state_dir
 from immutable.local.services import Service, port_open
-from immutable.paths import PROJECT_ROOT, state_dir
+from immutable.paths import PROJECT_ROOT
 
 AIRFLOW_PORT = int(os.environ.get("IMMUTABLE_AIRFLOW_PORT", "8080"))
 AIRFLOW_USER = "admin"

@@ -1,0 +1,1 @@
+"""The parts of the canary judge; import them from `immutable.analysis`."""
