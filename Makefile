@@ -35,6 +35,7 @@ bench: engine
 	@$(PY) bench/dag_parse.py
 	@$(PY) bench/release_copy.py
 	@$(PY) bench/production.py
+	@$(PY) bench/hostile_input.py
 
 down:
 	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi

@@ -45,7 +45,8 @@ CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
         "cves": Param(
             [],
             type="array",
-            items={"type": "string", "pattern": CVE_PATTERN},
+            items={"type": "string", "pattern": CVE_PATTERN, "maxLength": 32},
+            maxItems=200,
             title="CVE ids",
             description="Vulnerabilities this rebuild fixes, such as CVE-2026-12345 (one per line).",
         ),

@@ -12,7 +12,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, setup, task, teardown
 
-from immutable.app_spec import SEMVER, AppSpec, load_app_specs
+from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec, load_app_specs
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
@@ -69,12 +69,15 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 "",
                 type="string",
                 pattern=f"^$|{SEMVER}",
+                maxLength=64,
                 title="Version",
                 description="Semantic version to release, such as 1.2.0. Empty: re-release the production version.",
             ),
             "ref": Param(
                 "",
                 type="string",
+                pattern=FORM_GIT_REF,
+                maxLength=200,
                 title="Git ref",
                 description="Branch, tag or commit, for apps built from a git URL. Empty: the spec's ref.",
             ),

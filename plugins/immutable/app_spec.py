@@ -10,28 +10,46 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from immutable.config import ConfigError, PlatformConfig, RegionName, _load_yaml, _Strict, parse_model
 from immutable.paths import APPS_DIR, PROJECT_ROOT
 
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z][0-9A-Za-z.-]*)?$"
 GIT_REF = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
+# The same rule for the trigger form (a JSON-schema pattern, checked before a run is created): empty,
+# or a ref without `..`.
+FORM_GIT_REF = r"^$|^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 APP_NAME = r"^[a-z][a-z0-9-]{1,30}$"
 
-EnvMap = dict[Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")], str]
-UrlPath = Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")]
+# Environment values reach a container's or instance's environment: printable, one line each.
+EnvValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=1024)]
+EnvMap = Annotated[
+    dict[Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")], EnvValue], Field(max_length=100)
+]
+# A URL path (the load balancer's health check and the smoke checks): no spaces, quotes or shell
+# metacharacters, so it is safe in HAProxy's config and in a probe's argument.
+UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~%/-]*(\?[A-Za-z0-9._~%&=-]*)?$", max_length=512)]
+# One argument of a command run as argv (never through a shell here; quoted where a shell runs it).
+Argument = Annotated[str, StringConstraints(pattern=r"^[^\x00\n\r]*$", max_length=1024)]
+
+
+def _no_double_dot(ref: str) -> str:
+    if ".." in ref:
+        raise ValueError("a git ref may not contain '..' (git refuses it, and it reads as a range)")
+    return ref
 
 
 class GitSource(_Strict):
-    url: Annotated[str, StringConstraints(pattern=r"^(https?|ssh|git|file)://\S+$")]
-    ref: Annotated[str, StringConstraints(pattern=GIT_REF)] = "main"
+    url: Annotated[str, StringConstraints(pattern=r"^(https?|ssh|git|file)://[A-Za-z0-9._~%:@/+-]+$", max_length=512)]
+    ref: Annotated[str, StringConstraints(pattern=GIT_REF), AfterValidator(_no_double_dot)] = "main"
 
 
 class Source(_Strict):
     """Exactly one of `path` (a folder inside this repo) or `git` (a URL and ref)."""
 
-    path: str | None = None
+    # `..` is allowed by the pattern so the check below can say the folder is outside the repo
+    path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/+-]+$", max_length=255)] | None = None
     git: GitSource | None = None
 
     @model_validator(mode="after")
@@ -69,7 +87,7 @@ Packaging = PythonWheelPackaging
 
 class Runtime(_Strict):
     port: int = Field(..., ge=1024, le=65535)
-    command: list[str] = Field(..., min_length=1)
+    command: list[Argument] = Field(..., min_length=1, max_length=64)
     health_path: UrlPath = "/healthz"
     env: EnvMap = Field(default_factory=dict)
 
@@ -77,17 +95,18 @@ class Runtime(_Strict):
 class SmokeCheck(_Strict):
     path: UrlPath
     status: int = Field(200, ge=100, le=599)
-    body_contains: str | None = None  # may use {version}
+    body_contains: Annotated[str, StringConstraints(max_length=1024)] | None = None  # may use {version}
 
 
 class DevSettings(_Strict):
-    smoke_checks: list[SmokeCheck] = Field(..., min_length=1)
+    smoke_checks: list[SmokeCheck] = Field(..., min_length=1, max_length=100)
     env: EnvMap = Field(default_factory=dict)
 
 
 class StagingSettings(_Strict):
     env: EnvMap = Field(default_factory=dict)
-    test_command: list[str] = Field(..., min_length=1)  # run in a container from the same image; {url} is the app
+    # run in a container from the same image; {url} is the app
+    test_command: list[Argument] = Field(..., min_length=1, max_length=64)
 
 
 class HealthWait(_Strict):
@@ -109,7 +128,10 @@ class CloudWatchMetric(_Strict):
     stat: Annotated[str, StringConstraints(pattern=r"^(Sum|Average|Minimum|Maximum|SampleCount|p\d{1,2}(\.\d+)?)$")] = (
         "Average"
     )
-    dimensions: dict[str, str] = Field(default_factory=dict)
+    dimensions: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,255}$")],
+        Annotated[str, StringConstraints(min_length=1, max_length=1024)],
+    ] = Field(default_factory=dict, max_length=30)
 
 
 class CloudWatchQuery(_Strict):
@@ -121,7 +143,7 @@ class CloudWatchQuery(_Strict):
 
 
 class _Queried(_Strict):
-    query: str | None = Field(None, min_length=1, description=QUERY_HELP)
+    query: str | None = Field(None, min_length=1, max_length=2048, description=QUERY_HELP)
     cloudwatch: CloudWatchQuery | None = Field(None, description=CLOUDWATCH_HELP)
 
     @model_validator(mode="after")
@@ -138,7 +160,7 @@ class MetricCheck(_Queried):
     direction: Literal["increase", "decrease", "either"] = "increase"
     critical: bool = False
     must_have_data: bool = True
-    group: str = "default"
+    group: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,40}$")] = "default"
     tolerance_rel: float = Field(0.25, ge=0)
     tolerance_abs: float = Field(0.0, ge=0)
 
@@ -155,8 +177,10 @@ class CanarySettings(_Strict):
     min_samples: int = Field(50, ge=3)
     pass_score: float = Field(95.0, gt=0, le=100)
     marginal_score: float = Field(75.0, ge=0, lt=100)
-    group_weights: dict[str, float] = Field(default_factory=dict)
-    metrics: list[MetricCheck] = Field(..., min_length=1)
+    group_weights: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,40}$")], float] = Field(
+        default_factory=dict, max_length=50
+    )
+    metrics: list[MetricCheck] = Field(..., min_length=1, max_length=50)
 
     @model_validator(mode="after")
     def _coherent(self) -> CanarySettings:
@@ -191,14 +215,14 @@ class ThresholdCheck(_Queried):
 
 class BlueGreenSettings(_Strict):
     size: int = Field(2, ge=1, le=50)
-    weight_steps: list[float] = Field(default_factory=lambda: [100.0], min_length=1)
+    weight_steps: list[float] = Field(default_factory=lambda: [100.0], min_length=1, max_length=20)
     step_pause_s: float = Field(10.0, ge=0)
     # Before judging the new color, let its metrics fill a rate window; an empty window is no data.
     post_flip_warmup_s: float = Field(30.0, ge=0)
     post_flip_window_s: float = Field(120.0, gt=0)
     post_flip_step_s: float = Field(5.0, gt=0)
     post_flip_failures: int = Field(2, ge=1)  # consecutive bad evaluations before flipping back
-    post_flip_checks: list[ThresholdCheck] = Field(..., min_length=1)
+    post_flip_checks: list[ThresholdCheck] = Field(..., min_length=1, max_length=50)
     rollback_window_s: float = Field(1800.0, ge=0)  # the old color is kept this long without traffic
 
     @field_validator("weight_steps")

@@ -13,9 +13,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from immutable.bounded_yaml import YamlRefused, bounded, load_bounded_yaml
 from immutable.paths import BASE_SPEC_FILE, PLATFORM_FILE, PROJECT_ROOT
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
@@ -29,8 +38,26 @@ class ConfigError(ValueError):
     """A configuration file or trigger value is invalid; the message says where and why."""
 
 
+MAX_STRING_CHARS = 4096  # any string in any config file or form; fields that reach a command are tighter
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, str_max_length=MAX_STRING_CHARS)
+
+
+def _no_parent_dirs(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError(f"'{path[:80]}' has a '..' component; give the path without it")
+    return path
+
+
+# A path on a host or in an image: no whitespace, quotes, shell or glob metacharacters, no `..`.
+SafePath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9._/+-]+$", max_length=255), AfterValidator(_no_parent_dirs)
+]
+SafeAbsolutePath = Annotated[
+    str, StringConstraints(pattern=r"^/[A-Za-z0-9._/+-]+$", max_length=255), AfterValidator(_no_parent_dirs)
+]
 
 
 PackageName = Annotated[str, StringConstraints(pattern=PACKAGE_NAME)]
@@ -54,9 +81,9 @@ class BaseImageSpec(_Strict):
     upstream: UpstreamImage = UpstreamImage()
     repository: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")]
     runtime_user: RuntimeUser = RuntimeUser()
-    remove_packages: list[PackageName] = []
-    common_packages: list[PackageName] = []
-    setuid_allowlist: list[Annotated[str, StringConstraints(pattern=r"^/[^\s]+$")]] = []
+    remove_packages: list[PackageName] = Field([], max_length=1000)
+    common_packages: list[PackageName] = Field([], max_length=1000)
+    setuid_allowlist: list[SafeAbsolutePath] = Field([], max_length=500)
 
     @field_validator("common_packages")
     @classmethod
@@ -73,7 +100,7 @@ class LocalPlatform(_Strict):
     # share one Docker engine without touching each other's fleets.
     instance: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,15}$")] = "local"
     build_registry_port: int = Field(5500, ge=1024, le=65535)
-    state_dir: str = "var"
+    state_dir: SafePath = "var"
     prometheus_port: int = Field(9090, ge=1024, le=65535)
     # The traffic generator standing for real users: requests per second sent to each region.
     traffic_rps: float = Field(20.0, gt=0, le=500)
@@ -102,7 +129,8 @@ class AwsRegion(_Strict):
     subnet_ids: list[SubnetId] = Field(..., min_length=1)
     security_group_ids: list[SecurityGroupId] = Field(..., min_length=1)
     listener_arn: ListenerArn  # the ALB listener that forwards to the colors' target groups
-    kms_key_id: str | None = None  # copies into this region are encrypted with this key when set
+    # copies into this region are encrypted with this key when set: an id, alias or ARN
+    kms_key_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9:/_-]{1,2048}$")] | None = None
 
 
 class Region(_Strict):
@@ -251,7 +279,7 @@ class PlatformConfig(_Strict):
     platform: Literal["local", "aws"] = "local"
     local: LocalPlatform = LocalPlatform()
     aws: AwsSettings | None = None
-    regions: list[Region] = Field(..., min_length=1)
+    regions: list[Region] = Field(..., min_length=1, max_length=64)
     rollout: Rollout | None = None
     copy_settings: CopySettings = Field(CopySettings(), alias="copy")
     signing: Signing = Signing()
@@ -376,24 +404,29 @@ class BaseImageRunParams(_Strict):
         return sorted(set(cves))
 
 
+MAX_ERRORS_SHOWN = 8  # a document wrong everywhere says so in a few lines, not thousands
+MAX_VALUE_SHOWN = 80  # characters of a bad value quoted back
+
+
 def describe_validation_error(source: str, error: ValidationError) -> str:
-    """One line per bad field: `source: field.path: message (got value)`."""
+    """One line per bad field: `source: field.path: message (got value)`, bounded in length."""
     lines = []
-    for item in error.errors():
+    items = error.errors()
+    for item in items[:MAX_ERRORS_SHOWN]:
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
         got = item.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: field '{field}': {item['msg']}{shown}")
-    return "\n".join(lines)
+        shown = "" if isinstance(got, dict | list) else f" (got {bounded(repr(got), MAX_VALUE_SHOWN)})"
+        lines.append(f"{source}: field '{bounded(field, 200)}': {bounded(item['msg'], 400)}{shown}")
+    if len(items) > MAX_ERRORS_SHOWN:
+        lines.append(f"{source}: ... and {len(items) - MAX_ERRORS_SHOWN} more invalid field(s)")
+    return bounded("\n".join(lines))
 
 
 def _load_yaml(path: Path) -> object:
     try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        return load_bounded_yaml(path)
+    except YamlRefused as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_model(model: type[ModelT], data: object, source: str) -> ModelT:

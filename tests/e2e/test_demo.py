@@ -135,5 +135,6 @@ def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
         "LB reports 100% on the new color",
         "failed requests (>= 500 or no answer)",
         "ratio redeploy / flip back",
+        "Hostile config files: time and peak memory to refuse",
     ):
         assert figure in output, output[-2000:]

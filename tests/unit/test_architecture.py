@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sqlite_settings",
             "production_state",
             "smoke",
+            "bounded_yaml",
         ),
     ),
     ("building blocks", ("images", "registry", "signing", "ui.links")),
