@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,29 @@ LEASE_STALE_S = 6 * 3600  # seconds after which a lease left by a crashed run ma
 
 class LeaseHeld(RuntimeError):
     pass
+
+
+# Airflow run states in which a lease holder may still change traffic (anything else has ended).
+RUN_STATES_ALIVE = ("queued", "running")
+
+
+def lease_decision(lease: dict[str, Any] | None, holder: str, now: float, holder_state: str | None) -> tuple[str, str]:
+    """Whether `holder` may take an app's lease in a region: ("take", why) or ("held", why).
+
+    A lease is taken over only when nobody can still be acting under it: its run has ended (Airflow
+    says so: a crashed run's teardown never released it), or it is older than LEASE_STALE_S. A run
+    whose state cannot be read (None) is treated as alive: waiting is safe, two writers are not."""
+    if not lease or lease.get("holder") == holder:
+        return "take", "free" if not lease else "already ours"
+    since = float(lease.get("since", 0))
+    held_for_s = now - since
+    whose = f"{lease['holder']}" + (f" of {lease['dag_id']}" if lease.get("dag_id") else "")
+    when = f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(since))} UTC, {held_for_s / 60:.0f} min ago"
+    if holder_state is not None and holder_state not in RUN_STATES_ALIVE:
+        return "take", f"the lease of {whose} ({when}) was left by a run that has ended ({holder_state})"
+    if held_for_s >= LEASE_STALE_S:
+        return "take", f"the lease of {whose} ({when}) is older than {LEASE_STALE_S / 3600:.0f} h"
+    return "held", f"{whose} ({holder_state or 'state unknown'}) holds it {when}"
 
 
 def other_color(color: str | None) -> str:
@@ -127,18 +151,36 @@ class ProductionState:
 
     # --- lease: one release or rollback changes an app's traffic in a region at a time ------
 
-    def acquire(self, app: str, region: str, holder: str) -> None:
+    def acquire(
+        self,
+        app: str,
+        region: str,
+        holder: str,
+        *,
+        dag_id: str | None = None,
+        run_state: Callable[[str, str], str | None] | None = None,
+    ) -> None:
+        """Take the app's lease in the region for the run `holder` (of `dag_id`). `run_state(dag_id,
+        run_id)` tells whether another holder's run is still alive (see `lease_decision`)."""
         with self._locked(app, region) as record:
             lease = record.get("lease")
-            if lease and lease["holder"] != holder and time.time() - lease["since"] < LEASE_STALE_S:
+            state = None
+            if lease and lease.get("holder") != holder and lease.get("dag_id") and run_state is not None:
+                state = run_state(str(lease["dag_id"]), str(lease["holder"]))
+            decision, why = lease_decision(lease, holder, time.time(), state)
+            if decision == "held":
                 raise LeaseHeld(
-                    f"{lease['holder']} is changing {app}'s traffic in {region} (since "
-                    f"{time.strftime('%H:%M:%S', time.gmtime(lease['since']))} UTC); only one release or rollback "
-                    "may do so at a time. Wait for it to finish, then run this again."
+                    f"{lease['holder'] if lease else '?'} is changing {app}'s traffic in {region}: {why}. Only one "
+                    "release or rollback may do so at a time. Wait for it to finish, then run this again; a lease "
+                    "left by a run that has ended is taken over by the next run, or after "
+                    f"{LEASE_STALE_S / 3600:.0f} h."
                 )
+            if lease and lease.get("holder") != holder:
+                log.warning("%s %s: taking over the lease: %s", app, region, why)
             record["lease"] = {
                 "holder": holder,
-                "since": lease["since"] if lease and lease["holder"] == holder else time.time(),
+                "dag_id": dag_id,
+                "since": lease["since"] if lease and lease.get("holder") == holder else time.time(),
             }
 
     def release(self, app: str, region: str, holder: str) -> bool:

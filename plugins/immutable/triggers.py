@@ -4,6 +4,11 @@ They only poll the platform's metrics and judge with the pure functions of `anal
 `gates`; acting on the verdict (flipping back, removing fleets) is the operator's job once it
 resumes. Times are absolute (epoch seconds), so a trigger re-created after a scheduler or
 triggerer restart carries on where the gate was, judging the intervals already past at once.
+
+A metrics backend that stops answering is not evidence about the release: the gate waits for it
+(up to `outage_limit_s`), never judges a window that overlaps the outage (it would read as missing
+data), and starts its next window when the backend answers again. Past the limit it fires an
+"error" event, which the operator turns into a retry, never into a verdict.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from immutable.platforms import metrics_client_for
 
 QUERY_FIELDS = ("query", "cloudwatch")  # how a check is fetched, not how it is judged
+BACKEND_OUTAGE_LIMIT_S = 90.0  # seconds a gate waits for its metrics backend before it gives up (no verdict)
+BACKEND_RETRY_S = 5.0  # seconds between asks while the backend does not answer
 
 
 def duration_s(window: str) -> float:
@@ -25,7 +32,54 @@ def duration_s(window: str) -> float:
     return float(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
 
 
-class CanaryAnalysisTrigger(BaseTrigger):
+class _GateTrigger(BaseTrigger):
+    """What both gates share: the wait for a metrics backend that stopped answering."""
+
+    def __init__(self, *, outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S, retry_s: float = BACKEND_RETRY_S) -> None:
+        super().__init__()
+        self.outage_limit_s = outage_limit_s
+        self.retry_s = retry_s
+
+    def _outage_settings(self) -> dict[str, float]:
+        return {"outage_limit_s": self.outage_limit_s, "retry_s": self.retry_s}
+
+    async def _sleep_watching(self, metrics: Any, probe: Any, until: float, step_s: float) -> Exception | None:
+        """Sleep until `until`, asking the backend every `retry_s`: a window it was silent in must not be
+        judged (its gap would read as missing data). Returns the first failure, or None."""
+        while (left := until - time.time()) > 0:
+            await asyncio.sleep(min(left, self.retry_s))
+            now = time.time()
+            if now >= until:
+                break
+            try:
+                await metrics.series(probe, now - step_s, now, step_s)
+            except Exception as exc:
+                return exc
+        return None
+
+    async def _wait_for_backend(self, metrics: Any, probe: Any, step_s: float, cause: Exception) -> float | None:
+        """The time the backend answers again, or None if it stays silent past the limit."""
+        self.log.warning(
+            "the metrics backend failed: %s. No verdict from missing data: waiting up to %.0fs for it to answer; "
+            "the window that overlaps this outage is not judged",
+            cause,
+            self.outage_limit_s,
+        )
+        deadline = time.time() + self.outage_limit_s
+        while time.time() < deadline:
+            await asyncio.sleep(self.retry_s)
+            now = time.time()
+            try:
+                await metrics.series(probe, now - step_s, now, step_s)
+            except Exception as exc:
+                self.log.warning("the metrics backend still fails: %s", exc)
+                continue
+            self.log.info("the metrics backend answers again; the next window starts now")
+            return now
+        return None
+
+
+class CanaryAnalysisTrigger(_GateTrigger):
     """Judge canary against baseline every interval; fire once the gate passes or fails."""
 
     def __init__(
@@ -40,8 +94,10 @@ class CanaryAnalysisTrigger(BaseTrigger):
         intervals: int,
         step_s: float,
         rate_window: str,
+        outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
+        retry_s: float = BACKEND_RETRY_S,
     ) -> None:
-        super().__init__()
+        super().__init__(outage_limit_s=outage_limit_s, retry_s=retry_s)
         self.backend = backend
         self.metrics = metrics
         self.analysis = analysis
@@ -65,6 +121,7 @@ class CanaryAnalysisTrigger(BaseTrigger):
                 "intervals": self.intervals,
                 "step_s": self.step_s,
                 "rate_window": self.rate_window,
+                **self._outage_settings(),
             },
         )
 
@@ -73,49 +130,63 @@ class CanaryAnalysisTrigger(BaseTrigger):
 
         config = AnalysisConfig(**self.analysis)
         metric_configs = [MetricConfig(**{k: v for k, v in m.items() if k not in QUERY_FIELDS}) for m in self.metrics]
-        judged: list[Any] = []
         async with metrics_client_for(self.backend) as metrics:
-            async for event in self._judge(metrics, config, metric_configs, judged):
+            async for event in self._judge(metrics, config, metric_configs):
                 yield event
                 return
 
-    async def _judge(
-        self, metrics: Any, config: Any, metric_configs: list[Any], judged: list[Any]
-    ) -> AsyncIterator[TriggerEvent]:
+    async def _samples(self, metrics: Any, end: float) -> dict[str, tuple[list[float], list[float]]]:
+        samples = {}
+        for metric in self.metrics:
+            sides = []
+            for color in ("canary", "baseline"):
+                query = metrics.query(metric, **self.labels, color=color, window=self.rate_window)
+                sides.append(await metrics.series(query, end - self.interval_s, end, self.step_s))
+            samples[metric["name"]] = (sides[0], sides[1])
+        return samples
+
+    async def _judge(self, metrics: Any, config: Any, metric_configs: list[Any]) -> AsyncIterator[TriggerEvent]:
         from immutable.analysis import gate_decision, judge_interval
 
-        for number in range(1, self.intervals + 1):
-            end = self.start_at + number * self.interval_s
-            await asyncio.sleep(max(0.0, end - time.time()))
-            samples: dict[str, tuple[list[float], list[float]]] = {}
-            try:
-                for metric in self.metrics:
-                    sides = []
-                    for color in ("canary", "baseline"):
-                        query = metrics.query(metric, **self.labels, color=color, window=self.rate_window)
-                        sides.append(await metrics.series(query, end - self.interval_s, end, self.step_s))
-                    samples[metric["name"]] = (sides[0], sides[1])
-            except Exception as exc:  # the metrics backend itself failed: an Error, not a verdict
-                yield TriggerEvent(
-                    {
-                        "status": "error",
-                        "reason": f"metrics query failed: {exc}",
-                        "intervals": [r.as_dict() for r in judged],
-                    }
-                )
-                return
+        judged: list[Any] = []
+        window_start = self.start_at
+        probe = metrics.query(self.metrics[0], **self.labels, color="canary", window=self.rate_window)
+        while len(judged) < self.intervals:
+            end = window_start + self.interval_s
+            failure = await self._sleep_watching(metrics, probe, end, self.step_s)
+            if failure is None:
+                try:
+                    samples = await self._samples(metrics, end)
+                except Exception as exc:
+                    failure = exc
+            if failure is not None:  # the metrics backend itself failed: no evidence either way
+                recovered_at = await self._wait_for_backend(metrics, probe, self.step_s, failure)
+                if recovered_at is None:
+                    yield TriggerEvent(
+                        {
+                            "status": "error",
+                            "reason": f"metrics query failed for over {self.outage_limit_s:.0f}s: {failure}",
+                            "intervals": [r.as_dict() for r in judged],
+                        }
+                    )
+                    return
+                window_start = recovered_at
+                continue
             result = judge_interval(samples, metric_configs, config)
             judged.append(result)
             decision = gate_decision(judged, self.intervals, config)
-            self.log.info("interval %d/%d: score %.0f (%s)", number, self.intervals, result.score, decision.decision)
+            self.log.info(
+                "interval %d/%d: score %.0f (%s)", len(judged), self.intervals, result.score, decision.decision
+            )
             if decision.decision != "continue":
                 yield TriggerEvent(
                     {"status": decision.decision, "reason": decision.reason, "intervals": [r.as_dict() for r in judged]}
                 )
                 return
+            window_start = end
 
 
-class ThresholdGateTrigger(BaseTrigger):
+class ThresholdGateTrigger(_GateTrigger):
     """Watch the new color after a flip; fire at the first sustained breach or when the window ends."""
 
     def __init__(
@@ -129,8 +200,10 @@ class ThresholdGateTrigger(BaseTrigger):
         step_s: float,
         rate_window: str,
         failures_allowed: int,
+        outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
+        retry_s: float = BACKEND_RETRY_S,
     ) -> None:
-        super().__init__()
+        super().__init__(outage_limit_s=outage_limit_s, retry_s=retry_s)
         self.backend = backend
         self.checks = checks
         self.labels = labels
@@ -152,6 +225,7 @@ class ThresholdGateTrigger(BaseTrigger):
                 "step_s": self.step_s,
                 "rate_window": self.rate_window,
                 "failures_allowed": self.failures_allowed,
+                **self._outage_settings(),
             },
         )
 
@@ -172,8 +246,10 @@ class ThresholdGateTrigger(BaseTrigger):
         from immutable.gates import ThresholdState, evaluate, step
 
         state = ThresholdState()
-        for number in range(1, planned + 1):
-            at = self.start_at + number * self.step_s
+        evaluated = 0
+        at = self.start_at
+        while evaluated < planned:
+            at += self.step_s
             await asyncio.sleep(max(0.0, at - time.time()))
             values: dict[str, float | None] = {}
             try:
@@ -182,8 +258,16 @@ class ThresholdGateTrigger(BaseTrigger):
                     series = await metrics.series(query, at - lookback_s, at, self.step_s)
                     values[check["name"]] = series[-1] if series else None
             except Exception as exc:
-                yield TriggerEvent({"status": "error", "reason": f"metrics query failed: {exc}", **state.as_dict()})
-                return
+                probe = metrics.query(self.checks[0], **self.labels, window=self.rate_window)
+                recovered_at = await self._wait_for_backend(metrics, probe, self.step_s, exc)
+                if recovered_at is None:
+                    reason = f"metrics query failed for over {self.outage_limit_s:.0f}s: {exc}"
+                    yield TriggerEvent({"status": "error", "reason": reason, **state.as_dict()})
+                    return
+                # The next evaluation's look-back lies wholly after the outage.
+                at = recovered_at + lookback_s - self.step_s
+                continue
+            evaluated += 1
             state, verdict, reason = step(
                 state, evaluate(values, limits), failures_allowed=self.failures_allowed, evaluations_planned=planned
             )

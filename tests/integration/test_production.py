@@ -146,3 +146,55 @@ def test_the_rollback_dag_restores_the_previous_version(two_good_releases: dict[
         else:
             assert done["how"] == "flipped back to the kept color", done
     assert live_versions() == dict.fromkeys(REGIONS, "1.0.0")
+
+
+def test_prometheus_down_during_a_gate_is_waited_out_and_never_judged(two_good_releases: dict[str, Any]) -> None:
+    """Fault drill: Prometheus stops in the middle of a post-flip gate on the live (good) release. The
+    gate waits for it, judges no evaluation whose look-back overlaps the outage, and passes."""
+    from immutable.localctl import production_services
+    from immutable.pipelines.production import spec_for
+    from immutable.platforms import platform_for
+    from immutable.triggers import ThresholdGateTrigger
+
+    platform = platform_for()
+    region = "eu-west"
+    live = production().live(APP, region)
+    assert live is not None
+    spec = spec_for(platform, APP)
+    prometheus = next(s for s in production_services() if s.name == "prometheus")
+    trigger = ThresholdGateTrigger(
+        backend=platform.metrics.backend(APP, region),
+        checks=[c.model_dump() for c in spec.bluegreen.post_flip_checks],
+        labels={"app": APP, "region": region, "color": live["color"]},
+        start_at=time.time(),
+        window_s=20,
+        step_s=1,
+        rate_window=spec.canary.rate_window,
+        failures_allowed=2,
+        outage_limit_s=60,
+        retry_s=1,
+    )
+
+    async def gate_with_an_outage() -> tuple[dict[str, Any], float, float]:
+        async def first_event() -> dict[str, Any]:
+            async for event in trigger.run():
+                return dict(event.payload)
+            raise AssertionError("the trigger ended without an event")
+
+        gate = asyncio.create_task(first_event())
+        await asyncio.sleep(4)
+        await asyncio.to_thread(prometheus.stop)
+        stopped = time.time()
+        await asyncio.sleep(8)
+        await asyncio.to_thread(prometheus.start)
+        return await gate, stopped, time.time()
+
+    try:
+        event, stopped, restarted = asyncio.run(gate_with_an_outage())
+    finally:
+        prometheus.start()  # idempotent: the drill must not leave Prometheus down for the next tests
+    assert event["status"] == "pass", event
+    assert event["evaluations"] == 20
+    # No evaluation read missing data: the outage cost time, not evidence.
+    assert all(check["value"] is not None for row in event["history"] for check in row), event["history"]
+    assert restarted - stopped >= 8

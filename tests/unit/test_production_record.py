@@ -51,6 +51,54 @@ def test_one_lease_holder_at_a_time(production: LocalProduction) -> None:
     production.acquire("app", "r", "rollback-run")
 
 
+def test_a_lease_left_by_a_run_that_ended_is_taken_over_and_says_whose_it_was(
+    production: LocalProduction, caplog: pytest.LogCaptureFixture
+) -> None:
+    states = {"crashed-run": "failed", "live-run": "running"}
+    asked: list[tuple[str, str]] = []
+
+    def run_state(dag_id: str, run_id: str) -> str | None:
+        asked.append((dag_id, run_id))
+        return states.get(run_id)
+
+    production.acquire("app", "r", "live-run", dag_id="release_app", run_state=run_state)
+    with pytest.raises(LeaseHeld) as held:
+        production.acquire("app", "r", "rollback-run", dag_id="rollback_app", run_state=run_state)
+    message = str(held.value)
+    assert message.startswith(
+        "live-run is changing app's traffic in r: live-run of release_app (running) holds it since "
+    )
+    assert " UTC, 0 min ago" in message
+    assert asked == [("release_app", "live-run")]
+
+    production.release("app", "r", "live-run")
+    production.acquire("app", "r", "crashed-run", dag_id="release_app", run_state=run_state)
+    with caplog.at_level("WARNING"):
+        production.acquire("app", "r", "next-run", dag_id="release_app", run_state=run_state)
+    assert production.record("app", "r")["lease"]["holder"] == "next-run"
+    assert "the lease of crashed-run of release_app (since " in caplog.text
+    assert "was left by a run that has ended (failed)" in caplog.text
+
+
+def test_a_lease_whose_run_cannot_be_read_stands(production: LocalProduction) -> None:
+    production.acquire("app", "r", "gone-run", dag_id="release_app")
+    with pytest.raises(LeaseHeld, match=r"gone-run of release_app \(state unknown\) holds it"):
+        production.acquire("app", "r", "next-run", dag_id="release_app", run_state=lambda dag_id, run_id: None)
+
+
+def test_the_lease_decision() -> None:
+    from immutable.production_state import LEASE_STALE_S, lease_decision
+
+    lease = {"holder": "a", "dag_id": "release_x", "since": 1000.0}
+    assert lease_decision(None, "b", 2000.0, None)[0] == "take"
+    assert lease_decision(lease, "a", 2000.0, None) == ("take", "already ours")
+    assert lease_decision(lease, "b", 2000.0, "running")[0] == "held"
+    assert lease_decision(lease, "b", 2000.0, "queued")[0] == "held"
+    assert lease_decision(lease, "b", 2000.0, None)[0] == "held"
+    assert lease_decision(lease, "b", 2000.0, "success")[0] == "take"
+    assert lease_decision(lease, "b", 1000.0 + LEASE_STALE_S, "running")[0] == "take"
+
+
 def test_colors_alternate() -> None:
     assert other_color("blue") == "green"
     assert other_color("green") == "blue"

@@ -53,12 +53,58 @@ def _record_links(context: Any, found: dict[str, str]) -> None:
 GATE_LINKS = (PrometheusGraphLink(), LoadBalancerStatsLink(), RegistryImageLink())
 
 
-class CanaryGateOperator(BaseOperator):
+class _GateOperator(BaseOperator):
+    """A gate whose trigger never reported is a gate that could not judge: say why first, and retry."""
+
+    gate_name = "gate"
+    app: str
+
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
+
+        failure: Exception
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as exc:
+            failure = exc
+            cause = (
+                f"no event came from its trigger before the deferral timed out ({exc}). The triggerer was not "
+                "running it: the triggerer process is down or stalled (`make status` shows each Airflow "
+                "component's health)"
+            )
+        except TaskDeferralError as exc:
+            failure = exc
+            cause = f"its trigger failed in the triggerer: {exc}"
+        raise GateError(
+            "\n".join(
+                [
+                    f"The {self.gate_name} of {self.app} in {self.where()} could not judge: {cause}.",
+                    "Done about it: nothing; without a verdict production traffic stays as it is.",
+                    "Next: the gate is retried if it has retries left, judging afresh once a triggerer runs; "
+                    "else clear this task when the triggerer is back.",
+                ]
+            )
+        ) from failure
+
+
+def gate_timeout_s(planned_s: float, window_s: float) -> float:
+    """The deferral's timeout: the gate's own time, one metrics outage it may wait out (with the
+    window that follows it), and a margin."""
+    from immutable.triggers import BACKEND_OUTAGE_LIMIT_S
+
+    return planned_s + BACKEND_OUTAGE_LIMIT_S + window_s + GATE_MARGIN_S
+
+
+class CanaryGateOperator(_GateOperator):
     """Judge the canary against the freshly launched baseline (Kayenta-style) in the pilot region."""
 
     template_fields: Sequence[str] = ("app", "region", "canary")
     ui_color = "#f0e4a8"
     operator_extra_links = GATE_LINKS
+    gate_name = "canary analysis"
 
     def __init__(self, *, app: str, region: str, canary: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -67,6 +113,9 @@ class CanaryGateOperator(BaseOperator):
         self.app = app
         self.region = region
         self.canary = canary  # the prepare task's XCom: {"skipped": bool, ...}
+
+    def where(self) -> str:
+        return str(self.region)
 
     def execute(self, context: Any) -> Any:
         from immutable.triggers import CanaryAnalysisTrigger
@@ -112,7 +161,7 @@ class CanaryGateOperator(BaseOperator):
                 rate_window=settings.rate_window,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=planned_s + GATE_MARGIN_S),
+            timeout=timedelta(seconds=gate_timeout_s(planned_s, settings.interval_s)),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -167,20 +216,24 @@ def _failing_metrics(event: dict[str, Any]) -> list[str]:
     return [m["name"] for m in intervals[-1]["metrics"] if m.get("counted") and not m.get("passed")]
 
 
-class PostFlipGateOperator(BaseOperator):
+class PostFlipGateOperator(_GateOperator):
     """Watch the new color after the flip; on a breach flip back at once and remove the new color."""
 
     template_fields: Sequence[str] = ("app", "flipped")
     ui_color = "#c8e6c9"
     operator_extra_links = GATE_LINKS
+    gate_name = "post-flip gate"
 
     def __init__(self, *, app: str, flipped: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.flipped = flipped  # the flip task's XCom for one region
 
+    def where(self) -> str:
+        return str(self.flipped["region"]) if isinstance(self.flipped, dict) else "its region"
+
     def execute(self, context: Any) -> Any:
-        from immutable.triggers import ThresholdGateTrigger
+        from immutable.triggers import ThresholdGateTrigger, duration_s
 
         platform, spec = _platform_and_spec(self.app)
         settings = spec.bluegreen
@@ -218,7 +271,11 @@ class PostFlipGateOperator(BaseOperator):
                 failures_allowed=settings.post_flip_failures,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=settings.post_flip_warmup_s + settings.post_flip_window_s + GATE_MARGIN_S),
+            timeout=timedelta(
+                seconds=gate_timeout_s(
+                    settings.post_flip_warmup_s + settings.post_flip_window_s, duration_s(spec.canary.rate_window)
+                )
+            ),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:

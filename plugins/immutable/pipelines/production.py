@@ -31,6 +31,18 @@ def _context(app: str) -> tuple[Platform, AppSpec, ProductionState]:
     return platform, spec_for(platform, app), platform.production
 
 
+def run_state(dag_id: str, run_id: str) -> str | None:
+    """The Airflow state of another run (to know whether its lease is still used), or None if it cannot
+    be read (outside a task, or a run Airflow no longer knows): the lease then stands."""
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        return str(RuntimeTaskInstance.get_dagrun_state(dag_id, run_id))
+    except Exception as exc:
+        log.info("could not read the state of %s %s: %s", dag_id, run_id, exc)
+        return None
+
+
 def spec_for(platform: Platform, app: str) -> AppSpec:
     """The app's spec with the platform's timings, checked to have a query for every gate metric."""
     spec = app_spec(app)
@@ -73,7 +85,7 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
     """Launch the canary (new image) and a fresh baseline (production image) and give each a share."""
     platform, spec, production = _context(plan["app"])
     pilot = plan["waves"][0][0]
-    production.acquire(spec.name, pilot, run_id)
+    production.acquire(spec.name, pilot, run_id, dag_id=f"release_{spec.name}", run_state=run_state)
     live = production.live(spec.name, pilot)
     base = {"region": pilot, "canary_version": plan["version"], "canary_digest": baked["digest"]}
     if live is None:
@@ -121,12 +133,14 @@ def end_canary(app: str, pilot: str) -> dict[str, Any]:
 # --- blue/green -----------------------------------------------------------------------------
 
 
-def launch_new_color(plan: dict[str, Any], baked: dict[str, Any], region: str, run_id: str) -> dict[str, Any]:
+def launch_new_color(
+    plan: dict[str, Any], baked: dict[str, Any], region: str, run_id: str, *, dag_id: str = ""
+) -> dict[str, Any]:
     """Start the new color at full size on the new digest and check its health, without traffic."""
     from immutable.production_state import other_color
 
     platform, spec, production = _context(plan["app"])
-    production.acquire(spec.name, region, run_id)
+    production.acquire(spec.name, region, run_id, dag_id=dag_id or f"release_{spec.name}", run_state=run_state)
     _verify(platform, region, spec.repository, baked["digest"])
     live = production.live(spec.name, region)
     result = {"region": region, "version": plan["version"], "digest": baked["digest"], "previous": live}
@@ -260,7 +274,7 @@ def record_release(plan: dict[str, Any], baked: dict[str, Any]) -> dict[str, Any
 def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
     """Flip back to the kept color; past its window, redeploy the previous release by digest."""
     _, spec, production = _context(app)
-    production.acquire(app, region, run_id)
+    production.acquire(app, region, run_id, dag_id=f"rollback_{app}", run_state=run_state)
     try:
         live = production.live(app, region)
         if live is None:
@@ -284,7 +298,11 @@ def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
                 f"{app} in {region}: no kept color and no earlier release recorded; release the wanted version instead"
             )
         launched = launch_new_color(
-            {"app": app, "version": previous["version"]}, {"digest": previous["digest"]}, region, run_id
+            {"app": app, "version": previous["version"]},
+            {"digest": previous["digest"]},
+            region,
+            run_id,
+            dag_id=f"rollback_{app}",
         )
         flipped = flip({"app": app}, launched, run_id)
         return {"region": region, "how": "redeployed the previous release by digest", "from": live, "to": flipped}
