@@ -21,7 +21,46 @@ TIMEOUT_S = 30.0  # seconds; a local registry answers in milliseconds, a stuck o
 
 
 class RegistryError(RuntimeError):
-    pass
+    """A registry failed; the message starts with the cause (`cause`), then what was being done."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(f"{cause}: {message}" if cause else message)
+        self.cause = cause or message
+
+
+def error_cause(body: str, limit: int = 200) -> str:
+    """The root cause in a registry's error body, to say first. The distribution registry answers a
+    JSON document of errors whose message ends with the underlying Go error chain ("...: write
+    /var/lib/registry/...: no space left on device"), and whose detail may hold the same as a
+    structure ({"Op": "write", "Path": ..., "Err": "no space left on device"})."""
+    import json
+
+    chains: list[str] = []  # error texts, most telling first
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return body.strip()[:limit] or "no detail given"
+
+    def leaves(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                leaves(inner, str(name))
+        elif isinstance(value, list):
+            for inner in value:
+                leaves(inner, key)
+        elif isinstance(value, str) and key.lower() in ("err", "error", "cause"):
+            chains.append(value)
+
+    for error in errors:
+        if isinstance(error, dict):
+            leaves(error.get("detail"))
+            chains.append(str(error.get("message") or ""))
+    linked = [c for c in chains if ": " in c]
+    best = max(linked, key=lambda c: c.count(": ")) if linked else next((c for c in chains if c), "")
+    return best.rsplit(": ", 1)[-1].strip()[:limit] or "no detail given"
 
 
 class RegistryClient:
@@ -50,7 +89,8 @@ class RegistryClient:
         except httpx.HTTPError as exc:
             raise RegistryError(
                 f"registry {self.address} did not answer {method} {path}: {exc}. "
-                "Is it running? `make up` starts the local registries."
+                "Is it running? `make up` starts the local registries.",
+                cause=str(exc) or type(exc).__name__,
             ) from exc
 
     def ping(self) -> bool:
@@ -209,5 +249,9 @@ class RegistryClient:
 
     def _raise_for(self, response: Any, action: str) -> None:
         if response.status_code >= 400:
-            body = response.read()[:300].decode(errors="replace") if hasattr(response, "read") else ""
-            raise RegistryError(f"registry {self.address} refused to {action}: HTTP {response.status_code} {body}")
+            body = response.read()[:20_000].decode(errors="replace") if hasattr(response, "read") else ""
+            shown = body if len(body) <= 300 else body[:150] + " ... " + body[-150:]
+            raise RegistryError(
+                f"registry {self.address} refused to {action}: HTTP {response.status_code} {shown}",
+                cause=error_cause(body) if body else f"HTTP {response.status_code}",
+            )

@@ -108,8 +108,9 @@ def copy_with_retries(
             if attempt < attempts:
                 time.sleep(delay)
                 delay *= 2
+    cause = getattr(last, "cause", None) or str(last)
     raise CopyError(
-        f"copying {repository}@{digest} to region {region} (registry {target.address}) failed after "
-        f"{attempts} attempts: {last}. Check that the region's registry is up (`make status`), then clear "
-        "this task to retry; blobs already copied are not sent again."
+        f"{cause}: copying {repository}@{digest} to region {region} (registry {target.address}) failed after "
+        f"{attempts} attempts: {last}. Check that the region's registry is up and has room (`make status`), "
+        "then clear this task to retry; blobs already copied are not sent again."
     )
