@@ -14,9 +14,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from immutable.config import load_base_spec, load_platform, state_dir
 from immutable.local.services import Service, port_open
+from immutable.local.supervisor import COMPONENTS
 from immutable.paths import PROJECT_ROOT
 
 AIRFLOW_PORT = int(os.environ.get("IMMUTABLE_AIRFLOW_PORT", "8080"))
@@ -136,7 +138,11 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "immutable.sqlite_settings.CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "immutable.sqlite_settings.CONNECT_ARGS",
         "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
-        # standalone starts its scheduler, api-server and workers as `airflow ...` found on PATH
+        # What `airflow standalone` would choose (we supervise the components ourselves instead):
+        # one machine, local workers, the simple auth manager.
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        # the components start their workers as `airflow ...` found on PATH
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
     }
 
@@ -164,10 +170,11 @@ def airflow_ready() -> bool:
 
 
 def airflow_service() -> Service:
+    """Airflow's components under our supervisor (immutable.local.supervisor), which restarts one that dies."""
     airflow = str(Path(sys.executable).parent / "airflow")
     return Service(
         name="airflow",
-        argv=[airflow, "standalone"],
+        argv=[sys.executable, "-m", "immutable.local.supervisor", "--run-dir", str(run_dir()), "--airflow", airflow],
         run_dir=run_dir(),
         ready=airflow_ready,
         port=AIRFLOW_PORT,
@@ -244,10 +251,47 @@ def cmd_up(args: argparse.Namespace) -> None:
         reconcile_load_balancers()
 
 
+def airflow_health() -> dict[str, Any]:
+    """Airflow's own word on its components (their heartbeats), or {} when its API does not answer."""
+    import httpx
+
+    try:
+        response = httpx.get(f"http://127.0.0.1:{AIRFLOW_PORT}/api/v2/monitor/health", timeout=10)
+        return dict(response.json()) if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+def component_lines(health: dict[str, Any], supervised: dict[str, dict[str, Any]], now: float) -> list[str]:
+    """One line per Airflow component: its health as Airflow reports it, its pid and restarts."""
+    from datetime import datetime
+
+    lines = []
+    for name, key in (
+        ("api-server", None),
+        ("scheduler", "scheduler"),
+        ("dag-processor", "dag_processor"),
+        ("triggerer", "triggerer"),
+    ):
+        state = supervised.get(name, {})
+        if key is None:
+            said = "healthy (answers)" if health else "not answering"
+        else:
+            report = health.get(key) or {}
+            beat = next((v for k, v in report.items() if k.startswith("latest_") and v), None)
+            ago = f", heartbeat {now - datetime.fromisoformat(str(beat)).timestamp():.0f}s ago" if beat else ""
+            said = f"{report.get('status') or 'unknown'}{ago}" if health else "unknown (Airflow's API does not answer)"
+        process = f"pid {state['pid']}" if state.get("pid") else "not running"
+        restarts = state.get("restarts", 0)
+        last = f", last {state['last_exit']}" if state.get("last_exit") else ""
+        lines.append(f"airflow {name}: {said}; {process}, restarts {restarts}{last}")
+    return lines
+
+
 def cmd_airflow_up(_: argparse.Namespace) -> None:
     password = airflow_password()
     service = airflow_service()
-    say(f"airflow standalone: {service.start()}")
+    say(f"airflow (supervised: {', '.join(COMPONENTS)}): {service.start()}")
     say(f"Airflow UI: http://127.0.0.1:{AIRFLOW_PORT}  user: {AIRFLOW_USER}  password: {password}")
 
 
@@ -274,9 +318,14 @@ def cmd_down(_: argparse.Namespace) -> None:
 
 
 def cmd_status(_: argparse.Namespace) -> None:
+    from immutable.local.supervisor import read_status
+
     for service in [engine_service(), *registry_services(), *production_services(), airflow_service()]:
         pid = service.pid()
         say(f"{service.name}: {'running, pid ' + str(pid) if pid else 'not started by us'}")
+    if airflow_service().pid():
+        for line in component_lines(airflow_health(), read_status(run_dir()), time.time()):
+            say(line)
 
 
 def cmd_airflow_env(_: argparse.Namespace) -> None:

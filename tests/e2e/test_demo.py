@@ -67,15 +67,9 @@ def test_a_second_demo_reuses_what_is_there(demo: dict[str, Any], demo_env: dict
 
 @pytest.mark.changes_the_demo
 def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
-    from immutable.airflow_api import TERMINAL_RUN_STATES
-
     client = api(demo["password"])
     run_id = client.trigger_ok("release_sample", {"version": "1.3.0"})
-    deadline = time.monotonic() + 900
-    while client.task_states("release_sample", run_id).get("canary.analysis") != "deferred":
-        assert time.monotonic() < deadline, client.task_states("release_sample", run_id)
-        assert client.get(f"/dags/release_sample/dagRuns/{run_id}")["state"] not in TERMINAL_RUN_STATES
-        time.sleep(1)
+    wait_for_deferred_gate(client, run_id)
     # The gate waits in the triggerer: restart all of Airflow (scheduler, triggerer, workers) now.
     stopped = subprocess.run(
         [sys.executable, "-m", "immutable.localctl", "airflow-down"], env=demo_env, cwd=ROOT, capture_output=True
@@ -99,10 +93,54 @@ def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_
         assert versions == {"1.1.0", "1.3.0"}, (region, versions)
 
 
+def wait_for_deferred_gate(client: Any, run_id: str) -> None:
+    from immutable.airflow_api import TERMINAL_RUN_STATES
+
+    deadline = time.monotonic() + 900
+    while client.task_states("release_sample", run_id).get("canary.analysis") != "deferred":
+        assert time.monotonic() < deadline, client.task_states("release_sample", run_id)
+        assert client.get(f"/dags/release_sample/dagRuns/{run_id}")["state"] not in TERMINAL_RUN_STATES
+        time.sleep(1)
+
+
+@pytest.mark.changes_the_demo
+def test_a_killed_triggerer_comes_back_by_itself_and_the_good_release_passes(
+    demo: dict[str, Any], demo_env: dict[str, str]
+) -> None:
+    """Fault drill: `kill -9` of the triggerer while the canary gate waits in it. The supervisor
+    restarts it, the gate is judged by the new one, the release succeeds, and both the supervisor's
+    log and `make status` name what happened."""
+    import os
+    import signal
+
+    from immutable.local.supervisor import read_status
+
+    client = api(demo["password"])
+    run_id = client.trigger_ok("release_sample", {"version": "1.4.0"})
+    wait_for_deferred_gate(client, run_id)
+    before = read_status(STATE / "run")["triggerer"]
+    os.kill(int(before["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (now := read_status(STATE / "run")["triggerer"])["restarts"] <= before["restarts"] or not now["pid"]:
+        assert time.monotonic() < deadline, f"the triggerer was not restarted: {now}"
+        time.sleep(0.5)
+    assert now["pid"] != before["pid"]
+    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success"
+    assert client.task_states("release_sample", run_id)["canary.analysis"] == "success"
+    log = (STATE / "run" / "airflow.log").read_text()
+    assert "triggerer killed by signal 9 (SIGKILL) after" in log, log[-2000:]
+    status = make("status", demo_env)
+    assert re.search(
+        r"airflow triggerer: healthy, heartbeat \d+s ago; pid \d+, restarts [1-9]\d*, last killed by signal 9", status
+    ), status
+
+
 @pytest.mark.stops_the_demo
 def test_status_then_down_leaves_nothing_behind(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     status = make("status", demo_env)
     assert re.search(r"airflow: running, pid \d+", status), status
+    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        assert re.search(rf"airflow {component}: healthy.*; pid \d+, restarts \d+", status), status
     assert re.search(r"haproxy-eu-west: running, pid \d+|eu-west.*running, pid", status), status
     pids = [int(p.read_text()) for p in (STATE / "run").glob("*.pid")]
     groups = {pid: {p for p, (_, g) in _process_table().items() if g == pid} for pid in pids}

@@ -1,7 +1,7 @@
 """Start and stop the local platform's long-running processes, each in its own process group.
 
 A service is "ours" when its pid file exists and that process is alive. Stopping signals the
-whole process group, because some programs (`airflow standalone`) leave children behind when
+whole process group, because some programs (Airflow's components) leave children behind when
 only the parent is killed.
 """
 
@@ -135,11 +135,12 @@ class Service:
 
 
 def stop_process_group(pid: int, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop `pid`, its process group and every descendant (some start their own sessions)."""
+    """Stop `pid`, its process group and every descendant (some start their own sessions). A leader
+    that already died may have left its group behind: our services lead their own group (pgid = pid)."""
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
-        return
+        pgid = pid
     for sig in (signal.SIGTERM, signal.SIGKILL):
         targets = _members(pgid, pid)
         if not targets:
