@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,11 @@ os.environ.update(
     }
 )
 sys.path.insert(0, str(ROOT / "plugins"))
+
+
+SESSION_STARTED = time.time()
+TEST_PLATFORMS = ("test", "e2e", "compose")  # the platform files' local.instance of tests/, tests/e2e, tests/compose
+TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-test"]
 
 
 def require(service: str, available: bool, how: str) -> None:
@@ -101,6 +107,9 @@ def production_platform(local_platform: None) -> Iterator[None]:
     finally:
         for service in reversed(services):
             service.stop()
+        # The fleets the releases launched: nothing of the test platform outlives the session.
+        for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
+            container.remove(force=True)
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +128,55 @@ def base_candidate(local_platform: None, airflow_db: None) -> str:
     digest = build.manifest_digest(spec.repository, "candidate")
     assert digest is not None
     return digest
+
+
+def leftovers() -> list[str]:
+    """What the test platforms left running: fleets and containers, environment networks made during
+    this session, and processes of the test state folders' pid files. The demo's own are not looked at."""
+    from immutable.local.services import pid_alive
+
+    found = []
+    for state in TEST_STATE_DIRS:
+        for pid_file in (state / "run").glob("*.pid"):
+            try:
+                pid = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid_alive(pid):
+                found.append(f"process {pid} ({pid_file.relative_to(ROOT)})")
+    try:
+        from immutable.images.engine import docker_client
+        from immutable.localctl import engine_answers
+
+        if not engine_answers():
+            return found
+        client = docker_client()
+    except Exception:  # no engine: nothing of it can be left
+        return found
+    for platform in TEST_PLATFORMS:
+        for container in client.containers.list(all=True, filters={"label": f"io.immutable.platform={platform}"}):
+            found.append(f"container {container.name} (platform {platform})")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(SESSION_STARTED))
+    for container in client.containers.list(all=True, filters={"label": "io.immutable.managed=true"}):
+        created = str(container.attrs.get("Created", ""))[:19]
+        if created >= since and "io.immutable.platform" not in container.labels:
+            found.append(f"container {container.name} ({container.labels.get('io.immutable.role', 'managed')})")
+    for network in client.networks.list():
+        created = str(network.attrs.get("Created", ""))[:19]
+        if network.name.startswith(("immutable-dev-", "immutable-staging-")) and created >= since:
+            found.append(f"network {network.name}")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture's teardown: the suite must leave nothing of its platforms behind."""
+    if session.config.option.collectonly or exitstatus not in (0, 1):
+        return
+    left = leftovers()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "left behind by the tests (each fixture must remove what it started)", red=True)
+            for line in left:
+                reporter.write_line(f"  {line}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
