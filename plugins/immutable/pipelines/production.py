@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from immutable.app_spec import AppSpec, app_spec
+from immutable.payloads import Flipped, Launched
 from immutable.platforms import platform_for
 from immutable.rollout import RegionState, canary_shares, flip_steps, plan_rollback
 
@@ -145,7 +146,7 @@ def launch_new_color(
     live = production.live(spec.name, region)
     result = {"region": region, "version": plan["version"], "digest": baked["digest"], "previous": live}
     if live is not None and live["digest"] == baked["digest"]:
-        return result | {"color": live["color"], "already_live": True}
+        return Launched(**result, color=live["color"], already_live=True).dump()
     color = other_color(live["color"] if live else None)
     stale = production.members(spec.name, region, color)
     if stale and stale[0].digest != baked["digest"]:
@@ -162,16 +163,18 @@ def launch_new_color(
         version=plan["version"],
         size=spec.bluegreen.size,
     )
-    return result | {"color": color, "already_live": False}
+    return Launched(**result, color=color, already_live=False).dump()
 
 
 def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Move the region's traffic to the new color, in the spec's steps; the old color stays, idle."""
     _, spec, production = _context(plan["app"])
-    region, color, previous = launched["region"], launched["color"], launched["previous"]
-    flipped = {k: launched[k] for k in ("region", "color", "version", "digest", "previous")}
-    if launched["already_live"]:
-        return flipped | {"flipped": False}
+    launch = Launched.of(launched)
+    region, color = launch.region, launch.color
+    previous = launch.previous.dump() if launch.previous else None
+    fields = {k: getattr(launch, k) for k in ("region", "color", "version", "digest", "previous")}
+    if launch.already_live:
+        return Flipped(**fields, flipped=False).dump()
     started = time.monotonic()
     steps = flip_steps(color, previous["color"] if previous else None, spec.bluegreen.weight_steps)
     for number, shares in enumerate(steps, start=1):
@@ -182,15 +185,14 @@ def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[st
     production.note_flip(
         spec.name,
         region,
-        live={"color": color, "version": launched["version"], "digest": launched["digest"]},
+        live={"color": color, "version": launch.version, "digest": launch.digest},
         previous=previous,
         rollback_window_s=spec.bluegreen.rollback_window_s,
         run_id=run_id,
     )
-    log.info(
-        "%s %s: flipped to %s (%s) in %.1fs", spec.name, region, color, launched["version"], time.monotonic() - started
-    )
-    return flipped | {"flipped": True, "flip_s": time.monotonic() - started}
+    flip_s = time.monotonic() - started
+    log.info("%s %s: flipped to %s (%s) in %.1fs", spec.name, region, color, launch.version, flip_s)
+    return Flipped(**fields, flipped=True, flip_s=flip_s).dump()
 
 
 def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
