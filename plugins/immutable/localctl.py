@@ -279,7 +279,9 @@ def component_lines(health: dict[str, Any], supervised: dict[str, dict[str, Any]
         else:
             report = health.get(key) or {}
             beat = next((v for k, v in report.items() if k.startswith("latest_") and v), None)
-            ago = f", heartbeat {now - datetime.fromisoformat(str(beat)).timestamp():.0f}s ago" if beat else ""
+            ago = (
+                f", heartbeat {max(0.0, now - datetime.fromisoformat(str(beat)).timestamp()):.0f}s ago" if beat else ""
+            )
             said = f"{report.get('status') or 'unknown'}{ago}" if health else "unknown (Airflow's API does not answer)"
         process = f"pid {state['pid']}" if state.get("pid") else "not running"
         restarts = state.get("restarts", 0)

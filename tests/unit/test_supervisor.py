@@ -74,3 +74,31 @@ def test_the_back_off_grows_while_a_component_keeps_dying_and_resets_after_a_ste
     assert next_backoff(STEADY_AFTER_S, 32.0) == BACKOFF_FIRST_S
     assert exit_cause(-9) == "killed by signal 9 (SIGKILL)"
     assert exit_cause(3) == "exited with code 3"
+
+
+def test_status_shows_each_component_as_airflow_reports_it_with_pid_and_restarts() -> None:
+    from immutable.localctl import component_lines
+
+    health = {
+        "metadatabase": {"status": "healthy"},
+        "scheduler": {"status": "healthy", "latest_scheduler_heartbeat": "2026-11-30T10:00:00+00:00"},
+        "triggerer": {"status": "unhealthy", "latest_triggerer_heartbeat": "2026-11-30T09:59:00+00:00"},
+        "dag_processor": {"status": "healthy", "latest_dag_processor_heartbeat": "2026-11-30T10:00:05+00:00"},
+    }
+    supervised = {
+        "api-server": {"pid": 10, "restarts": 0},
+        "scheduler": {"pid": 11, "restarts": 0},
+        "dag-processor": {"pid": 12, "restarts": 0},
+        "triggerer": {"pid": None, "restarts": 3, "last_exit": "killed by signal 9 (SIGKILL)"},
+    }
+    now = 1796032803.0  # 2026-11-30T10:00:03Z
+    assert component_lines(health, supervised, now) == [
+        "airflow api-server: healthy (answers); pid 10, restarts 0",
+        "airflow scheduler: healthy, heartbeat 3s ago; pid 11, restarts 0",
+        "airflow dag-processor: healthy, heartbeat 0s ago; pid 12, restarts 0",
+        "airflow triggerer: unhealthy, heartbeat 63s ago; not running, restarts 3, last killed by signal 9 (SIGKILL)",
+    ]
+    assert (
+        component_lines({}, {}, now)[1]
+        == "airflow scheduler: unknown (Airflow's API does not answer); not running, restarts 0"
+    )
