@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from immutable.local.services import pid_alive
 from immutable.local.supervisor import (
@@ -85,7 +86,7 @@ def test_status_shows_each_component_as_airflow_reports_it_with_pid_and_restarts
         "triggerer": {"status": "unhealthy", "latest_triggerer_heartbeat": "2026-11-30T09:59:00+00:00"},
         "dag_processor": {"status": "healthy", "latest_dag_processor_heartbeat": "2026-11-30T10:00:05+00:00"},
     }
-    supervised = {
+    supervised: dict[str, dict[str, Any]] = {
         "api-server": {"pid": 10, "restarts": 0},
         "scheduler": {"pid": 11, "restarts": 0},
         "dag-processor": {"pid": 12, "restarts": 0},
