@@ -212,7 +212,9 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
         @task(
             multiple_outputs=False,
-            retries=0,
+            # Safe to retry: each step sets absolute shares, so a worker lost between two steps is
+            # followed by the same steps again, from the first.
+            retries=1,
             doc_md="Move the load balancer's weight to the new color (in steps); the old color stays, idle.",
         )
         def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict[str, Any]:

@@ -51,25 +51,43 @@ def flip_steps(new_color: str, previous_color: str | None, weight_steps: list[fl
 class RegionState:
     """What a region runs for an app, as read from the platform, for the rollback planner."""
 
-    live_color: str | None
-    live_digest: str | None
-    live_run_id: str | None  # the run that flipped the live color in, per the production record
+    shares: dict[str, float]  # color -> share of the region's traffic, from the load balancer
     fleet_digests: dict[str, str]  # color -> digest of each fleet that exists (blue, green, canary, baseline)
+    recorded_live: dict[str, str] | None  # the record's live color: {"color", "digest", "run_id"}
+    recorded_previous: dict[str, str] | None  # the record's kept color: {"color", "digest"}
+    lease_holder: str | None  # the run that holds the app's lease in the region
 
 
 @dataclass(frozen=True)
 class RollbackAction:
-    flip_back: bool  # this run flipped the region: traffic goes back to the kept color
-    remove: tuple[str, ...]  # fleets of this release that exist but take no traffic, to remove
+    back_to: str | None  # the color that takes all the traffic again; None: leave the traffic as it is
+    note_flip_back: bool  # the record named this run's color live: restore the record too
+    remove: tuple[str, ...]  # fleets of this release (and canaries) to remove
+    why: str
+    leaves_region: bool = False  # no earlier release runs here: removing this run's fleets takes the app out
 
 
 def plan_rollback(state: RegionState, *, digest: str, run_id: str) -> RollbackAction:
-    """After a failed release: a region this run flipped goes back; elsewhere only what this run
-    launched and never took traffic goes (never the live color, never another release's fleet)."""
-    if state.live_digest == digest and state.live_run_id == run_id:
-        return RollbackAction(flip_back=True, remove=())
-    remove = tuple(
-        color for color in ("blue", "green") if state.fleet_digests.get(color) == digest and state.live_color != color
-    )
-    remove += tuple(color for color in ("canary", "baseline") if color in state.fleet_digests)
-    return RollbackAction(flip_back=False, remove=remove)
+    """After a failed release, per region: traffic back to what was live before this run, and what this
+    run launched removed; never the live color of another run, never another release's fleet.
+
+    Three cases: this run's flip completed (the record names its color live): back to the kept color;
+    the flip was interrupted halfway (this run holds the lease and its color takes some traffic, but
+    the record still names the old color): back to the recorded live color; this run never moved
+    traffic here: only its idle fleets go."""
+    ours = [c for c in ("blue", "green") if state.fleet_digests.get(c) == digest]
+    canaries = tuple(c for c in ("canary", "baseline") if c in state.fleet_digests)
+    serving = [c for c in ours if state.shares.get(c, 0) > 0]
+    live = state.recorded_live or {}
+    completed = bool(serving) and live.get("run_id") == run_id and live.get("color") in serving
+    interrupted = bool(serving) and not completed and state.lease_holder == run_id
+    if not completed and not interrupted:
+        idle = tuple(c for c in ours if c not in serving)
+        return RollbackAction(None, False, idle + canaries, "this run moved no traffic here")
+    target = (state.recorded_previous if completed else state.recorded_live) or {}
+    color = target.get("color")
+    if color and color not in ours and state.fleet_digests.get(color) == target.get("digest"):
+        how = "its flip completed" if completed else "its flip was interrupted halfway"
+        return RollbackAction(color, completed, tuple(ours) + canaries, f"{how}: back to {color}")
+    # No earlier release still runs here (a first release): the app leaves the region, as it was before.
+    return RollbackAction(None, False, tuple(ours) + canaries, "no earlier release runs here", leaves_region=True)

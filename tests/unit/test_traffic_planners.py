@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from immutable.rollout import RegionState, RollbackAction, canary_shares, flip_steps, plan_rollback
+from immutable.rollout import RegionState, canary_shares, flip_steps, plan_rollback
 
 NEW, OLD = "sha256:" + "b" * 64, "sha256:" + "a" * 64
 
@@ -27,25 +29,67 @@ def test_a_first_release_has_no_previous_color_to_share_with() -> None:
     assert flip_steps("blue", None, [50, 100]) == [{"blue": 50}, {"blue": 100}]
 
 
-def test_a_region_this_run_flipped_is_flipped_back() -> None:
-    state = RegionState("green", NEW, "run-1", {"blue": OLD, "green": NEW})
-    assert plan_rollback(state, digest=NEW, run_id="run-1") == RollbackAction(flip_back=True, remove=())
+OLD_LIVE = {"color": "blue", "digest": OLD, "run_id": "run-0"}
+
+
+def region(shares: dict[str, float], fleets: dict[str, str], live: Any, previous: Any, lease: str | None) -> Any:
+    return RegionState(shares, fleets, live, previous, lease)
+
+
+def test_a_region_this_run_flipped_goes_back_to_the_kept_color() -> None:
+    state = region(
+        {"green": 100},
+        {"blue": OLD, "green": NEW},
+        {"color": "green", "digest": NEW, "run_id": "run-1"},
+        {"color": "blue", "digest": OLD},
+        "run-1",
+    )
+    action = plan_rollback(state, digest=NEW, run_id="run-1")
+    assert (action.back_to, action.note_flip_back, action.remove) == ("blue", True, ("green",))
+
+
+def test_a_flip_interrupted_halfway_goes_back_to_the_recorded_live_color() -> None:
+    """The worker died between the weight steps: half the traffic on the new color, and the record
+    still names the old one live (the flip had not finished); the kept color was replaced by ours."""
+    state = region({"blue": 50, "green": 50}, {"blue": OLD, "green": NEW}, OLD_LIVE, None, "run-1")
+    action = plan_rollback(state, digest=NEW, run_id="run-1")
+    assert (action.back_to, action.note_flip_back, action.remove) == ("blue", False, ("green",))
+    assert "interrupted halfway" in action.why
 
 
 def test_a_region_another_run_flipped_to_the_same_digest_is_left_alone() -> None:
-    state = RegionState("green", NEW, "run-0", {"blue": OLD, "green": NEW})
-    assert plan_rollback(state, digest=NEW, run_id="run-1") == RollbackAction(flip_back=False, remove=())
+    state = region(
+        {"green": 100},
+        {"blue": OLD, "green": NEW},
+        {"color": "green", "digest": NEW, "run_id": "run-0"},
+        {"color": "blue", "digest": OLD},
+        "run-0",
+    )
+    action = plan_rollback(state, digest=NEW, run_id="run-1")
+    assert (action.back_to, action.remove) == (None, ())
 
 
 def test_a_launched_color_that_never_took_traffic_and_the_canaries_are_removed() -> None:
-    state = RegionState("blue", OLD, "run-0", {"blue": OLD, "green": NEW, "canary": NEW, "baseline": OLD})
+    state = region(
+        {"blue": 80, "canary": 10, "baseline": 10},
+        {"blue": OLD, "green": NEW, "canary": NEW, "baseline": OLD},
+        OLD_LIVE,
+        None,
+        "run-1",
+    )
     action = plan_rollback(state, digest=NEW, run_id="run-1")
-    assert action == RollbackAction(flip_back=False, remove=("green", "canary", "baseline"))
+    assert (action.back_to, action.remove) == (None, ("green", "canary", "baseline"))
 
 
 def test_the_live_color_and_another_releases_kept_color_are_never_removed() -> None:
-    state = RegionState("blue", OLD, "run-0", {"blue": OLD, "green": "sha256:" + "c" * 64})
-    assert plan_rollback(state, digest=NEW, run_id="run-1") == RollbackAction(flip_back=False, remove=())
+    state = region({"blue": 100}, {"blue": OLD, "green": "sha256:" + "c" * 64}, OLD_LIVE, None, "run-1")
+    assert plan_rollback(state, digest=NEW, run_id="run-1").remove == ()
+
+
+def test_a_failed_first_release_takes_the_app_out_of_the_region_as_it_was() -> None:
+    state = region({"blue": 100}, {"blue": NEW}, {"color": "blue", "digest": NEW, "run_id": "run-1"}, None, "run-1")
+    action = plan_rollback(state, digest=NEW, run_id="run-1")
+    assert (action.back_to, action.remove, action.leaves_region) == (None, ("blue",), True)
 
 
 def test_an_unknown_platform_or_metrics_backend_is_named_with_the_known_ones() -> None:

@@ -213,34 +213,43 @@ def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
 
 
 def rollback_release(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
-    """After any failure: every region this run flipped goes back; new fleets and canaries go."""
+    """After any failure: every region this run flipped (wholly or halfway) goes back to what was live
+    before; the fleets this run launched and the canaries go (`rollout.plan_rollback` decides)."""
     app = plan["app"]
     _, _, production = _context(app)
     undone: dict[str, str] = {}
     for region in plan["regions"]:
-        live = production.live(app, region)
         fleets = {}
         for color in ("blue", "green", "canary", "baseline"):
             members = production.members(app, region, color)
             if members:
                 fleets[color] = members[0].digest
+        record = production.record(app, region)
         state = RegionState(
-            live_color=live["color"] if live else None,
-            live_digest=live["digest"] if live else None,
-            live_run_id=(production.record(app, region).get("live") or {}).get("run_id"),
+            shares=production.shares(app, region),
             fleet_digests=fleets,
+            recorded_live=record.get("live"),
+            recorded_previous=record.get("previous"),
+            lease_holder=(record.get("lease") or {}).get("holder"),
         )
         action = plan_rollback(state, digest=baked["digest"], run_id=run_id)
-        if action.flip_back and live is not None:
-            kept = production.kept(app, region)
-            undone[region] = flip_back(
-                app,
-                {"region": region, "color": live["color"], "version": plan["version"], "previous": kept},
-                reason="the release failed",
+        done = []
+        if action.back_to is not None:
+            production.set_shares(app, region, {action.back_to: 100})
+            done.append(f"traffic went back to {action.back_to} ({action.why})")
+        if action.note_flip_back:
+            back = record.get("previous") or {}
+            production.note_flip_back(
+                app, region, live={k: back[k] for k in ("color", "version", "digest") if k in back}
             )
-            continue
-        removed = [name for color in action.remove for name in production.fleets.destroy(app, region, color)]
-        undone[region] = f"removed {removed}" if removed else "nothing of this release took traffic here"
+        removed = [
+            name
+            for color in action.remove
+            for name in production.fleets.destroy(app, region, color, force=action.leaves_region)
+        ]
+        if removed:
+            done.append(f"removed {removed}")
+        undone[region] = "; ".join(done) if done else "nothing of this release took traffic here"
     log.warning("rolled back: %s", undone)
     return undone
 
