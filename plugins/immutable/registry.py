@@ -30,9 +30,9 @@ class RegistryError(RuntimeError):
 
 def error_cause(body: str, limit: int = 200) -> str:
     """The root cause in a registry's error body, to say first. The distribution registry answers a
-    JSON document of errors whose message ends with the underlying Go error chain ("...: write
-    /var/lib/registry/...: no space left on device"), and whose detail may hold the same as a
-    structure ({"Op": "write", "Path": ..., "Err": "no space left on device"})."""
+    JSON document of errors ({"code": "UNKNOWN", "message": "unknown error", "detail": ...}) whose
+    detail holds the underlying Go error chain, as a string ("write /var/lib/registry/...: no space
+    left on device", measured on a full disk) or as a structure ({"Op": "write", "Err": ...})."""
     import json
 
     chains: list[str] = []  # error texts, most telling first
@@ -56,7 +56,10 @@ def error_cause(body: str, limit: int = 200) -> str:
 
     for error in errors:
         if isinstance(error, dict):
-            leaves(error.get("detail"))
+            detail = error.get("detail")
+            if isinstance(detail, str):  # "write /var/lib/registry/...: no space left on device"
+                chains.append(detail)
+            leaves(detail)
             chains.append(str(error.get("message") or ""))
     linked = [c for c in chains if ": " in c]
     best = max(linked, key=lambda c: c.count(": ")) if linked else next((c for c in chains if c), "")

@@ -40,11 +40,11 @@ def canary_shares(live_color: str, share_percent: float) -> dict[str, float]:
 
 
 def flip_steps(new_color: str, previous_color: str | None, weight_steps: list[float]) -> list[dict[str, float]]:
-    """The load balancer's shares at each step of a blue/green flip; the last step gives the new color all."""
-    return [
-        {new_color: weight} | ({previous_color: 100 - weight} if previous_color and weight < 100 else {})
-        for weight in weight_steps
-    ]
+    """The load balancer's shares at each step of a blue/green flip; the last step gives the new color all.
+    With no previous color (a first release) there is nothing to share with: one step, all traffic."""
+    if previous_color is None:
+        return [{new_color: 100.0}]
+    return [{new_color: weight} | ({previous_color: 100 - weight} if weight < 100 else {}) for weight in weight_steps]
 
 
 @dataclass(frozen=True)

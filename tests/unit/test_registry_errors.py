@@ -35,6 +35,25 @@ FULL_DISK = json.dumps(
 )
 
 
+# What the distribution registry 2.8 answered on a full disk in the drill (tests/integration), path shortened.
+MEASURED_FULL_DISK = json.dumps(
+    {
+        "errors": [
+            {
+                "code": "UNKNOWN",
+                "message": "unknown error",
+                "detail": "write /var/lib/registry/docker/registry/v2/repositories/immutable/base/_uploads/"
+                "57b30b98-bafd-4a54-921f-0aed08ae64c6/data: no space left on device",
+            }
+        ]
+    }
+)
+
+
+def test_the_measured_full_disk_answer_is_named_by_its_cause() -> None:
+    assert error_cause(MEASURED_FULL_DISK) == "no space left on device"
+
+
 def test_a_full_disk_is_named_first() -> None:
     assert error_cause(FULL_DISK) == "no space left on device"
     error = RegistryError(f"registry 127.0.0.1:5602 refused to upload blob: HTTP 500 {FULL_DISK}", cause="x")

@@ -26,7 +26,10 @@ def test_a_flip_moves_weight_step_by_step_and_ends_with_the_new_color_alone() ->
 
 
 def test_a_first_release_has_no_previous_color_to_share_with() -> None:
-    assert flip_steps("blue", None, [50, 100]) == [{"blue": 50}, {"blue": 100}]
+    """Every step's shares sum to 100: with nobody to share with, the new color takes all at once."""
+    assert flip_steps("blue", None, [50, 100]) == [{"blue": 100}]
+    for steps in (flip_steps("green", "blue", [10, 50, 100]), flip_steps("blue", None, [25, 100])):
+        assert all(sum(shares.values()) == 100 for shares in steps), steps
 
 
 OLD_LIVE = {"color": "blue", "digest": OLD, "run_id": "run-0"}
