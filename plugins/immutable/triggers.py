@@ -170,7 +170,8 @@ class CanaryAnalysisTrigger(_GateTrigger):
                         }
                     )
                     return
-                window_start = recovered_at
+                # A backend back from an outage has no samples yet for its first rate window.
+                window_start = recovered_at + duration_s(self.rate_window)
                 continue
             result = judge_interval(samples, metric_configs, config)
             judged.append(result)
@@ -264,8 +265,9 @@ class ThresholdGateTrigger(_GateTrigger):
                     reason = f"metrics query failed for over {self.outage_limit_s:.0f}s: {exc}"
                     yield TriggerEvent({"status": "error", "reason": reason, **state.as_dict()})
                     return
-                # The next evaluation's look-back lies wholly after the outage.
-                at = recovered_at + lookback_s - self.step_s
+                # The next evaluation's look-back lies wholly after the outage, and after the first rate
+                # window the backend needs to compute a rate again.
+                at = recovered_at + 2 * lookback_s - self.step_s
                 continue
             evaluated += 1
             state, verdict, reason = step(

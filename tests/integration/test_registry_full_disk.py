@@ -21,7 +21,7 @@ from tests.conftest import require
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform")]
 
 DRILL_PORT = 5695  # beside the test platform's registries (5600-5603)
-DISK_MIB = 96  # the region registry's disk: larger than the image's small blobs, filled up before the copy
+DISK_MARGIN_MIB = 32  # on top of twice the image: what arrived, the failed attempts' partial uploads, the rest
 BIG_BLOB_BYTES = 2 * 2**20  # the copy should run out of space on the first blob at least this large
 
 
@@ -30,16 +30,20 @@ def run(*argv: str) -> None:
 
 
 @pytest.fixture()
-def small_disk_registry(tmp_path: Path) -> Iterator[tuple[object, Path]]:
+def small_disk_registry(base_candidate: str, tmp_path: Path) -> Iterator[tuple[object, Path]]:
+    from immutable.config import load_base_spec, load_platform
     from immutable.local.services import Service, port_open
     from immutable.localctl import REGISTRY_CONFIG, registry_binary
     from immutable.registry import RegistryClient
 
     require("root, for a loop-mounted file system", os.geteuid() == 0, "run the drill as root (CI does)")
+    manifest = RegistryClient(load_platform().build_registry).manifest(load_base_spec().repository, base_candidate)
+    assert manifest is not None
+    image_bytes = sum(b["size"] for b in [manifest["config"], *manifest["layers"]])
     image, mount = tmp_path / "disk.img", tmp_path / "storage"
     mount.mkdir()
     with image.open("wb") as disk:
-        disk.truncate(DISK_MIB * 2**20)
+        disk.truncate(2 * image_bytes + DISK_MARGIN_MIB * 2**20)
     run("mkfs.ext4", "-q", "-m", "0", str(image))  # no blocks kept for root: the registry runs as root here
     run("mount", "-o", "loop", str(image), str(mount))
     config = tmp_path / "config.yml"
@@ -86,7 +90,7 @@ def test_a_full_registry_fails_with_the_cause_first_then_recovers_without_resend
     free = stats.f_bavail * stats.f_frsize
     # Room for every blob before the big one (and the registry's small files), and half the big one.
     room = before_big + 2**20 + blobs[big]["size"] // 2
-    assert free > room, f"the drill disk ({DISK_MIB} MiB) is too small for this image: {free} < {room}"
+    assert free > room, f"the drill disk is too small for this image: {free} < {room}"
     filler = mount / "filler"
     with filler.open("wb") as out:
         os.posix_fallocate(out.fileno(), 0, free - room)
