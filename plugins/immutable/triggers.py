@@ -7,7 +7,8 @@ triggerer restart carries on where the gate was, judging the intervals already p
 
 A metrics backend that stops answering is not evidence about the release: the gate waits for it
 (up to `outage_limit_s`), never judges a window that overlaps the outage (it would read as missing
-data), and starts its next window when the backend answers again. Past the limit it fires an
+data), and starts its next window one rate window after the backend answers again (it needs that
+long to compute a rate). Past the limit it fires an
 "error" event, which the operator turns into a retry, never into a verdict.
 """
 
