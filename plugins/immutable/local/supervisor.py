@@ -108,12 +108,7 @@ class Supervisor:
             )
         component.pid = component.process.pid
         component.started_at = time.time()
-        log.info(
-            "%s started (pid %d)%s",
-            component.name,
-            component.pid,
-            f", restart {component.restarts}" * bool(component.restarts),
-        )
+        log.info("%s started (pid %d, restarts so far: %d)", component.name, component.pid, component.restarts)
 
     def reap(self, component: Component, code: int) -> None:
         now = time.time()

@@ -51,10 +51,6 @@ def spec_for(platform: Platform, app: str) -> AppSpec:
     return spec.for_platform(platform.config)
 
 
-def _verify(platform: Platform, region: str, repository: str, digest: str) -> dict[str, str]:
-    return platform.images.verify_in(region, repository, digest)
-
-
 def live_version(app: str, region: str) -> str | None:
     """The version taking traffic in `region`, read from the platform, or None."""
     _, _, production = _context(app)
@@ -96,7 +92,7 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
         return base | {"skipped": True, "reason": f"{baked['digest']} is already live in {pilot}"}
     settings = spec.canary
     for digest in (baked["digest"], live["digest"]):
-        _verify(platform, pilot, spec.repository, digest)
+        platform.images.verify_in(pilot, spec.repository, digest)
     for color, digest, version in (
         ("baseline", live["digest"], live["version"]),
         ("canary", baked["digest"], plan["version"]),
@@ -142,7 +138,7 @@ def launch_new_color(
 
     platform, spec, production = _context(plan["app"])
     production.acquire(spec.name, region, run_id, dag_id=dag_id or f"release_{spec.name}", run_state=run_state)
-    _verify(platform, region, spec.repository, baked["digest"])
+    platform.images.verify_in(region, spec.repository, baked["digest"])
     live = production.live(spec.name, region)
     result = {"region": region, "version": plan["version"], "digest": baked["digest"], "previous": live}
     if live is not None and live["digest"] == baked["digest"]:
