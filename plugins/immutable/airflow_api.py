@@ -6,11 +6,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from immutable.sqlite_settings import SQLITE_BUSY_TIMEOUT_S
+
 TERMINAL_RUN_STATES = {"success", "failed"}
 POLL_S = 2.0  # seconds between polls of a running DAG run
 # A busy SQLite metadata database answers HTTP 500 ("database is locked") now and then; such a
 # request is tried again, with this many seconds between tries.
 SERVER_ERROR_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
+# The API server's own writer may wait up to SQLITE_BUSY_TIMEOUT_S for the database lock (the
+# dag-processor writes every DAG at start); a client that gave up sooner would fail a request the
+# server was about to answer.
+REQUEST_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_S + 30.0
 
 
 class AirflowApiError(RuntimeError):
@@ -22,22 +28,27 @@ class AirflowApi:
         import httpx
 
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=30.0, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT_S, transport=transport)
         response = self._http.post("/auth/token", json={"username": username, "password": password})
         if response.status_code not in (200, 201):
             raise AirflowApiError(f"login to {self.base_url} as {username} failed: HTTP {response.status_code}")
         self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One API call; a server error (HTTP 5xx) is tried again a few times. Only for requests
-        that are safe to repeat: a trigger names its run, so a repeat cannot make a second one."""
-        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        """One API call; a server error (HTTP 5xx) or a request that timed out is tried again a few
+        times. Only for requests that are safe to repeat: a trigger names its run, so a repeat
+        cannot make a second one."""
+        import httpx
+
         for pause_s in SERVER_ERROR_BACKOFF_S:
-            if response.status_code < 500:
-                break
+            try:
+                response = self._http.request(method, f"/api/v2{path}", **kwargs)
+                if response.status_code < 500:
+                    return response
+            except httpx.TimeoutException:
+                pass
             time.sleep(pause_s)
-            response = self._http.request(method, f"/api/v2{path}", **kwargs)
-        return response
+        return self._http.request(method, f"/api/v2{path}", **kwargs)  # the last try's answer or error
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.request("GET", path, params=params or None)

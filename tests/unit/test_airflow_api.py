@@ -110,3 +110,31 @@ def test_a_server_that_keeps_failing_is_reported(monkeypatch: pytest.MonkeyPatch
     api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(broken))
     with pytest.raises(AirflowApiError, match="HTTP 500 database is locked"):
         api.get("/dags")
+
+
+def test_a_request_the_server_was_too_busy_to_answer_in_time_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in CI: right after start, the dag-processor's writes held SQLite's lock long enough
+    that the demo's unpause timed out on the client side and the demo stopped."""
+    import immutable.airflow_api
+
+    monkeypatch.setattr(immutable.airflow_api, "SERVER_ERROR_BACKOFF_S", (0.0, 0.0))
+    patches: list[str] = []
+
+    def slow_then_fine(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        patches.append(request.url.path)
+        if len(patches) == 1:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(200, json={"dag_id": "base_image", "is_paused": False})
+
+    api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(slow_then_fine))
+    api.unpause("base_image")
+    assert patches == ["/api/v2/dags/base_image", "/api/v2/dags/base_image"]
+
+
+def test_the_client_waits_longer_than_the_servers_database_lock() -> None:
+    from immutable.airflow_api import REQUEST_TIMEOUT_S
+    from immutable.sqlite_settings import SQLITE_BUSY_TIMEOUT_S
+
+    assert REQUEST_TIMEOUT_S > SQLITE_BUSY_TIMEOUT_S
