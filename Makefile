@@ -22,10 +22,11 @@ airflow-up: up
 demo: airflow-up
 	@$(PY) -m immutable.demo
 
-# The tests start their own registries on their own ports (tests/platform.yaml).
-test: engine
+# The tests start their own registries on their own ports (tests/platform.yaml). A Docker engine
+# started for them is stopped after them.
+test: setup
 	@$(MAKE) --no-print-directory lint
-	@.venv/bin/pytest
+	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
@@ -56,5 +57,5 @@ compose-status: setup
 	@$(PY) -m immutable.compose status
 
 # Its own platform, ports and compose project (tests/compose/); about 8 minutes on a 2-core machine (one region).
-compose-test: engine
-	@.venv/bin/pytest tests/compose
+compose-test: setup
+	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest tests/compose

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,10 +47,25 @@ def engine_answers() -> bool:
         return False
 
 
+ENGINE_WITHOUT_LIVE_RESTORE = (
+    " (not started by us, and without live-restore: the fleets would stop whenever it restarts;"
+    ' set "live-restore": true and "userland-proxy": false in its daemon.json)'
+)
+
+
+def engine_keeps_containers() -> bool:
+    import docker
+
+    return bool(docker.from_env(timeout=5).info().get("LiveRestoreEnabled"))
+
+
 def engine_service() -> Service:
     return Service(
         name="dockerd",
-        argv=["dockerd", "--host=unix:///var/run/docker.sock"],
+        # --live-restore: the fleets keep running while the engine restarts. --userland-proxy=false:
+        # their published ports are kernel NAT rules that outlive the engine, not docker-proxy
+        # processes that die with it (users' requests would fail until it came back).
+        argv=["dockerd", "--host=unix:///var/run/docker.sock", "--live-restore", "--userland-proxy=false"],
         run_dir=run_dir(),
         ready=engine_answers,
         ready_timeout_s=90,
@@ -58,7 +74,7 @@ def engine_service() -> Service:
 
 def ensure_engine() -> None:
     if engine_answers():
-        say("docker engine: answering")
+        say(f"docker engine: answering{'' if engine_keeps_containers() else ENGINE_WITHOUT_LIVE_RESTORE}")
         return
     if shutil.which("dockerd") is None or os.geteuid() != 0:
         sys.exit(
@@ -195,6 +211,20 @@ def cmd_engine(_: argparse.Namespace) -> None:
     ensure_engine()
     say(f"upstream image: {ensure_upstream(load_base_spec())}")
     say(f"signing key: {ensure_key(key_path(load_platform()))}")
+
+
+def cmd_with_engine(args: argparse.Namespace) -> None:
+    """Run a command (the test suite) with what `engine` sets up. An engine started here is
+    stopped afterwards, so nothing is left running; one that was already answering (the demo's) is
+    left as it was."""
+    started_here = not engine_answers()
+    cmd_engine(args)
+    try:
+        code = subprocess.run(args.command).returncode
+    finally:
+        if started_here:
+            say(f"dockerd (started for this command): {engine_service().stop()}")
+    sys.exit(code)
 
 
 def app_health_paths() -> dict[str, str]:
@@ -349,6 +379,9 @@ def main(argv: list[str] | None = None) -> None:
         "airflow-env": cmd_airflow_env,
     }.items():
         sub.add_parser(name).set_defaults(func=func)
+    with_engine = sub.add_parser("with-engine", help=cmd_with_engine.__doc__)
+    with_engine.add_argument("command", nargs=argparse.REMAINDER)
+    with_engine.set_defaults(func=cmd_with_engine)
     args = parser.parse_args(argv)
     started = time.monotonic()
     args.func(args)

@@ -5,11 +5,11 @@ They only poll the platform's metrics and judge with the pure functions of `anal
 resumes. Times are absolute (epoch seconds), so a trigger re-created after a scheduler or
 triggerer restart carries on where the gate was, judging the intervals already past at once.
 
-A metrics backend that stops answering is not evidence about the release: the gate waits for it
-(up to `outage_limit_s`), never judges a window that overlaps the outage (it would read as missing
-data), and starts its next window one rate window after the backend answers again (it needs that
-long to compute a rate). Past the limit it fires an
-"error" event, which the operator turns into a retry, never into a verdict.
+A metrics backend that stops answering, or a load balancer that stopped serving (a restart: no
+traffic, counters reset), is not evidence about the release: the gate waits for both (up to
+`outage_limit_s`), never judges a window that overlaps the outage (it would read as missing data),
+and starts its next window one rate window after they are back (a rate needs that long). Past the
+limit it fires an "error" event, which the operator turns into a retry, never into a verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from immutable.platforms import metrics_client_for
 QUERY_FIELDS = ("query", "cloudwatch")  # how a check is fetched, not how it is judged
 BACKEND_OUTAGE_LIMIT_S = 90.0  # seconds a gate waits for its metrics backend before it gives up (no verdict)
 BACKEND_RETRY_S = 5.0  # seconds between asks while the backend does not answer
+
+
+def _clock(epoch_s: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(epoch_s))
 
 
 def duration_s(window: str) -> float:
@@ -58,10 +62,11 @@ class _GateTrigger(BaseTrigger):
                 return exc
         return None
 
-    async def _wait_for_backend(self, metrics: Any, probe: Any, step_s: float, cause: Exception) -> float | None:
-        """The time the backend answers again, or None if it stays silent past the limit."""
+    async def _wait_until_judgeable(self, metrics: Any, probe: Any, step_s: float, cause: str) -> float | None:
+        """The time the backend answers again and the load balancer serves, or None if that does not
+        happen within the limit."""
         self.log.warning(
-            "the metrics backend failed: %s. No verdict from missing data: waiting up to %.0fs for it to answer; "
+            "%s. No verdict from missing data: waiting up to %.0fs for it to answer; "
             "the window that overlaps this outage is not judged",
             cause,
             self.outage_limit_s,
@@ -72,10 +77,14 @@ class _GateTrigger(BaseTrigger):
             now = time.time()
             try:
                 await metrics.series(probe, now - step_s, now, step_s)
+                gap = await metrics.traffic_gap(now - step_s, now)
             except Exception as exc:
                 self.log.warning("the metrics backend still fails: %s", exc)
                 continue
-            self.log.info("the metrics backend answers again; the next window starts now")
+            if gap:
+                self.log.warning("still no traffic to judge: %s", gap)
+                continue
+            self.log.info("the metrics backend answers and the load balancer serves again; the next window starts now")
             return now
         return None
 
@@ -155,23 +164,27 @@ class CanaryAnalysisTrigger(_GateTrigger):
         while len(judged) < self.intervals:
             end = window_start + self.interval_s
             failure = await self._sleep_watching(metrics, probe, end, self.step_s)
-            if failure is None:
+            cause = f"the metrics backend failed: {failure}" if failure else None
+            if cause is None:
                 try:
                     samples = await self._samples(metrics, end)
+                    gap = await metrics.traffic_gap(window_start, end)
                 except Exception as exc:
-                    failure = exc
-            if failure is not None:  # the metrics backend itself failed: no evidence either way
-                recovered_at = await self._wait_for_backend(metrics, probe, self.step_s, failure)
+                    cause = f"the metrics backend failed: {exc}"
+                else:
+                    cause = gap and f"the window ending {_clock(end)} cannot be judged: {gap}"
+            if cause is not None:  # no evidence either way: the backend or the load balancer was down
+                recovered_at = await self._wait_until_judgeable(metrics, probe, self.step_s, cause)
                 if recovered_at is None:
                     yield TriggerEvent(
                         {
                             "status": "error",
-                            "reason": f"metrics query failed for over {self.outage_limit_s:.0f}s: {failure}",
+                            "reason": f"{cause} (nothing to judge for over {self.outage_limit_s:.0f}s)",
                             "intervals": [r.as_dict() for r in judged],
                         }
                     )
                     return
-                # A backend back from an outage has no samples yet for its first rate window.
+                # A backend (or load balancer) back from an outage has no rate yet for its first rate window.
                 window_start = recovered_at + duration_s(self.rate_window)
                 continue
             result = judge_interval(samples, metric_configs, config)
@@ -259,11 +272,15 @@ class ThresholdGateTrigger(_GateTrigger):
                     query = metrics.query(check, **self.labels, window=self.rate_window)
                     series = await metrics.series(query, at - lookback_s, at, self.step_s)
                     values[check["name"]] = series[-1] if series else None
+                gap = await metrics.traffic_gap(at - lookback_s, at)
+                cause = gap and f"the evaluation at {_clock(at)} cannot be made: {gap}"
             except Exception as exc:
+                cause = f"the metrics backend failed: {exc}"
+            if cause:
                 probe = metrics.query(self.checks[0], **self.labels, window=self.rate_window)
-                recovered_at = await self._wait_for_backend(metrics, probe, self.step_s, exc)
+                recovered_at = await self._wait_until_judgeable(metrics, probe, self.step_s, cause)
                 if recovered_at is None:
-                    reason = f"metrics query failed for over {self.outage_limit_s:.0f}s: {exc}"
+                    reason = f"{cause} (nothing to judge for over {self.outage_limit_s:.0f}s)"
                     yield TriggerEvent({"status": "error", "reason": reason, **state.as_dict()})
                     return
                 # The next evaluation's look-back lies wholly after the outage, and after the first rate

@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from immutable.local.services import _process_table, port_open
-from tests.e2e.conftest import AIRFLOW_PORT, PLATFORM_PORTS, REGIONS, ROOT, STATE, api, field, make
+from tests.e2e.conftest import AIRFLOW_PORT, APP, PLATFORM_FILE, PLATFORM_PORTS, REGIONS, ROOT, STATE, api, field, make
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("docker_engine")]
 
@@ -101,6 +102,153 @@ def wait_for_deferred_gate(client: Any, run_id: str) -> None:
         assert time.monotonic() < deadline, client.task_states("release_sample", run_id)
         assert client.get(f"/dags/release_sample/dagRuns/{run_id}")["state"] not in TERMINAL_RUN_STATES
         time.sleep(1)
+
+
+def task_process(ti_id: str) -> int:
+    """The pid of the process running a task instance (not the LocalExecutor worker that supervises it)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ti_id in cmdline and "LocalExecutor" not in cmdline:
+            return int(proc.name)
+    raise AssertionError(f"no process runs task instance {ti_id}")
+
+
+def restart_docker_engine() -> None:
+    """Stop the engine the way an upgrade does (SIGTERM) and start it again with the same command
+    line, under the same pid file. Only an engine with live-restore keeps the fleets running."""
+    import os
+    import signal
+
+    from immutable.local.services import pid_alive
+    from immutable.localctl import engine_answers
+    from tests.conftest import require
+
+    engines = [pid for pid in _process_table() if Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"]
+    assert len(engines) == 1, f"expected one dockerd, found {engines}"
+    [pid] = engines
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    require("a Docker engine with live-restore", b"--live-restore" in argv, "start it with `make engine` (as root)")
+    pid_files = [f for f in ROOT.glob("var/*/dockerd.pid") if f.read_text().strip() == str(pid)]
+    pid_files += [f for f in ROOT.glob("var/*/run/dockerd.pid") if f.read_text().strip() == str(pid)]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, "dockerd did not stop within 60s"
+        time.sleep(0.2)
+    with open(ROOT / "var" / "dockerd-restarted.log", "ab") as log:
+        started = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    for pid_file in pid_files:  # so `make down` (or the end of `make test`) stops the new one
+        pid_file.write_text(str(started.pid))
+    while not engine_answers():
+        assert time.monotonic() < deadline + 60, "dockerd did not answer within 60s of its restart"
+        time.sleep(0.5)
+
+
+def fleet_containers() -> dict[str, tuple[str, str]]:
+    from immutable.images.engine import docker_client
+
+    found = docker_client().containers.list(all=True, filters={"label": ["io.immutable.platform=e2e"]})
+    return {c.name: (c.id, c.status) for c in found}
+
+
+def gate_log(client: Any, run_id: str) -> str:
+    path = f"/dags/release_sample/dagRuns/{run_id}/taskInstances/canary.analysis"
+    tries = int(client.get(path)["try_number"])
+    return "\n".join(client.task_log("release_sample", run_id, "canary.analysis", n) for n in range(1, tries + 1))
+
+
+@pytest.mark.changes_the_demo
+def test_faults_during_a_good_release_lose_nothing(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
+    """Fault drills, in one good release, each while its canary gate waits in the triggerer:
+    - the pilot region's load balancer is killed and brought back by `make up`: the gate judges no
+      window in which it was down (its log says so) and the release goes on;
+    - `kill -9` of the triggerer: the supervisor restarts it and the new one judges the gate;
+    - the Docker engine restarts: with live-restore every fleet container keeps running, unchanged.
+    Then `kill -9` of the pilot's flip task between its weight steps (half the traffic on each
+    color): the retry flips again from the first step. The release succeeds, one color serves
+    everywhere, no user request failed except at the load balancer while it was down, and the
+    supervisor's log and `make status` name what happened."""
+    import os
+    import signal
+
+    from immutable.config import load_platform
+    from immutable.local.loadbalancer import LoadBalancer
+    from immutable.local.supervisor import read_status
+    from immutable.local.traffic import failures_between
+
+    client = api(demo["password"])
+    started = time.time()
+    run_id = client.trigger_ok("release_sample", {"version": "1.4.0"})
+    wait_for_deferred_gate(client, run_id)
+    time.sleep(6)  # past the canary's warm-up (5 s): its first window has begun
+
+    lb_pid = int((STATE / "run" / f"haproxy-{REGIONS[0]}.pid").read_text())
+    lb_killed_at = time.time()
+    os.kill(lb_pid, signal.SIGKILL)
+    time.sleep(3)
+    assert "haproxy-eu-west: started" in make("up", demo_env)
+    lb_back_at = time.time()
+    assert client.task_states("release_sample", run_id)["canary.analysis"] == "deferred"
+
+    before = read_status(STATE / "run")["triggerer"]
+    os.kill(int(before["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (now := read_status(STATE / "run")["triggerer"])["restarts"] <= before["restarts"] or not now["pid"]:
+        assert time.monotonic() < deadline, f"the triggerer was not restarted: {now}"
+        time.sleep(0.5)
+    assert now["pid"] != before["pid"]
+
+    containers = fleet_containers()
+    assert {status for _, status in containers.values()} == {"running"}, containers
+    engine_restarted_at = time.time()
+    restart_docker_engine()
+    assert fleet_containers() == containers  # the same containers, all still running: none lost, none new
+    assert client.task_states("release_sample", run_id)["canary.analysis"] == "deferred"
+
+    pilot = load_platform(PLATFORM_FILE).region(REGIONS[0])
+    path = f"/dags/release_sample/dagRuns/{run_id}/taskInstances/wave_1.flip/0"
+    deadline = time.monotonic() + 900
+    while True:
+        states = client.task_states("release_sample", run_id)
+        assert time.monotonic() < deadline, states
+        flip_state = states.get("wave_1.flip[0]")
+        assert flip_state not in ("success", "failed", "upstream_failed"), f"the flip ended before the drill: {states}"
+        shares = LoadBalancer(pilot, STATE).shares(APP) if flip_state == "running" else {}
+        if sorted(v for v in shares.values() if v) == [50.0, 50.0]:
+            flip = client.get(path)
+            break
+        time.sleep(0.1)
+    os.kill(task_process(str(flip["id"])), signal.SIGKILL)
+
+    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success"
+    states = client.task_states("release_sample", run_id)
+    assert states["canary.analysis"] == "success" and states["wave_1.flip[0]"] == "success", states
+    assert client.get(path)["try_number"] >= 2  # the killed try, then the one that flipped
+    for region in REGIONS:
+        shares = LoadBalancer(load_platform(PLATFORM_FILE).region(region), STATE).shares(APP)
+        assert sorted(v for v in shares.values() if v) == [100.0], (region, shares)  # one live color
+
+    # Users' requests failed only at the pilot's load balancer while it was down; none otherwise.
+    assert failures_between(STATE, started, lb_killed_at) == [], "user requests failed before the drills"
+    during = failures_between(STATE, lb_killed_at, lb_back_at)
+    assert {f.get("region") for f in during} <= {REGIONS[0]}, during
+    assert failures_between(STATE, lb_back_at, time.time()) == [], "requests failed after the load balancer was back"
+    assert engine_restarted_at > lb_back_at  # so the engine restart lies in the window that had no failure
+
+    log = gate_log(client, run_id)
+    assert f"cannot be judged: region {REGIONS[0]}'s load balancer did not answer Prometheus" in log, log[-3000:]
+    assert "the load balancer serves again" in log, log[-3000:]
+    supervisor_log = (STATE / "run" / "airflow.log").read_text()
+    assert "triggerer killed by signal 9 (SIGKILL) after" in supervisor_log, supervisor_log[-2000:]
+    status = make("status", demo_env)
+    assert re.search(
+        r"airflow triggerer: healthy, heartbeat \d+s ago; pid \d+, restarts [1-9]\d*, last killed by signal 9", status
+    ), status
 
 
 @pytest.mark.stops_the_demo

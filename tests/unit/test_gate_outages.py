@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import time
 from typing import Any
 
@@ -39,6 +40,9 @@ class ScriptedMetrics:
         self.asked.append((start, end))
         points = max(1, int((end - start) / step_s))
         return [self.value + 0.0001 * (i % 3) for i in range(points)]
+
+    async def traffic_gap(self, start: float, end: float) -> str | None:
+        return None
 
     async def __aenter__(self) -> ScriptedMetrics:
         return self
@@ -104,6 +108,94 @@ def test_a_canary_gate_never_judges_a_window_that_overlaps_an_outage(monkeypatch
     assert not [w for w in judged_windows if w[0] < outage[1] and w[1] > outage[0]], judged_windows
 
 
+class RestartedLoadBalancer(ScriptedMetrics):
+    """The backend answers throughout, but the load balancer was down during `gap` (a restart)."""
+
+    def __init__(self, gap: tuple[float, float]) -> None:
+        super().__init__(lambda now: False)
+        self.gap = gap
+        self.cleared: list[tuple[float, float]] = []  # the windows said to be judgeable
+
+    async def traffic_gap(self, start: float, end: float) -> str | None:
+        if start < self.gap[1] and end > self.gap[0] and time.time() > self.gap[0]:
+            return "region eu-west's load balancer did not answer Prometheus (restarted or down)"
+        self.cleared.append((start, end))
+        return None
+
+    def judged(self, length_s: float) -> list[tuple[float, float]]:
+        return [(s, e) for s, e in self.cleared if abs(e - s - length_s) < 1e-6]
+
+
+def test_a_canary_gate_never_judges_a_window_in_which_the_load_balancer_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    importlib.import_module("immutable.analysis")
+    started = time.time()
+    metrics = RestartedLoadBalancer((started + 0.15, started + 0.6))
+    trigger = triggers.CanaryAnalysisTrigger(
+        backend={"kind": "scripted"},
+        metrics=[METRIC],
+        analysis={"confidence": 0.98, "min_samples": 3, "pass_score": 95, "marginal_score": 75, "group_weights": {}},
+        labels={"app": "sample", "region": "eu-west"},
+        start_at=started,
+        interval_s=0.4,
+        intervals=2,
+        step_s=0.02,
+        rate_window="1s",
+        outage_limit_s=5.0,
+        retry_s=0.1,
+    )
+    [event] = events(trigger, metrics, monkeypatch)
+    assert event["status"] == "pass", event
+    assert len(event["intervals"]) == 2
+    # Both judged windows start after the load balancer was back, plus a rate window.
+    judged = metrics.judged(0.4)
+    assert len(judged) == 2 and all(start >= metrics.gap[1] + 1.0 for start, _ in judged), judged
+
+
+def test_a_post_flip_gate_waits_for_a_restarted_load_balancer(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.time()
+    metrics = RestartedLoadBalancer((started + 0.25, started + 0.7))
+    trigger = triggers.ThresholdGateTrigger(
+        backend={"kind": "scripted"},
+        checks=[CHECK],
+        labels={"app": "sample", "region": "eu-west", "color": "green"},
+        start_at=started,
+        window_s=1.0,
+        step_s=0.125,
+        rate_window="1s",
+        failures_allowed=2,
+        outage_limit_s=5.0,
+        retry_s=0.1,
+    )
+    [event] = events(trigger, metrics, monkeypatch)
+    assert event["status"] == "pass", event
+    assert event["evaluations"] == 8
+    judged = metrics.judged(1.0)
+    assert len(judged) == 8, judged
+    assert not [(s, e) for s, e in judged if s < metrics.gap[1] and e > metrics.gap[0]], judged
+
+
+def test_a_load_balancer_down_past_the_limit_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.time()
+    metrics = RestartedLoadBalancer((started, started + 60))
+    trigger = triggers.ThresholdGateTrigger(
+        backend={"kind": "scripted"},
+        checks=[CHECK],
+        labels={"app": "sample", "region": "eu-west", "color": "green"},
+        start_at=started,
+        window_s=1.0,
+        step_s=0.1,
+        rate_window="1s",
+        failures_allowed=2,
+        outage_limit_s=0.3,
+        retry_s=0.1,
+    )
+    [event] = events(trigger, metrics, monkeypatch)
+    assert event["status"] == "error"
+    assert re.match(r"the evaluation at \d\d:\d\d:\d\d cannot be made: region eu-west's load balancer", event["reason"])
+
+
 def test_an_outage_past_the_limit_is_an_error_naming_the_cause_not_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = ScriptedMetrics(lambda now: True)
     trigger = triggers.ThresholdGateTrigger(
@@ -120,7 +212,8 @@ def test_an_outage_past_the_limit_is_an_error_naming_the_cause_not_a_verdict(mon
     )
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "error"
-    assert event["reason"].startswith("metrics query failed for over 0s: connection refused"), event
+    assert event["reason"].startswith("the metrics backend failed: connection refused"), event
+    assert event["reason"].endswith("(nothing to judge for over 0s)"), event
 
 
 def test_the_outage_settings_survive_serialization() -> None:

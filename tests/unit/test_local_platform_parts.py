@@ -86,7 +86,7 @@ def test_a_check_renders_to_promql_for_the_backend_the_gate_hands_its_trigger(co
     metrics = LocalMetrics(config)
     assert metrics.query_field == "query"
     backend = metrics.backend("sample", "us-east")
-    assert backend == {"kind": "prometheus", "url": "http://127.0.0.1:9790"}
+    assert backend == {"kind": "prometheus", "url": "http://127.0.0.1:9790", "region": "us-east"}
     check = {"name": "errors", "query": 'sum(rate(x{app="$app",color="$color"}[$window]))'}
     query = PrometheusMetricsClient(backend).query(check, app="sample", color="green", window="5s")
     assert query == 'sum(rate(x{app="sample",color="green"}[5s]))'

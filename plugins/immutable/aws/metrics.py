@@ -73,6 +73,11 @@ class CloudWatchMetricsClient:
         hook = self._hook or await self._open()
         return await asyncio.to_thread(hook.series, dict(query), start, end, step_s)
 
+    async def traffic_gap(self, start: float, end: float) -> str | None:
+        """None: an ALB is run by AWS and does not restart under a release; when it fails to serve,
+        that shows in its own metrics (5xx, rejected connections), which the gates judge."""
+        return None
+
     async def _open(self) -> CloudWatchMetricsHook:
         from immutable.aws.hooks.cloudwatch import CloudWatchMetricsHook
 

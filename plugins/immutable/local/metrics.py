@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from immutable.config import PlatformConfig
-from immutable.local.prometheus import HTTP_TIMEOUT_S, AsyncPrometheusClient
+from immutable.local.prometheus import HAPROXY_JOB, HTTP_TIMEOUT_S, SCRAPE_INTERVAL, AsyncPrometheusClient
 
 if TYPE_CHECKING:
     from immutable.platforms.interface import Metrics, MetricsClient
@@ -26,6 +26,7 @@ class PrometheusMetricsClient:
 
     def __init__(self, backend: dict[str, Any]) -> None:
         self.url = str(backend["url"])
+        self.region = str(backend.get("region", ""))
         self._http: httpx.AsyncClient | None = None
 
     def query(self, check: dict[str, Any], **labels: str) -> str:
@@ -36,6 +37,24 @@ class PrometheusMetricsClient:
         """Values of the query's single series over [start, end]; [] when there is no data."""
         points = await AsyncPrometheusClient(self.url, client=self._http).query_range(str(query), start, end, step_s)
         return [value for _, value in points]
+
+    async def traffic_gap(self, start: float, end: float) -> str | None:
+        """Prometheus records `up` 0 for every scrape of the region's HAProxy that failed: any such
+        sample in the window (or none at all) means the load balancer was not serving throughout."""
+        if not self.region:
+            return None
+        scrape_s = float(SCRAPE_INTERVAL.removesuffix("s"))
+        query = f'up{{job="{HAPROXY_JOB}",region="{self.region}"}}'
+        up = await self.series(query, start, end, scrape_s)
+        if not up:
+            return f"Prometheus has no scrape of region {self.region}'s load balancer in this window"
+        down = sum(1 for value in up if value < 1)
+        if down:
+            return (
+                f"region {self.region}'s load balancer did not answer Prometheus for about {down * scrape_s:.0f}s "
+                "of this window (restarted or down): its traffic and counters are not the release's"
+            )
+        return None
 
     async def __aenter__(self) -> PrometheusMetricsClient:
         self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
@@ -58,7 +77,7 @@ class LocalMetrics:
         self.config = config
 
     def backend(self, app: str, region: str) -> dict[str, Any]:
-        return {"kind": KIND, "url": f"http://127.0.0.1:{self.config.local.prometheus_port}"}
+        return {"kind": KIND, "url": f"http://127.0.0.1:{self.config.local.prometheus_port}", "region": region}
 
 
 if TYPE_CHECKING:

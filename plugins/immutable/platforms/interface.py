@@ -150,6 +150,11 @@ class MetricsClient(Protocol):
 
     async def series(self, query: Any, start: float, end: float, step_s: float) -> list[float]: ...
 
+    async def traffic_gap(self, start: float, end: float) -> str | None:
+        """Why [start, end] does not describe the release: the load balancer that carries and counts
+        the users' traffic was not serving for part of it (a restart). None when it served throughout."""
+        ...
+
     async def __aenter__(self) -> MetricsClient: ...
 
     async def __aexit__(
