@@ -37,6 +37,7 @@ bench: engine
 	@$(PY) bench/release_copy.py
 	@$(PY) bench/production.py
 	@$(PY) bench/hostile_input.py
+	@$(PY) bench/flip_skew.py
 
 down:
 	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi

@@ -223,12 +223,20 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.flip(plan, launched, context["run_id"])
 
-        @task(multiple_outputs=False, retries=0)
+        @task(
+            multiple_outputs=False,
+            retries=1,  # safe, as for `flip`: every step sets absolute shares
+            doc_md="Synchronized rollout: once every new color is up and healthy, move every region's weights "
+            "in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and the last "
+            "region reaching 100%.",
+        )
         def flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]]:
-            """Synchronized rollout: flip every region once all new colors are up and healthy."""
+            """Synchronized rollout: every region's weights move together, step by step."""
             from immutable.pipelines import production
 
-            return [production.flip(plan, one, context["run_id"]) for one in launched]
+            flips, skew_s = production.flip_synchronized(plan, list(launched), context["run_id"])
+            context["ti"].xcom_push(key="skew_s", value=skew_s)
+            return flips
 
         @task(multiple_outputs=False, trigger_rule="one_failed", retries=0)
         def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:

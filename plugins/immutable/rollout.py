@@ -47,6 +47,23 @@ def flip_steps(new_color: str, previous_color: str | None, weight_steps: list[fl
     return [{new_color: weight} | ({previous_color: 100 - weight} if weight < 100 else {}) for weight in weight_steps]
 
 
+def lockstep_rounds(steps_by_region: dict[str, list[dict[str, float]]]) -> list[dict[str, dict[str, float]]]:
+    """A synchronized flip's rounds: in each, every region named gets its next shares at once. Regions
+    with fewer steps (a first release there flips in one) join late, so every region takes its last
+    step, all traffic on the new color, in the same final round."""
+    if not steps_by_region:
+        return []
+    empty = sorted(region for region, steps in steps_by_region.items() if not steps)
+    if empty:
+        raise ValueError(f"regions without a flip step: {empty}")
+    count = max(len(steps) for steps in steps_by_region.values())
+    rounds: list[dict[str, dict[str, float]]] = [{} for _ in range(count)]
+    for region, steps in steps_by_region.items():
+        for offset, shares in enumerate(steps, start=count - len(steps)):
+            rounds[offset][region] = shares
+    return rounds
+
+
 @dataclass(frozen=True)
 class RegionState:
     """What a region runs for an app, as read from the platform, for the rollback planner."""

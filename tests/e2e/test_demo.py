@@ -290,5 +290,6 @@ def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
         "failed requests (>= 500 or no answer)",
         "ratio redeploy / flip back",
         "Hostile config files: time and peak memory to refuse",
+        "synchronized flip skew",
     ):
         assert figure in output, output[-2000:]

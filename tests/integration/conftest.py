@@ -1,6 +1,7 @@
-"""The integration tests' shared releases: 1.0.0 (the first, no baseline) then 1.1.0 (through the
-canary), run once per session with dag.test(). Releasing is the slow part of these tests, so
-test_production and test_release read the same two runs rather than each releasing its own."""
+"""The integration tests' shared releases: 1.0.0 (the first, no baseline, flipped in waves) then
+1.1.0 (through the canary, then one synchronized flip of all regions), run once per session with
+dag.test(). Releasing is the slow part of these tests, so test_production and test_release read
+the same two runs rather than each releasing its own. Waves after a canary run in tests/e2e."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import run_dag, xcom
+from tests.integration.helpers import run_dag, synchronized_rollout, xcom
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +18,8 @@ def two_good_releases(base_candidate: str, production_platform: None) -> dict[st
     first, first_states = run_dag("releases.py", "release_sample", {"version": "1.0.0", "note": "first"})
     assert str(first.state) == "success", first_states
     started = time.time()
-    second, states = run_dag("releases.py", "release_sample", {"version": "1.1.0"})
+    with synchronized_rollout():
+        second, states = run_dag("releases.py", "release_sample", {"version": "1.1.0"})
     ended = time.time()
     assert str(second.state) == "success", states
     return {

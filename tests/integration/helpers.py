@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The sample app on the test platform (tests/platform.yaml), as the production tests read it.
+APP = "sample"
+REGIONS = ["eu-west", "us-east", "ap-south"]
+
+
+def production() -> Any:
+    from immutable.config import load_platform
+    from immutable.local.production import LocalProduction
+    from tests.conftest import TEST_STATE
+
+    return LocalProduction(load_platform(), TEST_STATE)
+
+
+def live_versions() -> dict[str, str | None]:
+    prod = production()
+    return {region: (prod.live(APP, region) or {}).get("version") for region in REGIONS}
+
+
+def fleet_colors(region: str) -> dict[str, str]:
+    return {m.color: m.version for m in production().fleets.members(APP, region)}
+
+
+def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
+    from immutable.local.traffic import failures_between
+    from tests.conftest import TEST_STATE
+
+    return failures_between(TEST_STATE, start, end)
 
 
 def load_dag(file_name: str, dag_id: str) -> Any:
@@ -26,7 +57,7 @@ def run_dag(file_name: str, dag_id: str, conf: dict[str, Any]) -> tuple[Any, dic
     return run, states
 
 
-def xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
+def xcom(run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -38,8 +69,29 @@ def xcom(run: Any, task_id: str, map_index: int = -1) -> Any:
                 XComModel.run_id == run.run_id,
                 XComModel.task_id == task_id,
                 XComModel.map_index == map_index,
-                XComModel.key == "return_value",
+                XComModel.key == key,
             )
         ).first()
         assert row is not None, f"no XCom from {task_id}[{map_index}]"
         return XComModel.deserialize_value(row)
+
+
+@contextlib.contextmanager
+def synchronized_rollout() -> Generator[Path, None, None]:
+    """The test platform with `rollout.synchronized: true` (same ports, regions and state): DAGs parsed
+    and run inside this block flip every region together."""
+    import yaml
+
+    from immutable.config import platform_file
+
+    original = platform_file()
+    data = yaml.safe_load(original.read_text())
+    data.setdefault("rollout", {})["synchronized"] = True
+    variant = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / "var" / "test")) / "platform-synchronized.yaml"
+    variant.parent.mkdir(parents=True, exist_ok=True)
+    variant.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.environ["IMMUTABLE_PLATFORM_FILE"] = str(variant)
+    try:
+        yield variant
+    finally:
+        os.environ["IMMUTABLE_PLATFORM_FILE"] = str(original)

@@ -12,33 +12,18 @@ import pytest
 
 from immutable.config import load_platform
 from tests.conftest import TEST_STATE
-from tests.integration.helpers import run_dag, xcom
+from tests.integration.helpers import (
+    APP,
+    REGIONS,
+    failed_requests,
+    fleet_colors,
+    live_versions,
+    production,
+    run_dag,
+    xcom,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db", "production_platform")]
-
-APP = "sample"
-REGIONS = ["eu-west", "us-east", "ap-south"]
-
-
-def production() -> Any:
-    from immutable.local.production import LocalProduction
-
-    return LocalProduction(load_platform(), TEST_STATE)
-
-
-def live_versions() -> dict[str, str | None]:
-    prod = production()
-    return {region: (prod.live(APP, region) or {}).get("version") for region in REGIONS}
-
-
-def fleet_colors(region: str) -> dict[str, str]:
-    return {m.color: m.version for m in production().fleets.members(APP, region)}
-
-
-def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
-    from immutable.local.traffic import failures_between
-
-    return failures_between(TEST_STATE, start, end)
 
 
 def test_the_first_release_has_no_baseline_so_no_canary(two_good_releases: dict[str, Any]) -> None:
@@ -59,6 +44,22 @@ def test_a_good_release_passes_the_canary_and_flips_every_region(two_good_releas
         assert sorted(fleet_colors(region).values()) == ["1.0.0", "1.1.0"]
         shares = production().shares(APP, region)
         assert shares[outcome["regions"][region]["live"]["color"]] == pytest.approx(100)
+
+
+def test_the_good_release_flipped_every_region_in_lockstep(two_good_releases: dict[str, Any]) -> None:
+    """1.1.0 ran with `rollout.synchronized: true`: one task moved every region's weights together."""
+    from immutable.pipelines.production import spec_for
+    from immutable.platforms import platform_for
+
+    run, states = two_good_releases["second"], two_good_releases["states"]
+    assert states["all_regions.flip_all"] == "success", states
+    assert [states[f"all_regions.post_flip_gate[{n}]"] for n in range(3)] == ["success"] * 3, states
+    assert not [task for task in states if task.startswith("wave_")], states
+    flips = xcom(run, "all_regions.flip_all")
+    assert sorted(f["region"] for f in flips) == sorted(REGIONS) and all(f["flipped"] for f in flips), flips
+    skew_s = xcom(run, "all_regions.flip_all", key="skew_s")
+    # Every region reached 100% in the same round: well within one pause between weight steps.
+    assert 0 <= skew_s < spec_for(platform_for(), APP).bluegreen.step_pause_s, skew_s
 
 
 def test_no_user_request_failed_during_the_good_release(two_good_releases: dict[str, Any]) -> None:

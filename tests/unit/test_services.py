@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from immutable.local.services import Service, pid_alive
 
@@ -51,3 +52,29 @@ def test_a_service_that_never_gets_ready_is_stopped_and_reported(tmp_path: Path)
     else:
         raise AssertionError("start() should have failed")
     assert service.pid() is None
+
+
+def test_with_engine_stops_only_an_engine_it_started(tmp_path: Path, monkeypatch: Any) -> None:
+    """`make test` runs pytest through `localctl with-engine`: an engine it had to start is stopped
+    after the tests (passed or failed); one that already answered (the demo's) is left running. The
+    engine here is a stand-in service (a sleeping process) under the real process manager."""
+    import argparse
+
+    import pytest
+
+    from immutable import localctl
+
+    def fake_engine() -> Service:
+        return Service(name="dockerd", argv=["sleep", "300"], run_dir=tmp_path, ready=lambda: True)
+
+    monkeypatch.setattr(localctl, "engine_service", fake_engine)
+    monkeypatch.setattr(localctl, "cmd_engine", lambda args: fake_engine().start())
+    for answering, command, code in [(False, ["true"], 0), (False, ["false"], 1), (True, ["true"], 0)]:
+        monkeypatch.setattr(localctl, "engine_answers", lambda answering=answering: answering)
+        if answering:
+            fake_engine().start()
+        with pytest.raises(SystemExit) as exit_:
+            localctl.cmd_with_engine(argparse.Namespace(command=command))
+        assert exit_.value.code == code
+        assert (fake_engine().pid() is not None) == answering, (answering, command)
+        fake_engine().stop()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from immutable.rollout import RegionState, canary_shares, flip_steps, plan_rollback
+from immutable.rollout import RegionState, canary_shares, flip_steps, lockstep_rounds, plan_rollback
 
 NEW, OLD = "sha256:" + "b" * 64, "sha256:" + "a" * 64
 
@@ -37,6 +37,24 @@ OLD_LIVE = {"color": "blue", "digest": OLD, "run_id": "run-0"}
 
 def region(shares: dict[str, float], fleets: dict[str, str], live: Any, previous: Any, lease: str | None) -> Any:
     return RegionState(shares, fleets, live, previous, lease)
+
+
+def test_a_synchronized_flip_moves_every_region_in_the_same_rounds() -> None:
+    rounds = lockstep_rounds(
+        {
+            "eu-west": flip_steps("green", "blue", [25, 50, 100]),
+            "us-east": flip_steps("blue", "green", [25, 50, 100]),
+            "ap-south": flip_steps("green", None, [25, 50, 100]),  # a first release there: one step
+        }
+    )
+    assert rounds == [
+        {"eu-west": {"green": 25, "blue": 75}, "us-east": {"blue": 25, "green": 75}},
+        {"eu-west": {"green": 50, "blue": 50}, "us-east": {"blue": 50, "green": 50}},
+        {"eu-west": {"green": 100}, "us-east": {"blue": 100}, "ap-south": {"green": 100}},
+    ]
+    assert lockstep_rounds({}) == []
+    with pytest.raises(ValueError, match=r"regions without a flip step: \['us-east'\]"):
+        lockstep_rounds({"eu-west": [{"green": 100.0}], "us-east": []})
 
 
 def test_a_region_this_run_flipped_goes_back_to_the_kept_color() -> None:
@@ -100,3 +118,31 @@ def test_an_unknown_platform_or_metrics_backend_is_named_with_the_known_ones() -
 
     with pytest.raises(NotImplementedError, match="metrics backend 'graphite' is not implemented; the known ones"):
         metrics_client_for({"kind": "graphite"})
+
+
+def test_lockstep_sets_each_round_in_every_region_before_the_next_round() -> None:
+    import threading
+
+    from immutable.pipelines.production import LockstepError, run_in_lockstep
+
+    rounds = lockstep_rounds({r: flip_steps("green", "blue", [50, 100]) for r in ("eu-west", "us-east", "ap-south")})
+    calls: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def apply(region: str, shares: dict[str, float]) -> None:
+        with lock:
+            calls.append((region, shares["green"]))
+
+    reached = run_in_lockstep(rounds, apply, pause_s=0.0)
+    assert sorted(reached) == ["ap-south", "eu-west", "us-east"]
+    assert [green for _, green in calls] == [50.0] * 3 + [100.0] * 3  # no region ahead of a round
+
+    def apply_failing(region: str, shares: dict[str, float]) -> None:
+        if region == "us-east":
+            raise ConnectionError("runtime API refused")
+        apply(region, shares)
+
+    calls.clear()
+    with pytest.raises(LockstepError, match=r"^us-east: runtime API refused \(step 1 of 2\)$"):
+        run_in_lockstep(rounds, apply_failing, pause_s=0.0)
+    assert all(green == 50.0 for _, green in calls), calls  # the failed round was the last one tried

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
 from typing import TYPE_CHECKING, Any
 
 from immutable.app_spec import AppSpec, app_spec
 from immutable.payloads import Flipped, Launched
 from immutable.platforms import platform_for
-from immutable.rollout import RegionState, canary_shares, flip_steps, plan_rollback
+from immutable.rollout import RegionState, canary_shares, flip_steps, lockstep_rounds, plan_rollback
 
 if TYPE_CHECKING:
     from immutable.platforms.interface import Platform
@@ -166,29 +169,132 @@ def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[st
     """Move the region's traffic to the new color, in the spec's steps; the old color stays, idle."""
     _, spec, production = _context(plan["app"])
     launch = Launched.of(launched)
-    region, color = launch.region, launch.color
-    previous = launch.previous.dump() if launch.previous else None
-    fields = {k: getattr(launch, k) for k in ("region", "color", "version", "digest", "previous")}
     if launch.already_live:
-        return Flipped(**fields, flipped=False).dump()
+        return Flipped(**_flip_fields(launch), flipped=False).dump()
     started = time.monotonic()
-    steps = flip_steps(color, previous["color"] if previous else None, spec.bluegreen.weight_steps)
+    steps = _steps(spec, launch)
     for number, shares in enumerate(steps, start=1):
-        production.set_shares(spec.name, region, shares)
+        production.set_shares(spec.name, launch.region, shares)
         if number < len(steps):
             time.sleep(spec.bluegreen.step_pause_s)
-            production.fleets.wait_healthy(spec, production.members(spec.name, region, color))
+            production.fleets.wait_healthy(spec, production.members(spec.name, launch.region, launch.color))
+    _note_flip(production, spec, launch, run_id)
+    flip_s = time.monotonic() - started
+    log.info("%s %s: flipped to %s (%s) in %.1fs", spec.name, launch.region, launch.color, launch.version, flip_s)
+    return Flipped(**_flip_fields(launch), flipped=True, flip_s=flip_s).dump()
+
+
+def flip_synchronized(
+    plan: dict[str, Any], launched: list[dict[str, Any]], run_id: str
+) -> tuple[list[dict[str, Any]], float]:
+    """Every region's traffic moves to its new color in lockstep: each weight step is set in all regions
+    at once (one thread per region, released together), then the spec's pause, then the next step; all
+    reach the new color alone in the same round. Returns the flips and the skew: the seconds between
+    the first and the last region reaching 100%. A region that fails stops the flip: the release's
+    rollback task then sends every region back, flipped or not."""
+    _, spec, production = _context(plan["app"])
+    launches = [Launched.of(one) for one in launched]
+    moving = {launch.region: launch for launch in launches if not launch.already_live}
+    rounds = lockstep_rounds({region: _steps(spec, launch) for region, launch in moving.items()})
+    for region in moving:  # before the threads: each region's client is made here, one at a time
+        production.shares(spec.name, region)
+
+    def healthy_between_steps() -> None:
+        for region, launch in moving.items():
+            production.fleets.wait_healthy(spec, production.members(spec.name, region, launch.color))
+
+    started = time.monotonic()
+    try:
+        reached = run_in_lockstep(
+            rounds,
+            lambda region, shares: production.set_shares(spec.name, region, shares),
+            pause_s=spec.bluegreen.step_pause_s,
+            between_rounds=healthy_between_steps,
+        )
+    except LockstepError as exc:
+        raise ProductionError(
+            f"{exc} (the synchronized flip of {spec.name}); the rollback task sends every region back to the "
+            "color live before"
+        ) from exc
+    for launch in moving.values():
+        _note_flip(production, spec, launch, run_id)
+    skew_s = max(reached.values()) - min(reached.values()) if reached else 0.0
+    flip_s = time.monotonic() - started
+    log.info(
+        "%s: %d region(s) flipped together in %.1fs; the first and the last reached 100%% %.3fs apart",
+        spec.name,
+        len(moving),
+        flip_s,
+        skew_s,
+    )
+    flips = [
+        Flipped(**_flip_fields(launch), flipped=launch.region in moving, flip_s=flip_s).dump() for launch in launches
+    ]
+    return flips, skew_s
+
+
+class LockstepError(RuntimeError):
+    pass
+
+
+def run_in_lockstep(
+    rounds: list[dict[str, dict[str, float]]],
+    apply: Callable[[str, dict[str, float]], object],
+    *,
+    pause_s: float,
+    between_rounds: Callable[[], object] | None = None,
+) -> dict[str, float]:
+    """Apply each round's shares to all its regions at once: one thread per region, all released by a
+    barrier, so no region waits for another's call to finish. Between rounds: `pause_s`, then
+    `between_rounds`. Returns when each region's last call returned (epoch seconds); the first
+    round with a failed region raises, naming each region and its cause."""
+    reached: dict[str, float] = {}
+    workers = max((len(r) for r in rounds), default=1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockstep") as pool:
+        for number, shares_by_region in enumerate(rounds, start=1):
+            together = Barrier(len(shares_by_region))
+
+            def apply_together(region: str, shares: dict[str, float], together: Barrier = together) -> float:
+                together.wait()
+                apply(region, shares)
+                return time.time()
+
+            done = {region: pool.submit(apply_together, region, shares) for region, shares in shares_by_region.items()}
+            failed = {}
+            for region, future in done.items():
+                try:
+                    reached[region] = future.result()
+                except Exception as exc:
+                    failed[region] = exc
+            if failed:
+                causes = "; ".join(f"{region}: {exc}" for region, exc in sorted(failed.items()))
+                raise LockstepError(f"{causes} (step {number} of {len(rounds)})")
+            log.info("step %d/%d set in %s", number, len(rounds), ", ".join(sorted(shares_by_region)))
+            if number < len(rounds):
+                time.sleep(pause_s)
+                if between_rounds is not None:
+                    between_rounds()
+    return reached
+
+
+def _steps(spec: AppSpec, launch: Launched) -> list[dict[str, float]]:
+    previous = launch.previous.color if launch.previous else None
+    return flip_steps(launch.color, previous, spec.bluegreen.weight_steps)
+
+
+def _flip_fields(launch: Launched) -> dict[str, Any]:
+    return {k: getattr(launch, k) for k in ("region", "color", "version", "digest", "previous")}
+
+
+def _note_flip(production: ProductionState, spec: AppSpec, launch: Launched, run_id: str) -> None:
     production.note_flip(
         spec.name,
-        region,
-        live={"color": color, "version": launch.version, "digest": launch.digest},
-        previous=previous,
+        launch.region,
+        live={"color": launch.color, "version": launch.version, "digest": launch.digest},
+        previous=launch.previous.dump() if launch.previous else None,
         rollback_window_s=spec.bluegreen.rollback_window_s,
         run_id=run_id,
     )
-    flip_s = time.monotonic() - started
-    log.info("%s %s: flipped to %s (%s) in %.1fs", spec.name, region, color, launch.version, flip_s)
-    return Flipped(**fields, flipped=True, flip_s=flip_s).dump()
 
 
 def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
