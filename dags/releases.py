@@ -308,16 +308,21 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         retired >> canary_group
 
         production_tasks: list[Any] = [gate]
+        flip_task_ids: list[str] = []  # the flips before each step, for the approval's summary
         previous: Any = gate
         for step in plan_rollout(waves, synchronized=synchronized, approval=spec.approval):
             if step.approval_before:
-                from airflow.providers.standard.operators.hitl import ApprovalOperator
+                from immutable.operators.approval import RolloutApprovalOperator
 
-                approve_rollout = ApprovalOperator(
+                approve_rollout = RolloutApprovalOperator(
                     task_id="approve_rollout",
-                    subject=f"Roll {app} out to {', '.join(step.regions)}?",
-                    body="The canary and the regions flipped so far passed their gates. Approve to continue.",
-                    doc_md="A human approves before the rollout goes on to the next regions.",
+                    app=app,
+                    regions=step.regions,
+                    timeout_s=spec.for_platform(platform).bluegreen.approval_timeout_s,
+                    previous_flips=flip_task_ids,
+                    doc_md="A human approves before the rollout goes on to the next regions; a rejection, or no "
+                    "answer within the spec's approval_timeout_s, fails the run and the rollback sends back every "
+                    "region this run flipped.",
                 )
                 previous >> approve_rollout
                 production_tasks.append(approve_rollout)
@@ -332,6 +337,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 ).expand(flipped=flipped)
             previous >> group
             production_tasks += [launched, flipped, gates]
+            flip_task_ids.append(f"{step.name}.{'flip_all' if step.synchronized else 'flip'}")
             previous = group
 
         recorded = record_release(plan, baked)

@@ -224,6 +224,8 @@ class BlueGreenSettings(_Strict):
     post_flip_failures: int = Field(2, ge=1)  # consecutive bad evaluations before flipping back
     post_flip_checks: list[ThresholdCheck] = Field(..., min_length=1, max_length=50)
     rollback_window_s: float = Field(1800.0, ge=0)  # the old color is kept this long without traffic
+    # With `approval: true`: how long the approval waits for an answer; none in time is a refusal.
+    approval_timeout_s: float = Field(4 * 3600.0, gt=0, le=7 * 24 * 3600.0)
 
     @field_validator("weight_steps")
     @classmethod

@@ -266,6 +266,7 @@ class TimingOverrides(_Strict):
             "post_flip_window_s",
             "post_flip_step_s",
             "rollback_window_s",
+            "approval_timeout_s",
         }
         unknown = sorted(set(values) - allowed)
         if unknown:
