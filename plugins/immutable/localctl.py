@@ -263,7 +263,7 @@ def reconcile_load_balancers() -> None:
             by_color: dict[str, int] = {}
             for member in members:
                 by_color[member.color] = by_color.get(member.color, 0) + 1
-                lb.add_server(app, server_name(member.color, by_color[member.color]), "127.0.0.1", member.port)
+                lb.add_server(app, server_name(member.color, by_color[member.color]), member.address, member.port)
             if members:
                 say(f"{region.name}: {app}: restored shares {lb.restore(app)}")
 

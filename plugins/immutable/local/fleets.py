@@ -4,6 +4,11 @@ Names and labels are deterministic (`<instance>-<app>-<region>-<color>-<n>`; lab
 instance, app, region, color, version, digest), so every step can look before it acts and a
 retry never makes a second fleet.
 What runs where is read back from the containers' labels: they are the truth.
+
+The load balancer, the health checks and Prometheus reach a member at its address on Docker's
+bridge, not through a published port: with the engine's live-restore, that address keeps
+answering while the engine restarts (published ports are NAT rules the engine rebuilds as it
+starts, and requests sent in that instant fail).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ LABEL_COLOR = "io.immutable.color"
 LABEL_VERSION = "io.immutable.version"
 LABEL_DIGEST = "io.immutable.digest"
 LABEL_ROLE = "io.immutable.role"
+LABEL_PORT = "io.immutable.port"  # the port the app listens on inside the container
 COLORS = ("blue", "green", "canary", "baseline")
 HEALTH_POLL_S = 0.5  # seconds between health probes of a starting member
 
@@ -39,7 +45,8 @@ class FleetError(RuntimeError):
 class Member:
     name: str
     color: str
-    port: int  # published on 127.0.0.1
+    address: str  # on Docker's bridge network, reachable from this machine
+    port: int  # the app's port at that address
     version: str
     digest: str
     status: str
@@ -80,13 +87,14 @@ class LocalFleets:
         found = []
         for container in client.containers.list(all=True, filters={"label": filters}):
             labels = container.labels
-            bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).values()
-            port = next((int(b[0]["HostPort"]) for b in bindings if b), 0)
+            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            address = next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")
             found.append(
                 Member(
                     name=container.name,
                     color=labels[LABEL_COLOR],
-                    port=port,
+                    address=address,
+                    port=int(labels.get(LABEL_PORT, 0)),
                     version=labels.get(LABEL_VERSION, ""),
                     digest=labels.get(LABEL_DIGEST, ""),
                     status=container.status,
@@ -136,8 +144,8 @@ class LocalFleets:
                         LABEL_VERSION: version,
                         LABEL_DIGEST: digest,
                         LABEL_ROLE: "fleet",
+                        LABEL_PORT: str(spec.runtime.port),
                     },
-                    ports={f"{spec.runtime.port}/tcp": ("127.0.0.1", None)},
                 )
             except docker.errors.APIError as exc:
                 raise FleetError(f"could not start {name} from {image}: {exc.explanation}") from exc
@@ -145,7 +153,7 @@ class LocalFleets:
         self.wait_healthy(spec, members)
         lb = self._lb(region)
         for index, member in enumerate(members, start=1):
-            lb.add_server(spec.name, server_name(color, index), "127.0.0.1", member.port)
+            lb.add_server(spec.name, server_name(color, index), member.address, member.port)
         self._publish_targets(spec.name, region, color, members)
         log.info("%s %s %s: %d member(s) healthy on %s", spec.name, region, color, len(members), digest)
         return members
@@ -159,7 +167,7 @@ class LocalFleets:
         while pending and time.monotonic() < deadline:
             for name, member in list(pending.items()):
                 try:
-                    response = httpx.get(f"http://127.0.0.1:{member.port}{spec.runtime.health_path}", timeout=2)
+                    response = httpx.get(f"http://{member.address}:{member.port}{spec.runtime.health_path}", timeout=2)
                     last[name] = f"HTTP {response.status_code}"
                     if response.status_code == 200:
                         del pending[name]
@@ -216,7 +224,7 @@ class LocalFleets:
             app,
             region,
             color,
-            [("127.0.0.1", m.port) for m in members],
+            [(m.address, m.port) for m in members],
             {"version": members[0].version, "digest": members[0].digest},
         )
 
