@@ -64,6 +64,17 @@ def test_a_healthy_release_goes_through_canary_and_blue_green_everywhere(
         assert record["regions"][region]["kept"]["version"] == "1.0.0"
         assert f"{APP}-{region}-{old['color']}" in groups(aws_account, region)
         assert not {f"{APP}-{region}-canary", f"{APP}-{region}-baseline"} & groups(aws_account, region)
+    # Both gates recorded their AWS console links during the run (what the task's extra links show).
+    from immutable.ui.links import LINKS_XCOM_KEY, LoadBalancerStatsLink, PrometheusGraphLink, RegistryImageLink
+
+    pilot = REGIONS[0]
+    canary_links = xcom(run, "canary.analysis", key=LINKS_XCOM_KEY)
+    assert canary_links[PrometheusGraphLink.name].startswith(f"https://{pilot}.console.aws.amazon.com/cloudwatch/")
+    assert canary_links[LoadBalancerStatsLink.name].startswith(f"https://{pilot}.console.aws.amazon.com/ec2/")
+    assert canary_links[RegistryImageLink.name].endswith(f"ImageDetails:imageId={record['digest']}")
+    post_flip_links = xcom(run, "wave_1.post_flip_gate", map_index=0, key=LINKS_XCOM_KEY)
+    assert post_flip_links[PrometheusGraphLink.name].startswith(f"https://{pilot}.console.aws.amazon.com/cloudwatch/")
+    assert post_flip_links[RegistryImageLink.name].endswith(f"ImageDetails:imageId={record['digest']}")
 
 
 def test_the_candidate_base_becomes_stable_once_the_canary_tier_runs_it(

@@ -45,16 +45,20 @@ def faults_archive(faults: dict[str, float]) -> bytes:
 def break_new_color_when_launched(region: str, stop: threading.Event, broken: list[str]) -> None:
     """Once this release's new color runs in `region`, make every member answer users with HTTP 500
     (its health check still passes, so it launches and flips like a good one)."""
-    from immutable.images.engine import docker_client
+    import docker
 
-    client = docker_client()
     labels = ["io.immutable.platform=test", "io.immutable.role=fleet", f"io.immutable.region={region}"]
     while not stop.is_set():
-        members = [
-            c
-            for c in client.containers.list(filters={"label": [*labels, f"io.immutable.version={VERSION}"]})
-            if c.labels["io.immutable.color"] in ("blue", "green")
-        ]
+        try:
+            client = docker.from_env()
+            members = [
+                c
+                for c in client.containers.list(filters={"label": [*labels, f"io.immutable.version={VERSION}"]})
+                if c.labels["io.immutable.color"] in ("blue", "green")
+            ]
+        except docker.errors.DockerException:  # the engine restarting (a drill elsewhere): look again
+            time.sleep(0.5)
+            continue
         if len(members) >= 2:
             for member in members:
                 assert member.put_archive("/tmp", faults_archive({"error_rate": 1.0}))
