@@ -60,22 +60,45 @@ def events(trigger: Any, metrics: ScriptedMetrics, monkeypatch: pytest.MonkeyPat
     return asyncio.run(asyncio.wait_for(collect(), timeout=30))
 
 
+def post_flip_trigger(start_at: float, **changes: Any) -> Any:
+    """A post-flip gate over one second of short steps, with a short outage limit; `changes` override."""
+    settings: dict[str, Any] = {
+        "backend": {"kind": "scripted"},
+        "checks": [CHECK],
+        "labels": {"app": "sample", "region": "eu-west", "color": "green"},
+        "start_at": start_at,
+        "window_s": 1.0,
+        "step_s": 0.125,
+        "rate_window": "1s",
+        "failures_allowed": 2,
+        "outage_limit_s": 5.0,
+        "retry_s": 0.1,
+    }
+    return triggers.ThresholdGateTrigger(**(settings | changes))
+
+
+def canary_trigger(start_at: float) -> Any:
+    """A canary gate of two 0.4 s windows, judged at once."""
+    return triggers.CanaryAnalysisTrigger(
+        backend={"kind": "scripted"},
+        metrics=[METRIC],
+        analysis={"confidence": 0.98, "min_samples": 3, "pass_score": 95, "marginal_score": 75, "group_weights": {}},
+        labels={"app": "sample", "region": "eu-west"},
+        start_at=start_at,
+        interval_s=0.4,
+        intervals=2,
+        step_s=0.02,
+        rate_window="1s",
+        outage_limit_s=5.0,
+        retry_s=0.1,
+    )
+
+
 def test_a_post_flip_gate_waits_out_an_outage_and_judges_only_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.time()
     outage = (started + 0.25, started + 0.7)
     metrics = ScriptedMetrics(lambda now: outage[0] <= now < outage[1])
-    trigger = triggers.ThresholdGateTrigger(
-        backend={"kind": "scripted"},
-        checks=[CHECK],
-        labels={"app": "sample", "region": "eu-west", "color": "green"},
-        start_at=started,
-        window_s=1.0,
-        step_s=0.125,
-        rate_window="1s",
-        failures_allowed=2,
-        outage_limit_s=5.0,
-        retry_s=0.1,
-    )
+    trigger = post_flip_trigger(started)
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "pass", event
     assert event["evaluations"] == 8  # every planned evaluation happened, none was lost to the outage
@@ -88,19 +111,7 @@ def test_a_canary_gate_never_judges_a_window_that_overlaps_an_outage(monkeypatch
     started = time.time()
     outage = (started + 0.35, started + 0.8)
     metrics = ScriptedMetrics(lambda now: outage[0] <= now < outage[1])
-    trigger = triggers.CanaryAnalysisTrigger(
-        backend={"kind": "scripted"},
-        metrics=[METRIC],
-        analysis={"confidence": 0.98, "min_samples": 3, "pass_score": 95, "marginal_score": 75, "group_weights": {}},
-        labels={"app": "sample", "region": "eu-west"},
-        start_at=started,
-        interval_s=0.4,
-        intervals=2,
-        step_s=0.02,
-        rate_window="1s",
-        outage_limit_s=5.0,
-        retry_s=0.1,
-    )
+    trigger = canary_trigger(started)
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "pass", event
     assert len(event["intervals"]) == 2
@@ -132,19 +143,7 @@ def test_a_canary_gate_never_judges_a_window_in_which_the_load_balancer_restarte
     importlib.import_module("immutable.analysis")
     started = time.time()
     metrics = RestartedLoadBalancer((started + 0.15, started + 0.6))
-    trigger = triggers.CanaryAnalysisTrigger(
-        backend={"kind": "scripted"},
-        metrics=[METRIC],
-        analysis={"confidence": 0.98, "min_samples": 3, "pass_score": 95, "marginal_score": 75, "group_weights": {}},
-        labels={"app": "sample", "region": "eu-west"},
-        start_at=started,
-        interval_s=0.4,
-        intervals=2,
-        step_s=0.02,
-        rate_window="1s",
-        outage_limit_s=5.0,
-        retry_s=0.1,
-    )
+    trigger = canary_trigger(started)
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "pass", event
     assert len(event["intervals"]) == 2
@@ -156,18 +155,7 @@ def test_a_canary_gate_never_judges_a_window_in_which_the_load_balancer_restarte
 def test_a_post_flip_gate_waits_for_a_restarted_load_balancer(monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.time()
     metrics = RestartedLoadBalancer((started + 0.25, started + 0.7))
-    trigger = triggers.ThresholdGateTrigger(
-        backend={"kind": "scripted"},
-        checks=[CHECK],
-        labels={"app": "sample", "region": "eu-west", "color": "green"},
-        start_at=started,
-        window_s=1.0,
-        step_s=0.125,
-        rate_window="1s",
-        failures_allowed=2,
-        outage_limit_s=5.0,
-        retry_s=0.1,
-    )
+    trigger = post_flip_trigger(started)
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "pass", event
     assert event["evaluations"] == 8
@@ -179,18 +167,7 @@ def test_a_post_flip_gate_waits_for_a_restarted_load_balancer(monkeypatch: pytes
 def test_a_load_balancer_down_past_the_limit_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.time()
     metrics = RestartedLoadBalancer((started, started + 60))
-    trigger = triggers.ThresholdGateTrigger(
-        backend={"kind": "scripted"},
-        checks=[CHECK],
-        labels={"app": "sample", "region": "eu-west", "color": "green"},
-        start_at=started,
-        window_s=1.0,
-        step_s=0.1,
-        rate_window="1s",
-        failures_allowed=2,
-        outage_limit_s=0.3,
-        retry_s=0.1,
-    )
+    trigger = post_flip_trigger(started, step_s=0.1, outage_limit_s=0.3)
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "error"
     assert re.match(r"the evaluation at \d\d:\d\d:\d\d cannot be made: region eu-west's load balancer", event["reason"])
@@ -198,18 +175,7 @@ def test_a_load_balancer_down_past_the_limit_is_an_error_naming_it(monkeypatch: 
 
 def test_an_outage_past_the_limit_is_an_error_naming_the_cause_not_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = ScriptedMetrics(lambda now: True)
-    trigger = triggers.ThresholdGateTrigger(
-        backend={"kind": "scripted"},
-        checks=[CHECK],
-        labels={"app": "sample", "region": "eu-west", "color": "green"},
-        start_at=time.time(),
-        window_s=1.0,
-        step_s=0.1,
-        rate_window="1s",
-        failures_allowed=2,
-        outage_limit_s=0.3,
-        retry_s=0.1,
-    )
+    trigger = post_flip_trigger(time.time(), step_s=0.1, outage_limit_s=0.3)
     [event] = events(trigger, metrics, monkeypatch)
     assert event["status"] == "error"
     assert event["reason"].startswith("the metrics backend failed: connection refused"), event
@@ -217,15 +183,11 @@ def test_an_outage_past_the_limit_is_an_error_naming_the_cause_not_a_verdict(mon
 
 
 def test_the_outage_settings_survive_serialization() -> None:
-    trigger = triggers.ThresholdGateTrigger(
+    trigger = post_flip_trigger(
+        0.0,
         backend={"kind": "prometheus", "url": "http://127.0.0.1:1"},
-        checks=[CHECK],
         labels={},
-        start_at=0.0,
-        window_s=1.0,
         step_s=0.1,
-        rate_window="1s",
-        failures_allowed=2,
         outage_limit_s=12.0,
         retry_s=3.0,
     )
