@@ -78,3 +78,14 @@ def test_with_engine_stops_only_an_engine_it_started(tmp_path: Path, monkeypatch
         assert exit_.value.code == code
         assert (fake_engine().pid() is not None) == answering, (answering, command)
         fake_engine().stop()
+
+
+def test_a_step_that_finds_no_engine_says_so_first(tmp_path: Path, monkeypatch: Any) -> None:
+    """While the engine restarts, a step's first call fails with the cause first (and the task retries)."""
+    import pytest
+
+    from immutable.images.engine import EngineUnavailable, docker_client
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'docker.sock'}")  # nothing listens there
+    with pytest.raises(EngineUnavailable, match=r"^no Docker engine answers \("):
+        docker_client(timeout_s=2)
