@@ -12,9 +12,10 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, setup, task, teardown
 
-from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec, load_app_specs
+from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
+from immutable.dag_specs import specs_to_build
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.region_copy import CopyToRegionOperator
 from immutable.rollout import plan_rollout
@@ -362,7 +363,7 @@ def invalid_specs_dag(errors: dict[str, str]) -> DAG:
 
 
 _platform = load_platform()
-_specs, _errors = load_app_specs()
+_specs, _errors = specs_to_build("release_")  # in a task's process: its own app only
 for _spec in _specs.values():
     try:
         globals()[f"release_{_spec.name}"] = release_dag(_spec, _platform)

@@ -13,8 +13,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from immutable.app_spec import AppSpec, load_app_specs
+from immutable.app_spec import AppSpec
 from immutable.config import ConfigError, PlatformConfig, load_platform
+from immutable.dag_specs import specs_to_build
 
 
 def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
@@ -65,7 +66,7 @@ def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
 
 _platform = load_platform()
-_specs, _ = load_app_specs()  # releases.py reports bad specs as its import error
+_specs, _ = specs_to_build("rollback_")  # releases.py reports bad specs as its import error
 for _spec in _specs.values():
     try:
         globals()[f"rollback_{_spec.name}"] = rollback_dag(_spec, _platform)

@@ -34,6 +34,26 @@ def test_one_dag_per_spec(tmp_path: Path) -> None:
     assert result["dag_ids"] == ["release_billing", "release_sample"]
 
 
+def test_a_tasks_process_builds_only_its_own_dag(tmp_path: Path) -> None:
+    """Airflow's parsing context names the DAG a task's process runs: that app's spec alone is read,
+    so a task starts as fast with 200 apps as with one, and another app's broken spec is not its
+    problem. Without the context (the dag-processor) every DAG is built."""
+    shutil.copy(ROOT / "include" / "apps" / "sample.yaml", tmp_path / "sample.yaml")
+    other = yaml.safe_load((tmp_path / "sample.yaml").read_text()) | {"name": "billing", "tier": "critical"}
+    (tmp_path / "billing.yaml").write_text(yaml.safe_dump(other))
+    (tmp_path / "broken.yaml").write_text("name: broken\ntier: gold\n")
+    in_a_task = {"IMMUTABLE_APPS_DIR": str(tmp_path), "_AIRFLOW_PARSING_CONTEXT_DAG_ID": "release_billing"}
+    result = parse(RELEASES, in_a_task)
+    assert (result["dag_ids"], result["import_errors"]) == (["release_billing"], {})
+    rollbacks = parse(
+        ROOT / "dags" / "rollbacks.py", in_a_task | {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": "rollback_billing"}
+    )
+    assert (rollbacks["dag_ids"], rollbacks["import_errors"]) == (["rollback_billing"], {})
+    everything = parse(RELEASES, {"IMMUTABLE_APPS_DIR": str(tmp_path)})
+    assert everything["dag_ids"] == ["release_billing", "release_sample"]
+    assert "broken.yaml" in next(iter(everything["import_errors"].values()))
+
+
 def test_a_bad_spec_is_an_import_error_naming_file_and_field_and_the_others_load(tmp_path: Path) -> None:
     shutil.copy(ROOT / "include" / "apps" / "sample.yaml", tmp_path / "sample.yaml")
     broken = yaml.safe_load((tmp_path / "sample.yaml").read_text()) | {"name": "broken", "tier": "gold"}
