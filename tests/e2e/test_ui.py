@@ -72,20 +72,25 @@ def sign_in(driver: Any, password: str, then: str) -> None:
 
 
 def find_in_log_view(driver: Any, text: str) -> bool:
-    """The log view renders only the lines in sight (a virtual list): look from the end, then scroll up."""
+    """The log view renders only the lines in sight (a virtual list): look from the end, then scroll up.
+    A view that re-renders while we look (the log still loading) is looked at again by the caller."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     containers = driver.find_elements(By.CSS_SELECTOR, "[data-testid=virtual-scroll-container]")
     if not containers:
         return False
     container = containers[0]
-    height = int(driver.execute_script("return arguments[0].scrollHeight", container))
-    step = max(100, int(driver.execute_script("return arguments[0].clientHeight", container)) // 2)
-    for offset in range(height, -step, -step):
-        driver.execute_script("arguments[0].scrollTop = arguments[1]", container, max(0, offset))
-        time.sleep(0.2)
-        if text in container.text:
-            return True
+    try:
+        height = int(driver.execute_script("return arguments[0].scrollHeight", container))
+        step = max(100, int(driver.execute_script("return arguments[0].clientHeight", container)) // 2)
+        for offset in range(height, -step, -step):
+            driver.execute_script("arguments[0].scrollTop = arguments[1]", container, max(0, offset))
+            time.sleep(0.2)
+            if text in container.text:
+                return True
+    except StaleElementReferenceException:
+        return False
     return False
 
 
