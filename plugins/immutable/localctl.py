@@ -62,9 +62,9 @@ def engine_keeps_containers() -> bool:
 def engine_service() -> Service:
     return Service(
         name="dockerd",
-        # --live-restore: the fleets keep running while the engine restarts. --userland-proxy=false:
-        # their published ports are kernel NAT rules that outlive the engine, not docker-proxy
-        # processes that die with it (users' requests would fail until it came back).
+        # --live-restore: the fleets keep running while the engine restarts (they are reached at their
+        # bridge address, local/fleets.py). --userland-proxy=false: a port some container publishes is
+        # a kernel NAT rule, not a docker-proxy process that would die with the engine.
         argv=["dockerd", "--host=unix:///var/run/docker.sock", "--live-restore", "--userland-proxy=false"],
         run_dir=run_dir(),
         ready=engine_answers,
