@@ -23,10 +23,11 @@ demo: airflow-up
 	@$(PY) -m immutable.demo
 
 # The tests start their own registries on their own ports (tests/platform.yaml). A Docker engine
-# started for them is stopped after them.
+# started for them is stopped after them. Two workers: the running-Airflow layers (e2e, compose)
+# beside the rest (tests/conftest.py names the groups).
 test: setup
 	@$(MAKE) --no-print-directory lint
-	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest
+	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest -n 2
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

@@ -6,12 +6,14 @@ Services that a test needs must exist in CI; outside CI a missing one skips with
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,60 @@ sys.path.insert(0, str(ROOT / "plugins"))
 SESSION_STARTED = time.time()
 TEST_PLATFORMS = ("test", "e2e", "compose")  # the platform files' local.instance of tests/, tests/e2e, tests/compose
 TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-test"]
+
+
+# `make test` runs two pytest-xdist workers, one group of layers each. The groups share nothing but
+# the Docker engine: "local" (var/test and its Airflow DB: unit, dags, integration, aws) and
+# "standalone" (var/e2e and var/compose-test: the demo's running Airflow, then the compose one).
+STANDALONE_LAYERS = ("e2e", "compose")
+ENGINE_LOCKS = ROOT / "var" / "engine-locks"
+
+
+def layer_group(nodeid: str) -> str:
+    """tests/<layer>/... -> the group its layer runs in."""
+    parts = nodeid.split("/")
+    return "standalone" if len(parts) > 2 and parts[1] in STANDALONE_LAYERS else "local"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole groups to workers, by the test's path (xdist's own `loadgroup` cannot tag node ids
+    under pytest 9, whose node ids are read-only)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByLayerGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return layer_group(nodeid)
+
+    return ByLayerGroup(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "restarts_docker_engine: restarts the Docker engine; every other test waits for it to end"
+    )
+
+
+@contextmanager
+def engine_turn(exclusive: bool) -> Generator[None]:
+    """Many tests may use the engine at once, or one alone (a test that restarts it). A test that
+    wants it alone first takes the intent lock, so no new test starts while it waits for the running
+    ones to end (flock alone would let the other worker's back-to-back tests starve it)."""
+    ENGINE_LOCKS.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with open(ENGINE_LOCKS / "intent", "a") as intent, open(ENGINE_LOCKS / "engine", "a") as engine:
+        fcntl.flock(intent, mode)
+        fcntl.flock(engine, mode)
+        if not exclusive:
+            fcntl.flock(intent, fcntl.LOCK_UN)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Setup, call and teardown (so session fixtures too) inside the test's turn on the engine."""
+    with engine_turn(exclusive=item.get_closest_marker("restarts_docker_engine") is not None):
+        return (yield)
 
 
 def require(service: str, available: bool, how: str) -> None:
@@ -171,6 +227,8 @@ def leftovers() -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture's teardown: the suite must leave nothing of its platforms behind."""
     if session.config.option.collectonly or exitstatus not in (0, 1):
+        return
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the other may still be running its tests
         return
     left = leftovers()
     if left:

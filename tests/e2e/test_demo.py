@@ -163,6 +163,7 @@ def gate_log(client: Any, run_id: str) -> str:
 
 
 @pytest.mark.changes_the_demo
+@pytest.mark.restarts_docker_engine
 def test_faults_during_a_good_release_lose_nothing(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
     """Fault drills, in one good release, each while its canary gate waits in the triggerer:
     - the pilot region's load balancer is killed and brought back by `make up`: the gate judges no
