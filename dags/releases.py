@@ -311,6 +311,21 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         production_tasks: list[Any] = [gate]
         flip_task_ids: list[str] = []  # the flips before each step, for the approval's summary
         previous: Any = gate
+        approval_timeout_s = spec.for_platform(platform).bluegreen.approval_timeout_s
+        if spec.canary.on_marginal == "ask":
+            from immutable.operators.approval import MarginalCanaryApprovalOperator
+
+            approve_canary = MarginalCanaryApprovalOperator(
+                task_id="approve_marginal_canary",
+                app=app,
+                timeout_s=approval_timeout_s,
+                doc_md="Only after a marginal canary (canary.on_marginal: ask): a human sees the score tables and "
+                "approves the release or stops it; no answer within approval_timeout_s stops it. Otherwise it "
+                "ends at once.",
+            )
+            gate >> approve_canary
+            production_tasks.append(approve_canary)
+            previous = approve_canary
         for step in plan_rollout(waves, synchronized=synchronized, approval=spec.approval):
             if step.approval_before:
                 from immutable.operators.approval import RolloutApprovalOperator
@@ -319,7 +334,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                     task_id="approve_rollout",
                     app=app,
                     regions=step.regions,
-                    timeout_s=spec.for_platform(platform).bluegreen.approval_timeout_s,
+                    timeout_s=approval_timeout_s,
                     previous_flips=flip_task_ids,
                     doc_md="A human approves before the rollout goes on to the next regions; a rejection, or no "
                     "answer within the spec's approval_timeout_s, fails the run and the rollback sends back every "

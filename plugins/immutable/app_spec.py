@@ -177,6 +177,9 @@ class CanarySettings(_Strict):
     min_samples: int = Field(50, ge=3)
     pass_score: float = Field(95.0, gt=0, le=100)
     marginal_score: float = Field(75.0, ge=0, lt=100)
+    # The final interval only marginal (above marginal_score, under pass_score): fail the release, or
+    # ask a person (an approval showing the score table; no answer in time is a refusal).
+    on_marginal: Literal["fail", "ask"] = "fail"
     group_weights: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,40}$")], float] = Field(
         default_factory=dict, max_length=50
     )
@@ -202,6 +205,7 @@ class CanarySettings(_Strict):
             "pass_score": self.pass_score,
             "marginal_score": self.marginal_score,
             "group_weights": dict(self.group_weights),
+            "on_marginal": self.on_marginal,
         }
 
 
@@ -260,6 +264,7 @@ class AppSpec(_Strict):
             update={
                 "canary": self.canary.model_copy(update=overrides.canary),
                 "bluegreen": self.bluegreen.model_copy(update=overrides.bluegreen),
+                "health": self.health.model_copy(update=overrides.health),
             }
         )
 

@@ -128,6 +128,15 @@ def test_approval_sits_between_the_pilot_and_the_next_wave(tmp_path: Path) -> No
     assert "rollback" in downstream["approve_rollout"]
 
 
+def test_a_spec_that_asks_on_a_marginal_canary_has_the_question_before_the_first_wave(tmp_path: Path) -> None:
+    sample = yaml.safe_load((ROOT / "include" / "apps" / "sample.yaml").read_text())
+    downstream = spec_variant(tmp_path, canary=sample["canary"] | {"on_marginal": "ask"})
+    assert "approve_marginal_canary" in downstream["canary.analysis"]
+    assert "wave_1.launch_new_color" in downstream["approve_marginal_canary"]
+    assert "rollback" in downstream["approve_marginal_canary"]
+    assert "approve_marginal_canary" not in spec_variant(tmp_path)  # on_marginal: fail asks nobody
+
+
 def test_a_synchronized_rollout_flips_all_regions_in_one_task(tmp_path: Path) -> None:
     downstream = spec_variant(tmp_path, synchronized=True)
     assert not any(task.startswith("wave_") for task in downstream)

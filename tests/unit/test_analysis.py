@@ -350,7 +350,20 @@ def test_gate_passes_when_the_last_planned_interval_passes() -> None:
 def test_gate_fails_when_the_last_interval_is_marginal() -> None:
     decision = gate_decision([interval(100), interval(80)], 2, AnalysisConfig())
     assert decision.decision == "fail"
-    assert "marginal" in decision.reason
+    assert "the last was only marginal: it scored 80" in decision.reason
+    assert decision.reason.endswith("the final interval must pass (on_marginal: fail)")
+
+
+def test_gate_asks_a_person_when_the_last_interval_is_marginal_and_the_spec_says_ask() -> None:
+    ask = AnalysisConfig(on_marginal="ask")
+    decision = gate_decision([interval(100), interval(80)], 2, ask)
+    assert decision.decision == "marginal"
+    assert decision.reason.endswith("a person decides (on_marginal: ask)")
+    # Asking changes only the marginal end: a failing interval still fails fast, a pass still passes.
+    assert gate_decision([interval(100), interval(40)], 3, ask).decision == "fail"
+    assert gate_decision([interval(80), interval(100)], 2, ask).decision == "pass"
+    with pytest.raises(ValueError, match="on_marginal must be 'fail' or 'ask'"):
+        AnalysisConfig(on_marginal="maybe")  # type: ignore[arg-type]
 
 
 def test_gate_refuses_nonsense() -> None:

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from immutable.operators.approval import ApprovalRefused, RolloutApprovalOperator, approval_body, refusal_message
+from immutable.operators.approval import (
+    ApprovalRefused,
+    MarginalCanaryApprovalOperator,
+    RolloutApprovalOperator,
+    approval_body,
+    marginal_canary_body,
+    refusal_message,
+)
 
 REGIONS = ["us-east", "ap-south"]
 
@@ -73,3 +80,42 @@ def test_the_operator_fails_on_refusal_and_returns_the_answer_on_approval() -> N
         operator.execute_complete({}, {"error": "timeout", "error_type": "timeout"})
     approved = operator.execute_complete({}, answer("Approve"))
     assert approved["chosen_options"] == ["Approve"]
+
+
+def test_an_answer_that_fails_validation_is_a_refusal_naming_the_error() -> None:
+    event = {"error": "reason: 'x' is too long", "error_type": "validation"}
+    message = refusal_message(app="sample", regions=REGIONS, event=event, timeout=timedelta(minutes=2))
+    assert message is not None
+    assert message.startswith(
+        "The answer to the approval to roll sample out to us-east, ap-south could not be used (reason: 'x' is too "
+        "long): not approved"
+    )
+
+
+class CanaryTaskInstance:
+    """What the marginal-canary approval pulls: the canary gate's verdict."""
+
+    def __init__(self, canary: dict[str, Any]) -> None:
+        self.canary = canary
+
+    def xcom_pull(self, task_ids: str) -> dict[str, Any]:
+        assert task_ids == "canary.analysis"
+        return self.canary
+
+
+def test_a_marginal_canary_is_asked_with_its_score_tables_and_a_refusal_stops_the_release() -> None:
+    canary = {"status": "marginal", "canary_version": "1.7.0", "baseline_version": "1.6.0", "reason": "scored 50"}
+    body = marginal_canary_body(app="sample", canary=canary, score_tables="interval 1:\nlatency_p90_s fail", links={})
+    assert body.startswith("**sample 1.7.0**: its canary was only marginal. Release it anyway?")
+    assert "- Verdict: scored 50" in body and "Production runs 1.6.0 meanwhile" in body
+    assert "interval 1:\nlatency_p90_s fail" in body
+    operator = MarginalCanaryApprovalOperator(task_id="approve_marginal_canary", app="sample", timeout_s=60)
+    context = {"ti": CanaryTaskInstance(canary)}
+    with pytest.raises(
+        ApprovalRefused, match=r"^Rejected by ops-oncall: too slow\. The release of sample 1\.7\.0 stops"
+    ):
+        operator.execute_complete(context, answer("Reject", "too slow"))
+    with pytest.raises(ApprovalRefused, match=r"^Nobody answered the approval to release sample 1\.7\.0 on a marginal"):
+        operator.execute_complete(context, {"error": "timeout", "error_type": "timeout"})
+    # After a clean pass nothing is asked: the task ends at once.
+    assert operator.execute({"ti": CanaryTaskInstance({"status": "pass"})}) == {"asked": False, "canary": "pass"}

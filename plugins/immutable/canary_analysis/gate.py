@@ -11,7 +11,8 @@ from immutable.canary_analysis.scoring import classify_score
 def gate_decision(
     intervals: Sequence[IntervalResult], planned_intervals: int, config: AnalysisConfig | None = None
 ) -> GateDecision:
-    """Argo-style gating: fail as soon as an interval fails, pass only when the last planned one passes."""
+    """Argo-style gating: fail as soon as an interval fails, pass only when the last planned one passes.
+    A last one that is only marginal fails too, unless `config.on_marginal` is "ask": then a person decides."""
     config = config or AnalysisConfig()
     if planned_intervals < 1:
         raise ValueError(f"planned_intervals must be at least 1, got {planned_intervals}")
@@ -45,8 +46,10 @@ def gate_decision(
             f"all {planned_intervals} intervals judged; the last scored {last.score:g}, "
             f"at or above the pass score {config.pass_score:g}",
         )
-    return decide(
-        "fail",
+    marginal = (
         f"all {planned_intervals} intervals judged, but the last was only marginal: it scored {last.score:g}, "
-        f"under the pass score {config.pass_score:g}; the final interval must pass",
+        f"above the marginal score {config.marginal_score:g} but under the pass score {config.pass_score:g}"
     )
+    if config.on_marginal == "ask":
+        return decide("marginal", f"{marginal}; a person decides (on_marginal: ask)")
+    return decide("fail", f"{marginal}; the final interval must pass (on_marginal: fail)")

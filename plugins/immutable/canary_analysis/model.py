@@ -9,7 +9,8 @@ from typing import Any, Literal, NamedTuple, cast
 Classification = Literal["pass", "high", "low", "nodata", "too_few"]
 Direction = Literal["increase", "decrease", "either"]
 ScoreClassification = Literal["pass", "marginal", "fail"]
-Decision = Literal["continue", "pass", "fail"]
+Decision = Literal["continue", "pass", "fail", "marginal"]  # marginal: a person decides
+OnMarginal = Literal["fail", "ask"]
 
 DIRECTIONS: tuple[Direction, ...] = ("increase", "decrease", "either")
 DEFAULT_GROUP = "default"
@@ -62,6 +63,8 @@ class AnalysisConfig:
     pass_score: float = DEFAULT_PASS_SCORE_PCT
     marginal_score: float = DEFAULT_MARGINAL_SCORE_PCT
     group_weights: Mapping[str, float] = field(default_factory=dict)
+    # A final interval that is only marginal: "fail" the gate, or "ask" a person (decision "marginal").
+    on_marginal: OnMarginal = "fail"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
@@ -73,6 +76,8 @@ class AnalysisConfig:
                 f"need 0 <= marginal_score <= pass_score <= {MAX_SCORE_PCT:g}, "
                 f"got marginal_score={self.marginal_score}, pass_score={self.pass_score}"
             )
+        if self.on_marginal not in ("fail", "ask"):
+            raise ValueError(f"on_marginal must be 'fail' or 'ask', got {self.on_marginal!r}")
         negative = {group: weight for group, weight in self.group_weights.items() if not weight >= 0}
         if negative:
             raise ValueError(f"group weights must be >= 0, got {negative}")

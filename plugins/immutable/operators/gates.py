@@ -172,9 +172,19 @@ class CanaryGateOperator(_GateOperator):
             table = format_table(IntervalResult.from_dict(interval))
             tables.append(f"interval {number}:\n{table}")
             self.log.info("canary analysis, interval %d:\n%s", number, table)
+        intervals = event.get("intervals") or []
+        verdict = event | {
+            "score": intervals[-1]["score"] if intervals else None,
+            "canary_version": self.canary.get("canary_version"),
+            "baseline_version": self.canary.get("baseline_version"),
+        }
         if event["status"] == "pass":
             self.log.info("canary passed: %s", event["reason"])
-            return event
+            return verdict
+        if event["status"] == "marginal":  # the spec's on_marginal: ask; the next task asks a person
+            self.log.info("canary marginal, a person decides next: %s", event["reason"])
+            return verdict | {"score_tables": "\n".join(tables)}
+        _record_verdict(context, event)
         if event["status"] == "error":
             raise GateError(
                 "\n".join(
@@ -209,6 +219,14 @@ class CanaryGateOperator(_GateOperator):
         )
 
 
+def _record_verdict(context: Any, event: dict[str, Any]) -> None:
+    """A failed gate's verdict as XCom `verdict` (status, reason, when), beside the exception: for the
+    UI's XCom tab and for whoever measures how fast the flip back followed."""
+    context["ti"].xcom_push(
+        key="verdict", value={k: v for k, v in event.items() if k in ("status", "reason", "failed_at")}
+    )
+
+
 def _failing_metrics(event: dict[str, Any]) -> list[str]:
     intervals = event.get("intervals") or []
     if not intervals:
@@ -217,17 +235,22 @@ def _failing_metrics(event: dict[str, Any]) -> list[str]:
 
 
 class PostFlipGateOperator(_GateOperator):
-    """Watch the new color after the flip; on a breach flip back at once and remove the new color."""
+    """Watch the new color after the flip; on a breach flip back at once and remove the new color.
+
+    With `flip_back=False` (a rollback's redeploy, whose "previous" is the release being rolled back
+    from) a breach fails the task and changes nothing: going back to that release is a person's call.
+    """
 
     template_fields: Sequence[str] = ("app", "flipped")
     ui_color = "#c8e6c9"
     operator_extra_links = GATE_LINKS
     gate_name = "post-flip gate"
 
-    def __init__(self, *, app: str, flipped: Any, **kwargs: Any) -> None:
+    def __init__(self, *, app: str, flipped: Any, flip_back: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.flipped = flipped  # the flip task's XCom for one region
+        self.flip_back = flip_back
 
     def where(self) -> str:
         return str(self.flipped["region"]) if isinstance(self.flipped, dict) else "its region"
@@ -287,6 +310,13 @@ class PostFlipGateOperator(_GateOperator):
         self.log.info("post-flip gate in %s:\n%s", region, evidence)
         if event["status"] == "pass":
             return {"region": region, "status": "pass", "reason": event["reason"]}
+        _record_verdict(context, event)
+        if not self.flip_back:
+            raise GateFailed(
+                f"The post-flip gate of {self.app} {self.flipped['version']} failed in {region}: {event['reason']}.\n"
+                f"{evidence}\nNothing was flipped: {self.flipped['version']} keeps the traffic, since going back to "
+                f"what ran before it is a person's call. Next: release a fixed version, or roll back further."
+            )
         undone = production.flip_back(self.app, self.flipped, reason=event["reason"])
         raise GateFailed(
             "\n".join(
