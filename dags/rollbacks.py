@@ -3,7 +3,8 @@ One `rollback_<app>` DAG per app spec: put the previous release back in the chos
 
 While the previous color is still kept (its rollback window), this is a flip of the load
 balancer back to it: seconds. After the window it redeploys the previous release's image by
-digest with the same blue/green steps.
+digest with the same blue/green steps, and watches it with the same post-flip gate as a release
+(a breach fails the run and changes nothing: the release rolled back from is not put back).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from airflow.sdk import DAG, Param, task
 from immutable.app_spec import AppSpec
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
+from immutable.operators.gates import PostFlipGateOperator
 
 
 def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
@@ -61,7 +63,20 @@ def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.rollback_region(app, region, context["run_id"])
 
-        rollback_region.expand(region=choose_regions())
+        @task(multiple_outputs=False)
+        def redeployed(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """The regions past their window, where the previous release was launched anew: watched."""
+            from immutable.pipelines.production import REDEPLOYED
+
+            return [outcome["to"] for outcome in outcomes if outcome["how"] == REDEPLOYED]
+
+        outcomes = rollback_region.expand(region=choose_regions())
+        PostFlipGateOperator.partial(
+            task_id="post_flip_gate",
+            app=app,
+            flip_back=False,
+            doc_md="The post-flip gate on a redeployed previous release; a breach fails the run, nothing is flipped.",
+        ).expand(flipped=redeployed(outcomes))
     return dag
 
 

@@ -242,10 +242,19 @@ class Signing(_Strict):
 
 
 class TimingOverrides(_Strict):
-    """Applied over every app's canary and bluegreen settings: shorter windows for a laptop or CI."""
+    """Applied over every app's canary, bluegreen and health settings: shorter waits for a laptop or CI."""
 
     canary: dict[str, float | int | str] = Field(default_factory=dict)
     bluegreen: dict[str, float | int] = Field(default_factory=dict)
+    health: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("health")
+    @classmethod
+    def _health_keys(cls, values: dict[str, object]) -> dict[str, object]:
+        unknown = sorted(set(values) - {"timeout_s"})
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; allowed: ['timeout_s']")
+        return values
 
     @field_validator("canary")
     @classmethod

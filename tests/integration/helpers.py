@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
+import tarfile
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -95,3 +99,51 @@ def synchronized_rollout() -> Generator[Path, None, None]:
         yield variant
     finally:
         os.environ["IMMUTABLE_PLATFORM_FILE"] = str(original)
+
+
+def faults_archive(faults: dict[str, Any]) -> bytes:
+    """/tmp/sample-faults.json as a tar stream: the sample app reads it on its first request and every
+    second after (a fault injected into a server, see include/apps/sample/src/sample_app/server.py)."""
+    body = json.dumps(faults).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("sample-faults.json")
+        info.size, info.mode = len(body), 0o644
+        archive.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def faults_in_new_fleets(version: str, region: str, faults: dict[str, Any]) -> Generator[list[str], None, None]:
+    """While the block runs, every blue/green member of `version` created in `region` gets `faults`
+    the moment the engine creates it, before it answers anything: `{"fail_health": true}` makes a
+    color that never turns healthy, `{"error_rate": 1.0}` one that passes its health checks and then
+    fails its users. Yields the names of the members it broke, filled in as they come."""
+    import docker
+
+    client = docker.from_env()
+    labels = ["io.immutable.platform=test", "io.immutable.role=fleet", f"io.immutable.region={region}"]
+    events = client.events(
+        decode=True,
+        filters={"type": "container", "event": "create", "label": [*labels, f"io.immutable.version={version}"]},
+    )
+    broken: list[str] = []
+
+    def inject() -> None:
+        for event in events:
+            attributes = event.get("Actor", {}).get("Attributes", {})
+            if attributes.get("io.immutable.color") not in ("blue", "green"):
+                continue
+            try:
+                client.containers.get(event["id"]).put_archive("/tmp", faults_archive(faults))
+            except docker.errors.NotFound:  # removed again at once: nothing to break
+                continue
+            broken.append(attributes.get("name", event["id"]))
+
+    watcher = threading.Thread(target=inject, name=f"faults-{region}", daemon=True)
+    watcher.start()
+    try:
+        yield broken
+    finally:
+        events.close()
+        watcher.join(timeout=10)

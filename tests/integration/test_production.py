@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from immutable.config import load_platform
+from immutable.pipelines.production import REDEPLOYED
 from tests.conftest import TEST_STATE
 from tests.integration.helpers import (
     APP,
@@ -71,11 +71,29 @@ def test_no_user_request_failed_during_the_good_release(two_good_releases: dict[
     assert stats, "the traffic generator wrote no statistics"
 
 
-def test_a_bad_release_is_stopped_by_the_canary(two_good_releases: dict[str, Any], capfd: Any) -> None:
+def expire_rollback_window(region: str) -> None:
+    """Time passes for one region: its kept color's rollback window ends now (the record's deadline,
+    which `retire_expired` reads, is all a clock would change)."""
+    with production()._locked(APP, region) as record:
+        assert record.get("previous"), f"{region} keeps no color: {record}"
+        record["previous"]["retire_after"] = time.time() - 1
+
+
+def test_a_bad_release_is_stopped_by_the_canary_after_retiring_what_expired(
+    two_good_releases: dict[str, Any], capfd: Any
+) -> None:
+    """The bad release's first production step retires kept colors past their window (us-east and
+    ap-south here), never one still inside it (eu-west); then its canary stops it."""
+    inside_window, expired = "eu-west", ["us-east", "ap-south"]
+    kept = {region: production().kept(APP, region) for region in REGIONS}
+    assert all(kept.values()), kept
+    for region in expired:
+        expire_rollback_window(region)
     before = {region: fleet_colors(region) for region in REGIONS}
     run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # 30% errors, +40 ms
     capfd.readouterr()
     assert str(run.state) == "failed"
+    assert states["retire_expired"] == "success", states
     assert states["canary.analysis"] == "failed"
     assert states["canary.end_canary"] == "success"
     assert states["wave_1.launch_new_color[0]"] == "upstream_failed"
@@ -83,69 +101,53 @@ def test_a_bad_release_is_stopped_by_the_canary(two_good_releases: dict[str, Any
     # The cause sentence of the failed gate is asserted where users read it: the task log over REST
     # and in the browser (tests/e2e); dag.test() does not print an AirflowFailException's message.
     assert live_versions() == dict.fromkeys(REGIONS, "1.1.0")
-    after = {region: fleet_colors(region) for region in REGIONS}
-    assert after == before, "canary, baseline or a new color was left behind"
+    retired = xcom(run, "retire_expired")
+    assert {region: bool(names) for region, names in retired.items()} == {
+        inside_window: False,
+        **dict.fromkeys(expired, True),
+    }, retired
+    for region in expired:
+        assert fleet_colors(region) == {production().live(APP, region)["color"]: "1.1.0"}, fleet_colors(region)
+        assert production().kept(APP, region) is None
+    # Inside its window: untouched. And neither canary, baseline nor a new color was left behind.
+    assert production().kept(APP, inside_window) == kept[inside_window]
+    assert fleet_colors(inside_window) == before[inside_window]
 
 
-def test_a_post_flip_regression_flips_back_within_seconds(two_good_releases: dict[str, Any]) -> None:
-    from immutable.operators.gates import GateFailed, PostFlipGateOperator
-    from immutable.pipelines import production as steps
-    from immutable.platforms import platform_for
-    from immutable.registry import RegistryClient
-    from immutable.triggers import ThresholdGateTrigger
-
-    platform = load_platform()
-    region = "us-east"
-    digest = RegistryClient(f"127.0.0.1:{platform.region(region).registry_port}").manifest_digest(
-        "apps/sample", "1.2.0"
-    )
-    assert digest, "1.2.0 was copied to every region by the bad release"
-    plan = {"app": APP, "version": "1.2.0"}
-    launched = steps.launch_new_color(plan, {"digest": digest}, region, "test-post-flip")
-    flipped = steps.flip(plan, launched, "test-post-flip")
-    assert live_versions()[region] == "1.2.0"
-    operator = PostFlipGateOperator(task_id="gate", app=APP, flipped=flipped)
-    spec_checks = __import__("immutable.app_spec", fromlist=["app_spec"]).app_spec(APP).for_platform(platform)
-
-    async def first_event() -> dict[str, Any]:
-        trigger = ThresholdGateTrigger(
-            backend=platform_for().metrics.backend(APP, region),
-            checks=[c.model_dump() for c in spec_checks.bluegreen.post_flip_checks],
-            labels={"app": APP, "region": region, "color": flipped["color"]},
-            start_at=time.time() + spec_checks.bluegreen.post_flip_warmup_s,
-            window_s=60,
-            step_s=1,
-            rate_window=spec_checks.canary.rate_window,
-            failures_allowed=2,
-        )
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    event = asyncio.run(first_event())
-    assert event["status"] == "fail", event
-    assert "error_rate" in event["reason"]
-    with pytest.raises(GateFailed, match="went back to"):
-        operator.execute_complete({}, event)
-    flipped_back_s = time.time() - event["failed_at"]
-    assert flipped_back_s < 10, f"flipping back took {flipped_back_s:.1f}s"
-    assert live_versions()[region] == "1.1.0"
-    assert "1.2.0" not in fleet_colors(region).values()
-    production().release(APP, region, "test-post-flip")
+def test_a_marginal_canary_fails_the_release_when_the_spec_says_fail(two_good_releases: dict[str, Any]) -> None:
+    """1.7.0 only turns slower: the latency metric fails, error_rate passes, every interval scores 50,
+    marginal for the sample's spec (marginal_score 40). With on_marginal: fail (the sample's setting)
+    the gate runs every interval, then fails the release; production is untouched."""
+    before = {region: fleet_colors(region) for region in REGIONS}
+    run, states = run_dag("releases.py", "release_sample", {"version": "1.7.0"})
+    assert str(run.state) == "failed", states
+    assert states["canary.analysis"] == "failed" and states["rollback"] == "success", states
+    assert "approve_marginal_canary" not in states, states  # on_marginal: fail asks nobody
+    verdict = xcom(run, "canary.analysis", key="verdict")
+    assert verdict["status"] == "fail", verdict
+    assert "all 2 intervals judged, but the last was only marginal: it scored 50" in verdict["reason"], verdict
+    assert verdict["reason"].endswith("(on_marginal: fail)"), verdict
+    assert {region: fleet_colors(region) for region in REGIONS} == before
 
 
-def test_the_rollback_dag_restores_the_previous_version(two_good_releases: dict[str, Any]) -> None:
+def test_the_rollback_dag_flips_back_or_redeploys_past_the_window_and_watches_it(
+    two_good_releases: dict[str, Any],
+) -> None:
+    """eu-west still keeps 1.0.0: a flip back. us-east and ap-south retired theirs: 1.0.0 is launched
+    anew by digest, flipped to, and watched by the post-flip gate."""
     run, states = run_dag("rollbacks.py", "rollback_sample", {"regions": REGIONS, "reason": "test"})
     assert str(run.state) == "success", states
     outcomes = {done["region"]: done for done in (xcom(run, "rollback_region", map_index=i) for i in range(3))}
     assert sorted(outcomes) == sorted(REGIONS)
-    for region, done in outcomes.items():
+    redeployed = sorted(region for region, done in outcomes.items() if done["how"] == REDEPLOYED)
+    assert redeployed == ["ap-south", "us-east"], outcomes
+    assert outcomes["eu-west"]["how"] == "flipped back to the kept color", outcomes
+    for done in outcomes.values():
         assert done["to"]["version"] == "1.0.0", done
-        if region == "us-east":
-            # The post-flip test's new color replaced the kept 1.0.0 fleet there: redeployed by digest.
-            assert done["how"] == "redeployed the previous release by digest", done
-        else:
-            assert done["how"] == "flipped back to the kept color", done
+    # One post-flip gate per redeployed region, and each passed on the platform's live series.
+    watched = sorted(xcom(run, "post_flip_gate", map_index=i)["region"] for i in range(len(redeployed)))
+    assert watched == redeployed
+    assert [states[f"post_flip_gate[{i}]"] for i in range(len(redeployed))] == ["success"] * 2, states
     assert live_versions() == dict.fromkeys(REGIONS, "1.0.0")
 
 

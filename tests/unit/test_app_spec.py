@@ -125,3 +125,25 @@ def test_release_versions_become_valid_python_versions(semver: str, pep440: str)
 
     assert python_version(semver) == pep440
     assert str(Version(pep440)) == pep440
+
+
+def test_the_platform_timing_overrides_reach_canary_bluegreen_and_health(tmp_path: Path) -> None:
+    spec = load_app_spec(ROOT / "include" / "apps" / "sample.yaml")
+    platform = load_platform(ROOT / "tests" / "platform.yaml")
+    timed = spec.for_platform(platform)
+    overrides = platform.timing_overrides
+    assert overrides is not None
+    assert timed.health.timeout_s == overrides.health["timeout_s"] < spec.health.timeout_s
+    assert timed.canary.interval_s == overrides.canary["interval_s"] == 20 < spec.canary.interval_s
+    assert timed.bluegreen.step_pause_s == overrides.bluegreen["step_pause_s"] < spec.bluegreen.step_pause_s
+    bad = tmp_path / "platform.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            yaml.safe_load((ROOT / "tests" / "platform.yaml").read_text())
+            | {"timing_overrides": {"health": {"timeout": 5}}}
+        )
+    )
+    with pytest.raises(
+        ConfigError, match=r"timing_overrides\.health.*unknown keys \['timeout'\]; allowed: \['timeout_s'\]"
+    ):
+        load_platform(bad)

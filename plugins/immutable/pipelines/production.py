@@ -383,6 +383,8 @@ def record_release(plan: dict[str, Any], baked: dict[str, Any]) -> dict[str, Any
 
 # --- manual rollback ------------------------------------------------------------------------
 
+REDEPLOYED = "redeployed the previous release by digest"
+
 
 def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
     """Flip back to the kept color; past its window, redeploy the previous release by digest."""
@@ -418,6 +420,6 @@ def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
             dag_id=f"rollback_{app}",
         )
         flipped = flip({"app": app}, launched, run_id)
-        return {"region": region, "how": "redeployed the previous release by digest", "from": live, "to": flipped}
+        return {"region": region, "how": REDEPLOYED, "from": live, "to": flipped}
     finally:
         production.release(app, region, run_id)
