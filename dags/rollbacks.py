@@ -1,5 +1,6 @@
 """
-One `rollback_<app>` DAG per app spec: put the previous release back in the chosen regions.
+One `rollback_<app>` DAG per app spec: put the previous release back in the chosen regions. And one
+`stop_<app>`: stop the app's release in progress, from the UI's trigger form or REST.
 
 While the previous color is still kept (its rollback window), this is a flip of the load
 balancer back to it: seconds. After the window it redeploys the previous release's image by
@@ -80,10 +81,71 @@ def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
     return dag
 
 
+STOP_DOC = """
+### stop_{app}: stop the release of {app} in progress
+
+Every release of {app} asked for before this run stops: its gates within seconds (the task log
+says who stopped it and why), its launches and flips before their next change. The release then
+fails, and its `rollback` task flips back every region it flipped and removes its new fleets.
+This run waits for that, then says what runs in each region.
+
+A release run **marked failed** by hand skips its rollback task: this DAG is then triggered for
+it (by the project's listener), and it undoes what that run changed itself.
+"""
+STOP_WAIT_S = 900.0  # how long the stop waits for the release runs to end (their gates look every few seconds)
+
+
+def stop_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
+    app, regions = spec.name, spec.rollout_regions(platform)
+    with DAG(
+        dag_id=f"stop_{app}",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["stop", f"app:{app}"],
+        doc_md=STOP_DOC.format(app=app),
+        params={
+            "reason": Param(
+                type="string",
+                minLength=1,
+                maxLength=500,
+                title="Reason",
+                description="Why the release must stop: shown in the release's failure, with your name.",
+            ),
+        },
+    ) as dag:
+
+        @task(multiple_outputs=False, retries=0)
+        def request_stop(**context: Any) -> dict[str, Any]:
+            """Record the stop for every region; name the release runs it stops."""
+            from immutable.pipelines import production
+
+            by = context["dag_run"].triggering_user_name or "an unnamed user"
+            return production.request_stop(app, regions, by=by, reason=str(context["params"]["reason"]))
+
+        @task(multiple_outputs=False, retries=0)
+        def make_safe(requested: dict[str, Any], **context: Any) -> dict[str, str]:
+            """Wait for those runs to end; undo what one that ended without its rollback changed."""
+            from immutable.pipelines import production
+
+            def release_digest(run_id: str) -> str | None:
+                baked = context["ti"].xcom_pull(dag_id=f"release_{app}", run_id=run_id, task_ids="bake")
+                return str(baked["digest"]) if isinstance(baked, dict) and baked.get("digest") else None
+
+            return production.make_safe_after_stop(
+                app, regions, requested, release_digest=release_digest, timeout_s=STOP_WAIT_S
+            )
+
+        make_safe(request_stop())
+    return dag
+
+
 _platform = load_platform()
-_specs, _ = specs_to_build("rollback_")  # releases.py reports bad specs as its import error
+_specs, _ = specs_to_build("rollback_", "stop_")  # releases.py reports bad specs as its import error
 for _spec in _specs.values():
     try:
         globals()[f"rollback_{_spec.name}"] = rollback_dag(_spec, _platform)
+        globals()[f"stop_{_spec.name}"] = stop_dag(_spec, _platform)
     except ConfigError:
         continue

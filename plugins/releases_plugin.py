@@ -1,12 +1,15 @@
 """The "Releases" page in the Airflow UI's navigation: what runs where, per app and region, with
 what is kept for rollback. Airflow imports this file in every component, so the page's code is
-imported only here and builds its app lazily on the first request."""
+imported only here and builds its app lazily on the first request. Also the listener that undoes
+a release run marked failed by hand (immutable.stop_listener)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
+
+from immutable import stop_listener
 
 URL_PREFIX = "/releases"
 
@@ -37,7 +40,11 @@ EXTERNAL_VIEWS = [
 ]
 
 
+LISTENERS: list[object] = [stop_listener]
+
+
 class ReleasesPlugin(AirflowPlugin):
     name = "immutable_releases"
     fastapi_apps = FASTAPI_APPS
     external_views = EXTERNAL_VIEWS
+    listeners = LISTENERS

@@ -13,13 +13,14 @@ from immutable.app_spec import AppSpec, app_spec, load_app_specs
 from immutable.config import ConfigError
 
 
-def specs_to_build(dag_prefix: str) -> tuple[dict[str, AppSpec], dict[str, str]]:
-    """The specs (by app name) whose `<dag_prefix><app>` DAGs to build now, and an error per spec file
+def specs_to_build(*dag_prefixes: str) -> tuple[dict[str, AppSpec], dict[str, str]]:
+    """The specs (by app name) whose `<prefix><app>` DAGs to build now, and an error per spec file
     that does not validate. A task's process gets its own app's spec alone."""
     wanted = get_parsing_context().dag_id
-    if wanted is None or not wanted.startswith(dag_prefix):
+    prefix = next((p for p in dag_prefixes if wanted is not None and wanted.startswith(p)), None)
+    if wanted is None or prefix is None:
         return load_app_specs()
-    name = wanted.removeprefix(dag_prefix)
+    name = wanted.removeprefix(prefix)
     try:
         return {name: app_spec(name)}, {}
     except ConfigError as exc:

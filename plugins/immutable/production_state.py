@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from immutable.rollout import stop_cause
+
 log = logging.getLogger(__name__)
 
 LIVE_COLORS = ("blue", "green")
@@ -148,6 +150,16 @@ class ProductionState:
             removed: list[str] = self.fleets.destroy(app, region, previous["color"])
             record["previous"] = None
             return removed
+
+    # --- a person's stop -------------------------------------------------------------------
+
+    def request_stop(self, app: str, region: str, *, by: str, reason: str, at: float) -> None:
+        """Every release of the app requested before `at` stops at its next look (see rollout.stop_cause)."""
+        with self._locked(app, region) as record:
+            record["stop_requested"] = {"by": by, "reason": reason, "at": at}
+
+    def stop_requested(self, app: str, region: str, release_requested_at: float) -> str | None:
+        return stop_cause(self.record(app, region).get("stop_requested"), release_requested_at)
 
     # --- lease: one release or rollback changes an app's traffic in a region at a time ------
 

@@ -29,6 +29,18 @@ def plan_rollout(waves: list[list[str]], *, synchronized: bool, approval: bool) 
     ]
 
 
+# --- a person's stop -------------------------------------------------------------------------
+
+
+def stop_cause(request: dict[str, object] | None, release_requested_at: float) -> str | None:
+    """A stop request (stop_<app>) applies to every release of the app requested before it, and to
+    none requested after: the cause sentence of the release's failure, or None to carry on."""
+    if not request or float(str(request.get("at", 0))) < release_requested_at:
+        return None
+    who = request.get("by") or "an unnamed user"
+    return f"Stopped by {who}: {request.get('reason') or 'no reason given'}"
+
+
 # --- traffic decisions within a region: pure, called by pipelines/production.py -------------
 
 

@@ -10,6 +10,9 @@ traffic, counters reset), is not evidence about the release: the gate waits for 
 `outage_limit_s`), never judges a window that overlaps the outage (it would read as missing data),
 and starts its next window one rate window after they are back (a rate needs that long). Past the
 limit it fires an "error" event, which the operator turns into a retry, never into a verdict.
+
+A gate of a release also watches for a person's stop (stop_<app>, see `stop_watch`): it then fires a
+"stopped" event naming who and why, within STOP_POLL_S, whatever the gate was waiting for.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from immutable.platforms import metrics_client_for
 QUERY_FIELDS = ("query", "cloudwatch")  # how a check is fetched, not how it is judged
 BACKEND_OUTAGE_LIMIT_S = 90.0  # seconds a gate waits for its metrics backend before it gives up (no verdict)
 BACKEND_RETRY_S = 5.0  # seconds between asks while the backend does not answer
+STOP_POLL_S = 2.0  # seconds between looks at the app's production record for a person's stop
 
 
 def _clock(epoch_s: float) -> str:
@@ -38,15 +42,59 @@ def duration_s(window: str) -> float:
 
 
 class _GateTrigger(BaseTrigger):
-    """What both gates share: the wait for a metrics backend that stopped answering."""
+    """What both gates share: the wait for a metrics backend that stopped answering, and the watch for
+    a person's stop. `stop_watch` ({"app", "region", "since"}: the release's request time) is None for
+    gates that no stop concerns (a rollback's)."""
 
-    def __init__(self, *, outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S, retry_s: float = BACKEND_RETRY_S) -> None:
+    def __init__(
+        self,
+        *,
+        outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
+        retry_s: float = BACKEND_RETRY_S,
+        stop_watch: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.outage_limit_s = outage_limit_s
         self.retry_s = retry_s
+        self.stop_watch = stop_watch
 
-    def _outage_settings(self) -> dict[str, float]:
-        return {"outage_limit_s": self.outage_limit_s, "retry_s": self.retry_s}
+    def _outage_settings(self) -> dict[str, Any]:
+        return {"outage_limit_s": self.outage_limit_s, "retry_s": self.retry_s, "stop_watch": self.stop_watch}
+
+    async def _first_of(self, verdicts: AsyncIterator[TriggerEvent]) -> TriggerEvent | None:
+        """The gate's first event, or a "stopped" one if a person stops the release first."""
+        verdict = asyncio.ensure_future(anext(verdicts, None))
+        stop = asyncio.ensure_future(self._stop_cause())
+        try:
+            await asyncio.wait({verdict, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (verdict, stop):
+                if not waiting.done():
+                    waiting.cancel()
+        if verdict.done() and not verdict.cancelled():
+            return verdict.result()
+        self.log.warning("%s: the gate ends here", stop.result())
+        return TriggerEvent({"status": "stopped", "reason": stop.result(), "failed_at": time.time()})
+
+    async def _stop_cause(self) -> str:
+        """Returns once a person has stopped the release (never, without a stop_watch)."""
+        if self.stop_watch is None:
+            await asyncio.Event().wait()
+        from immutable.platforms import platform_for
+
+        watch = self.stop_watch or {}
+        production = (await asyncio.to_thread(platform_for)).production
+        while True:
+            try:
+                cause = await asyncio.to_thread(
+                    production.stop_requested, watch["app"], watch["region"], float(watch["since"])
+                )
+            except Exception as exc:  # the record could not be read this time: the gate goes on
+                self.log.warning("could not look for a stop request: %s", exc)
+                cause = None
+            if cause:
+                return str(cause)
+            await asyncio.sleep(STOP_POLL_S)
 
     async def _sleep_watching(self, metrics: Any, probe: Any, until: float, step_s: float) -> Exception | None:
         """Sleep until `until`, asking the backend every `retry_s`: a window it was silent in must not be
@@ -106,8 +154,9 @@ class CanaryAnalysisTrigger(_GateTrigger):
         rate_window: str,
         outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
         retry_s: float = BACKEND_RETRY_S,
+        stop_watch: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(outage_limit_s=outage_limit_s, retry_s=retry_s)
+        super().__init__(outage_limit_s=outage_limit_s, retry_s=retry_s, stop_watch=stop_watch)
         self.backend = backend
         self.metrics = metrics
         self.analysis = analysis
@@ -141,9 +190,9 @@ class CanaryAnalysisTrigger(_GateTrigger):
         config = AnalysisConfig(**self.analysis)
         metric_configs = [MetricConfig(**{k: v for k, v in m.items() if k not in QUERY_FIELDS}) for m in self.metrics]
         async with metrics_client_for(self.backend) as metrics:
-            async for event in self._judge(metrics, config, metric_configs):
+            event = await self._first_of(self._judge(metrics, config, metric_configs))
+            if event is not None:
                 yield event
-                return
 
     async def _samples(self, metrics: Any, end: float) -> dict[str, tuple[list[float], list[float]]]:
         samples = {}
@@ -217,8 +266,9 @@ class ThresholdGateTrigger(_GateTrigger):
         failures_allowed: int,
         outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
         retry_s: float = BACKEND_RETRY_S,
+        stop_watch: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(outage_limit_s=outage_limit_s, retry_s=retry_s)
+        super().__init__(outage_limit_s=outage_limit_s, retry_s=retry_s, stop_watch=stop_watch)
         self.backend = backend
         self.checks = checks
         self.labels = labels
@@ -251,9 +301,9 @@ class ThresholdGateTrigger(_GateTrigger):
         lookback_s = max(self.step_s, duration_s(self.rate_window))
         limits = {c["name"]: (float(c["max"]), bool(c.get("must_have_data", True))) for c in self.checks}
         async with metrics_client_for(self.backend) as metrics:
-            async for event in self._watch(metrics, planned, lookback_s, limits):
+            event = await self._first_of(self._watch(metrics, planned, lookback_s, limits))
+            if event is not None:
                 yield event
-                return
 
     async def _watch(
         self, metrics: Any, planned: int, lookback_s: float, limits: dict[str, tuple[float, bool]]

@@ -48,7 +48,9 @@ def test_a_tasks_process_builds_only_its_own_dag(tmp_path: Path) -> None:
     rollbacks = parse(
         ROOT / "dags" / "rollbacks.py", in_a_task | {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": "rollback_billing"}
     )
-    assert (rollbacks["dag_ids"], rollbacks["import_errors"]) == (["rollback_billing"], {})
+    assert (rollbacks["dag_ids"], rollbacks["import_errors"]) == (["rollback_billing", "stop_billing"], {})
+    stops = parse(ROOT / "dags" / "rollbacks.py", in_a_task | {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": "stop_billing"})
+    assert (stops["dag_ids"], stops["import_errors"]) == (["rollback_billing", "stop_billing"], {})
     everything = parse(RELEASES, {"IMMUTABLE_APPS_DIR": str(tmp_path)})
     assert everything["dag_ids"] == ["release_billing", "release_sample"]
     assert "broken.yaml" in next(iter(everything["import_errors"].values()))

@@ -65,6 +65,15 @@ def field(output: str, name: str) -> str:
     return match.group(1)
 
 
+def live_versions() -> dict[str, str | None]:
+    """The sample's live version per region, read from the e2e platform (its load balancers and fleets)."""
+    from immutable.config import load_platform
+    from immutable.local.production import LocalProduction
+
+    production = LocalProduction(load_platform(PLATFORM_FILE), STATE)
+    return {region: (production.live(APP, region) or {}).get("version") for region in REGIONS}
+
+
 def api(password: str) -> Any:
     from immutable.airflow_api import AirflowApi
 

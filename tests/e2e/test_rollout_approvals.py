@@ -14,21 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import APP, APPS_DIR, PLATFORM_FILE, REGIONS, STATE, api
+from tests.e2e.conftest import APP, APPS_DIR, REGIONS, api, live_versions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
 
 DAG_ID = f"release_{APP}"
 APPROVAL = "approve_rollout"
 PILOT = REGIONS[0]
-
-
-def live_versions() -> dict[str, str | None]:
-    from immutable.config import load_platform
-    from immutable.local.production import LocalProduction
-
-    production = LocalProduction(load_platform(PLATFORM_FILE), STATE)
-    return {region: (production.live(APP, region) or {}).get("version") for region in REGIONS}
 
 
 def wait_for_task(client: Any, task_id: str, present: bool, timeout_s: float = 180) -> None:

@@ -43,6 +43,17 @@ def _queries(platform: Any, checks: list[Any], labels: dict[str, str], colors: l
     return [client.query(c.model_dump(), **labels, color=color) for c in checks for color in colors]
 
 
+def _stop_watch(context: Any, app: str, region: str) -> dict[str, Any] | None:
+    """What the trigger watches for a person's stop: releases asked for before a stop request end.
+    None outside a release (a rollback's gate has no `validate` plan)."""
+    from immutable.pipelines.production import requested_at
+
+    plan = context["ti"].xcom_pull(task_ids="validate")
+    if not isinstance(plan, dict) or "created" not in plan:
+        return None
+    return {"app": app, "region": region, "since": requested_at(plan)}
+
+
 def _record_links(context: Any, found: dict[str, str]) -> None:
     from immutable.ui.links import LINKS_XCOM_KEY
 
@@ -159,6 +170,7 @@ class CanaryGateOperator(_GateOperator):
                 intervals=settings.intervals,
                 step_s=settings.step_s,
                 rate_window=settings.rate_window,
+                stop_watch=_stop_watch(context, self.app, self.region),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=gate_timeout_s(planned_s, settings.interval_s)),
@@ -185,6 +197,19 @@ class CanaryGateOperator(_GateOperator):
             self.log.info("canary marginal, a person decides next: %s", event["reason"])
             return verdict | {"score_tables": "\n".join(tables)}
         _record_verdict(context, event)
+        if event["status"] == "stopped":
+            raise GateFailed(
+                "\n".join(
+                    [
+                        f"{event['reason']}. The release of {self.app} {self.canary.get('canary_version')} stopped "
+                        f"during its canary in {self.region}.",
+                        *tables,
+                        "Done about it: production traffic stays on the current version "
+                        f"{self.canary.get('baseline_version')}; the canary and baseline fleets are removed by "
+                        "teardown, and the rollback task removes anything else this run launched.",
+                    ]
+                )
+            )
         if event["status"] == "error":
             raise GateError(
                 "\n".join(
@@ -292,6 +317,7 @@ class PostFlipGateOperator(_GateOperator):
                 step_s=settings.post_flip_step_s,
                 rate_window=spec.canary.rate_window,
                 failures_allowed=settings.post_flip_failures,
+                stop_watch=_stop_watch(context, self.app, region),
             ),
             method_name="execute_complete",
             timeout=timedelta(
@@ -318,6 +344,12 @@ class PostFlipGateOperator(_GateOperator):
                 f"what ran before it is a person's call. Next: release a fixed version, or roll back further."
             )
         undone = production.flip_back(self.app, self.flipped, reason=event["reason"])
+        if event["status"] == "stopped":
+            raise GateFailed(
+                f"{event['reason']}. The release of {self.app} {self.flipped['version']} stopped while {region} was "
+                f"watched after its flip.\nDone about it: {undone}; the rollback task sends every other region "
+                "this run flipped back."
+            )
         raise GateFailed(
             "\n".join(
                 [

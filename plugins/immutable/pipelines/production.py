@@ -11,8 +11,11 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from threading import Barrier
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from immutable.app_spec import AppSpec, app_spec
 from immutable.payloads import Flipped, Launched
@@ -28,6 +31,27 @@ log = logging.getLogger(__name__)
 
 class ProductionError(RuntimeError):
     pass
+
+
+class ReleaseStopped(AirflowFailException):
+    """A person stopped the release (stop_<app>): never retried; the rollback task undoes the run."""
+
+
+def requested_at(plan: dict[str, Any]) -> float:
+    """When the release was asked for (its run's run_after): a stop applies to releases asked before it."""
+    return datetime.fromisoformat(str(plan["created"])).timestamp()
+
+
+def refuse_if_stopped(production: ProductionState, plan: dict[str, Any], region: str) -> None:
+    """Before each change to a region's production: has a person stopped this release?"""
+    if "created" not in plan:  # a rollback's steps: a stop is about releases
+        return
+    cause = production.stop_requested(plan["app"], region, requested_at(plan))
+    if cause:
+        raise ReleaseStopped(
+            f"{cause}. The release of {plan['app']} {plan['version']} stops before it changes {region}; the rollback "
+            "task sends every region this run flipped back and removes its new fleets."
+        )
 
 
 def _context(app: str) -> tuple[Platform, AppSpec, ProductionState]:
@@ -85,6 +109,7 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
     """Launch the canary (new image) and a fresh baseline (production image) and give each a share."""
     platform, spec, production = _context(plan["app"])
     pilot = plan["waves"][0][0]
+    refuse_if_stopped(production, plan, pilot)
     production.acquire(spec.name, pilot, run_id, dag_id=f"release_{spec.name}", run_state=run_state)
     live = production.live(spec.name, pilot)
     base = {"region": pilot, "canary_version": plan["version"], "canary_digest": baked["digest"]}
@@ -140,6 +165,7 @@ def launch_new_color(
     from immutable.production_state import other_color
 
     platform, spec, production = _context(plan["app"])
+    refuse_if_stopped(production, plan, region)
     production.acquire(spec.name, region, run_id, dag_id=dag_id or f"release_{spec.name}", run_state=run_state)
     platform.images.verify_in(region, spec.repository, baked["digest"])
     live = production.live(spec.name, region)
@@ -174,6 +200,7 @@ def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[st
     started = time.monotonic()
     steps = _steps(spec, launch)
     for number, shares in enumerate(steps, start=1):
+        refuse_if_stopped(production, plan, launch.region)
         production.set_shares(spec.name, launch.region, shares)
         if number < len(steps):
             time.sleep(spec.bluegreen.step_pause_s)
@@ -198,9 +225,11 @@ def flip_synchronized(
     rounds = lockstep_rounds({region: _steps(spec, launch) for region, launch in moving.items()})
     for region in moving:  # before the threads: each region's client is made here, one at a time
         production.shares(spec.name, region)
+        refuse_if_stopped(production, plan, region)
 
     def healthy_between_steps() -> None:
         for region, launch in moving.items():
+            refuse_if_stopped(production, plan, region)
             production.fleets.wait_healthy(spec, production.members(spec.name, region, launch.color))
 
     started = time.monotonic()
@@ -423,3 +452,75 @@ def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
         return {"region": region, "how": REDEPLOYED, "from": live, "to": flipped}
     finally:
         production.release(app, region, run_id)
+
+
+# --- a person's stop (stop_<app>) -----------------------------------------------------------
+
+STOP_POLL_S = 2.0
+ENDED_RUN_STATES = ("success", "failed")
+
+
+def request_stop(app: str, regions: list[str], *, by: str, reason: str) -> dict[str, Any]:
+    """Record the stop in every region (each release asked for before now stops at its next look: its
+    gates within seconds, its launches and flips before their next change). Returns the release runs
+    that held a region then: the ones `make_safe_after_stop` waits for."""
+    _, _, production = _context(app)
+    at = time.time()
+    holders: dict[str, str] = {}
+    for region in regions:
+        production.request_stop(app, region, by=by, reason=reason, at=at)
+        lease = production.record(app, region).get("lease") or {}
+        if lease.get("dag_id") == f"release_{app}":
+            holders[region] = str(lease["holder"])
+    log.warning("%s: stop requested by %s (%s); release runs holding regions: %s", app, by, reason, holders or "none")
+    return {"at": at, "by": by, "reason": reason, "holders": holders}
+
+
+def make_safe_after_stop(
+    app: str,
+    regions: list[str],
+    requested: dict[str, Any],
+    *,
+    release_digest: Callable[[str], str | None],
+    timeout_s: float,
+) -> dict[str, str]:
+    """Wait until every release run that held a region when the stop came has ended. One that ended
+    without undoing its changes (marked failed by hand: its rollback task and teardown never ran) is
+    undone here as its rollback task would have (`release_digest(run_id)`: what it baked), and its
+    leases released. Returns, per region, what runs there now and what was done."""
+    _, _, production = _context(app)
+    dag_id = f"release_{app}"
+    runs = sorted(set(requested.get("holders", {}).values()))
+    deadline = time.monotonic() + timeout_s
+    while running := [run for run in runs if run_state(dag_id, run) not in ENDED_RUN_STATES]:
+        if time.monotonic() > deadline:
+            raise ProductionError(
+                f"{dag_id} run(s) {running} did not end within {timeout_s:.0f}s of the stop; their gates look for it "
+                "every few seconds, so one is probably not in a gate (a long build or an approval waiting): mark "
+                f"it failed, then run stop_{app} again to undo what it changed"
+            )
+        time.sleep(STOP_POLL_S)
+    done: dict[str, str] = {}
+    for region in regions:
+        holder = (production.record(app, region).get("lease") or {}).get("holder")
+        if holder in runs:  # the run ended without its teardown: nobody undid its changes here
+            done[region] = _undo_ended_release(app, region, str(holder), release_digest(str(holder)))
+        live = production.live(app, region)
+        now_live = f"{live['version']} ({live['color']})" if live else "nothing"
+        done[region] = f"{done.get(region, 'its release undid itself')}; live: {now_live}"
+    log.info("%s after the stop: %s", app, done)
+    return done
+
+
+def _undo_ended_release(app: str, region: str, run_id: str, digest: str | None) -> str:
+    _, _, production = _context(app)
+    what = []
+    if production.members(app, region, "canary") or production.members(app, region, "baseline"):
+        ended = end_canary(app, region)
+        what.append(f"ended its canary (removed {ended['removed']})")
+    if digest is not None:
+        undone = rollback_release({"app": app, "regions": [region]}, {"digest": digest}, run_id)
+        what.append(undone[region])
+    production.release(app, region, run_id)
+    what.append(f"released the lease of {run_id}")
+    return "; ".join(what)
