@@ -43,16 +43,16 @@ TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-tes
 
 
 # `make test` runs two pytest-xdist workers, one group of layers each. The groups share nothing but
-# the Docker engine: "local" (var/test and its Airflow DB: unit, dags, integration, aws) and
-# "standalone" (var/e2e and var/compose-test: the demo's running Airflow, then the compose one).
-STANDALONE_LAYERS = ("e2e", "compose")
+# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e) and "local" (the rest:
+# unit, dags, integration and aws share var/test and its Airflow DB; compose has var/compose-test).
+STANDALONE_LAYERS = ("e2e",)
 ENGINE_LOCKS = ROOT / "var" / "engine-locks"
 
 
 def layer_group(nodeid: str) -> str:
     """tests/<layer>/... -> the group its layer runs in."""
     parts = nodeid.split("/")
-    return "standalone" if len(parts) > 2 and parts[1] in STANDALONE_LAYERS else "local"
+    return "demo" if len(parts) > 2 and parts[1] in STANDALONE_LAYERS else "local"
 
 
 @pytest.hookimpl(optionalhook=True)
