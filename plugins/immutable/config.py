@@ -241,6 +241,26 @@ class Signing(_Strict):
     connection_id: str | None = None
 
 
+NotificationEvent = Literal["approval_waiting"]  # what a receiver can be told of
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = ("approval_waiting",)
+
+
+class Webhook(_Strict):
+    """A receiver of JSON notifications (one POST per event)."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
+
+
+class Notifications(_Strict):
+    """Who hears of what, through Airflow's notifiers; nobody by default."""
+
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=20)
+
+    def webhook_urls(self, event: str) -> list[str]:
+        return [hook.url for hook in self.webhooks if event in hook.events]
+
+
 class TimingOverrides(_Strict):
     """Applied over every app's canary, bluegreen and health settings: shorter waits for a laptop or CI."""
 
@@ -294,6 +314,7 @@ class PlatformConfig(_Strict):
     copy_settings: CopySettings = Field(CopySettings(), alias="copy")
     signing: Signing = Signing()
     timing_overrides: TimingOverrides | None = None
+    notifications: Notifications = Notifications()
 
     @model_validator(mode="after")
     def _platform_fields_present(self) -> PlatformConfig:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import APP, APPS_DIR, REGIONS, api, live_versions
+from tests.e2e.conftest import AIRFLOW_URL, APP, APPS_DIR, REGIONS, api, live_versions
+from tests.http_receiver import json_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
 
@@ -60,13 +61,28 @@ def asks_twice(spec: str) -> str:
     return asked + "\napproval: true  # tests/e2e/test_rollout_approvals.py\n"
 
 
+Approvals = tuple[Any, list[dict[str, Any]]]  # the REST client, and what the webhook received so far
+WEBHOOK_PORT = 8798  # tests/e2e/platform.yaml's notifications.webhooks
+
+
 @pytest.fixture(scope="module")
-def approvals(demo: dict[str, Any]) -> Iterator[Any]:
-    """The sample asks after a marginal canary and before its second wave while these tests run."""
+def approvals(demo: dict[str, Any]) -> Iterator[Approvals]:
+    """The sample asks after a marginal canary and before its second wave while these tests run; the
+    platform's webhook receives each question (yielded: the client, and the notifications so far)."""
     client = api(demo["password"])
-    with spec_edited(client, asks_twice, APPROVAL):
+    with json_receiver(WEBHOOK_PORT) as (_, notified), spec_edited(client, asks_twice, APPROVAL):
         wait_for_task(client, MARGINAL, present=True)
-        yield client
+        yield client, notified
+
+
+def assert_notified_once(notified: list[dict[str, Any]], run_id: str, task_id: str, subject: str) -> None:
+    """The webhook heard of the question once, with what to answer and where."""
+    found = [n for n in notified if n["run_id"] == run_id and n["task_id"] == task_id]
+    assert len(found) == 1, notified
+    assert found[0]["event"] == "approval_waiting" and found[0]["app"] == APP, found
+    assert found[0]["subject"] == subject and found[0]["dag_id"] == DAG_ID, found
+    assert found[0]["link"].startswith(f"{AIRFLOW_URL}/dags/{DAG_ID}/runs/"), found  # the task in this UI
+    assert found[0]["link"].endswith(f"/tasks/{task_id}"), found
 
 
 def awaiting_approval(client: Any, run_id: str, task_id: str = APPROVAL, timeout_s: float = 900) -> dict[str, Any]:
@@ -74,7 +90,8 @@ def awaiting_approval(client: Any, run_id: str, task_id: str = APPROVAL, timeout
     from immutable.airflow_api import TERMINAL_RUN_STATES
 
     deadline = time.monotonic() + timeout_s
-    while client.task_states(DAG_ID, run_id).get(task_id) != "deferred":
+    # Airflow 3.3 parks a task waiting for a person in `awaiting_input` (no trigger, no triggerer).
+    while client.task_states(DAG_ID, run_id).get(task_id) not in ("awaiting_input", "deferred"):
         assert time.monotonic() < deadline, client.task_states(DAG_ID, run_id)
         assert client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"] not in TERMINAL_RUN_STATES
         time.sleep(1)
@@ -104,21 +121,24 @@ def assert_asks_with_what_passed(request: dict[str, Any], version: str, canary: 
     assert request["options"] == ["Approve", "Reject"], request
 
 
-def test_a_release_approved_after_a_marginal_canary_and_after_its_pilot_goes_everywhere(approvals: Any) -> None:
+def test_a_release_approved_after_a_marginal_canary_and_after_its_pilot_goes_everywhere(approvals: Approvals) -> None:
     """1.7.0 only turns slower: every canary interval scores 50, marginal for the sample's spec, so
     instead of failing the release asks, showing the score tables. Approved, it flips the pilot and
     asks again before the second wave; approved again, it goes everywhere."""
-    client = approvals
+    client, notified = approvals
     run_id = client.trigger_ok(DAG_ID, {"version": "1.7.0", "note": "e2e: approved twice"})
     request = awaiting_approval(client, run_id, MARGINAL)
     assert request["subject"] == f"Release {APP} 1.7.0 on a marginal canary?", request
+    assert_notified_once(notified, run_id, MARGINAL, request["subject"])
     body = request["body"]
     assert "its canary was only marginal" in body and "a person decides (on_marginal: ask)" in body, body
     assert "interval 2:" in body and "latency_p90_s" in body and "error_rate" in body, body
     assert "nothing is flipped yet" in body and "1.7.0" not in live_versions().values()
     answer(client, run_id, "Approve", task_id=MARGINAL)
 
-    assert_asks_with_what_passed(awaiting_approval(client, run_id), "1.7.0", canary="marginal")
+    request = awaiting_approval(client, run_id)
+    assert_asks_with_what_passed(request, "1.7.0", canary="marginal")
+    assert_notified_once(notified, run_id, APPROVAL, request["subject"])
     # While it waits, the pilot runs the new version and the second wave still the old one.
     waiting = live_versions()
     assert waiting[PILOT] == "1.7.0" and "1.7.0" not in [waiting[r] for r in REGIONS[1:]], waiting
@@ -128,11 +148,14 @@ def test_a_release_approved_after_a_marginal_canary_and_after_its_pilot_goes_eve
     assert "Approved by" in approval_log(client, run_id)
 
 
-def test_a_rejected_rollout_flips_back_what_it_flipped_and_names_who_and_why(approvals: Any) -> None:
-    client = approvals
+def test_a_rejected_rollout_flips_back_what_it_flipped_and_names_who_and_why(approvals: Approvals) -> None:
+    client, notified = approvals
     before = live_versions()
     run_id = client.trigger_ok(DAG_ID, {"version": "1.6.0", "note": "e2e: rejected"})
-    assert_asks_with_what_passed(awaiting_approval(client, run_id), "1.6.0")
+    request = awaiting_approval(client, run_id)
+    assert_asks_with_what_passed(request, "1.6.0")
+    assert_notified_once(notified, run_id, APPROVAL, request["subject"])
+    assert not [n for n in notified if n["run_id"] == run_id and n["task_id"] == MARGINAL]  # nothing asked
     assert live_versions()[PILOT] == "1.6.0"
     answer(client, run_id, "Reject", "error budget spent this week")
     assert client.wait_for_run(DAG_ID, run_id, timeout_s=900) == "failed"
@@ -146,11 +169,11 @@ def test_a_rejected_rollout_flips_back_what_it_flipped_and_names_who_and_why(app
     assert live_versions() == before  # the pilot is back on what ran before
 
 
-def test_an_approval_nobody_answers_ends_as_a_rejection_saying_it_timed_out(approvals: Any) -> None:
-    client = approvals
+def test_an_approval_nobody_answers_ends_as_a_rejection_saying_it_timed_out(approvals: Approvals) -> None:
+    client, notified = approvals
     before = live_versions()
     run_id = client.trigger_ok(DAG_ID, {"version": "1.6.0", "note": "e2e: nobody answers"})
-    awaiting_approval(client, run_id)
+    assert_notified_once(notified, run_id, APPROVAL, awaiting_approval(client, run_id)["subject"])
     asked_at = time.monotonic()
     assert client.wait_for_run(DAG_ID, run_id, timeout_s=900) == "failed"
     assert time.monotonic() - asked_at >= 25  # it waited for the timeout (30 s), not less

@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("platform packages", ("local", "aws")),
     ("interface", ("platforms",)),
     ("pipelines", ("pipelines",)),
-    ("operators and triggers", ("operators", "triggers", "ui", "dag_specs", "stop_listener")),
+    ("operators and triggers", ("operators", "triggers", "ui", "dag_specs", "stop_listener", "notifications")),
     ("tools", ("airflow_api", "localctl", "demo", "compose", "compose_stack")),
 ]
 FORBIDDEN = {

@@ -119,7 +119,10 @@ class _ReleaseApproval(ApprovalOperator):
     """Approve or reject with an optional reason, within `timeout_s`; the body is written when asked."""
 
     def __init__(self, *, app: str, subject: str, timeout_s: float, **kwargs: Any) -> None:
+        from immutable.notifications import notifiers_for
+
         kwargs.pop("params", None)
+        kwargs.setdefault("notifiers", notifiers_for("approval_waiting"))
         super().__init__(
             subject=subject,
             body="(written when the approval is asked: what has passed so far)",
