@@ -17,7 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "var" / "e2e"
 ARTIFACTS = STATE / "artifacts"  # screenshots and page text the browser test leaves for people to look at
-APPS_DIR = STATE / "apps"  # a copy of include/apps/*.yaml, so a test can change a spec the running Airflow reads
+# A copy of include/apps/*.yaml, so a test can change a spec the running Airflow reads (beside the
+# state folder, which each session starts without: every command, `make down` too, reads the specs).
+APPS_DIR = ROOT / "var" / "e2e-apps"
 PLATFORM_FILE = Path(__file__).with_name("platform.yaml")
 AIRFLOW_PORT = 8089
 AIRFLOW_URL = f"http://127.0.0.1:{AIRFLOW_PORT}"
@@ -89,11 +91,12 @@ def demo_env() -> Iterator[dict[str, str]]:
         "IMMUTABLE_AIRFLOW_PORT": str(AIRFLOW_PORT),
         "IMMUTABLE_APPS_DIR": str(APPS_DIR),
     }
-    make("down", env)
-    shutil.rmtree(STATE, ignore_errors=True)
+    shutil.rmtree(APPS_DIR, ignore_errors=True)
     APPS_DIR.mkdir(parents=True)
     for spec in (ROOT / "include" / "apps").glob("*.yaml"):
         shutil.copy(spec, APPS_DIR / spec.name)
+    make("down", env)
+    shutil.rmtree(STATE, ignore_errors=True)
     yield env
     make("down", env)
 
