@@ -186,7 +186,8 @@ def test_a_post_flip_regression_flips_back_to_the_live_color(
     event = asyncio.run(first_event())
     assert event["status"] == "fail", event
     with pytest.raises(GateFailed, match="went back to"):
-        operator.execute_complete({"ti": None}, event)
+        operator.execute_complete({"ti": ti}, event)
+    assert ti.pushed["verdict"]["status"] == "fail"
     assert listener_weights(aws_account, region) == weights_before
     assert f"{APP}-{region}-{flipped['color']}" not in groups(aws_account, region)
 
@@ -199,3 +200,6 @@ class RecordingTi:
 
     def xcom_push(self, *, key: str, value: Any) -> None:
         self.pushed[key] = value
+
+    def xcom_pull(self, **_: Any) -> None:
+        return None  # outside a DAG run no task pushed anything (no release plan: no stop to watch for)

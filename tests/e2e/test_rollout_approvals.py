@@ -98,7 +98,15 @@ def awaiting_approval(client: Any, run_id: str, task_id: str = APPROVAL, timeout
     return dict(client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"))
 
 
+# Airflow 3.3 resumes a parked task at once when the answer comes; an answer within a second or so of
+# the parking races the scheduler's handling of the parked workload's end, which then takes the
+# resumed task for an externally killed one (up_for_retry: the approval is asked again). People take
+# longer than that; so does this test.
+ANSWER_NOT_BEFORE_S = 5.0
+
+
 def answer(client: Any, run_id: str, option: str, reason: str | None = None, task_id: str = APPROVAL) -> None:
+    time.sleep(ANSWER_NOT_BEFORE_S)
     response = client.request(
         "PATCH",
         f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
