@@ -29,7 +29,7 @@ class AlbMetrics:
 
     def __init__(self, account: AwsAccount, error_rates: dict[str, float]) -> None:
         self.account = account
-        self.error_rates = error_rates  # version -> share of 5xx
+        self.error_rates = error_rates  # "version" or "version@region" -> share of 5xx
         self.last_put: dict[str, int] = {}  # target group ARN -> last second put
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -55,7 +55,8 @@ class AlbMetrics:
                 {"Name": "LoadBalancer", "Value": lb},
                 {"Name": "TargetGroup", "Value": target_group.split(":", 5)[-1]},
             ]
-            error_rate = self.error_rates.get(tags.get("immutable:version", ""), 0.0)
+            version = tags.get("immutable:version", "")
+            error_rate = self.error_rates.get(f"{version}@{region}", self.error_rates.get(version, 0.0))
             # From the group's start: the ALB reports from the moment the targets register.
             since = self.last_put.get(target_group, int(group["CreatedTime"].timestamp()) - 1)
             data = []

@@ -1,7 +1,8 @@
 """Whole releases on the aws platform with dag.test(), as on the local platform: a first release
 flips every region, a healthy one goes through canary and blue/green by listener weights, and a bad
-one is stopped by the canary gate and rolled back. CloudWatch gets the ALB's points from the test
-(`AlbMetrics`): the emulator reports none.
+one is stopped by the canary gate and rolled back; a person's stop (recorded in the artifact
+bucket) ends a canary gate; a regression in the second wave flips every region back. CloudWatch
+gets the ALB's points from the test (`AlbMetrics`): the emulator reports none.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from tests.integration.helpers import run_dag, xcom
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 HEALTHY, BAD = "1.1.0", "1.2.0"
+STOPPED, FAILS_IN_THE_SECOND_WAVE = "1.3.0", "1.4.0"
 
 
 @pytest.fixture(scope="module")
 def metrics(aws_account: AwsAccount) -> Iterator[AlbMetrics]:
-    with AlbMetrics(aws_account, {BAD: 0.3}) as putting:
+    with AlbMetrics(aws_account, {BAD: 0.3, f"{FAILS_IN_THE_SECOND_WAVE}@{REGIONS[1]}": 1.0}) as putting:
         yield putting
 
 
@@ -190,6 +192,68 @@ def test_a_post_flip_regression_flips_back_to_the_live_color(
     assert ti.pushed["verdict"]["status"] == "fail"
     assert listener_weights(aws_account, region) == weights_before
     assert f"{APP}-{region}-{flipped['color']}" not in groups(aws_account, region)
+
+
+def test_a_stop_ends_the_canary_gate_on_aws_and_nothing_changes(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    """The stop is recorded in the artifact bucket (as stop_<app> does it); the canary gate, waiting
+    for its intervals, hears of it within seconds and the release undoes itself."""
+    import threading
+    import time
+
+    from immutable.platforms import platform_for
+
+    pilot = REGIONS[0]
+    weights_before = live_colors(aws_account)
+    groups_before = {region: groups(aws_account, region) for region in REGIONS}
+    production = platform_for().production
+    asked: list[float] = []
+
+    def stop_once_the_canary_runs() -> None:
+        deadline = time.monotonic() + 600
+        while f"{APP}-{pilot}-canary" not in groups(aws_account, pilot) and time.monotonic() < deadline:
+            time.sleep(1)
+        asked.append(time.time())
+        for region in REGIONS:
+            production.request_stop(APP, region, by="ops", reason="a test on aws", at=asked[0])
+
+    stopper = threading.Thread(target=stop_once_the_canary_runs, daemon=True)
+    stopper.start()
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": STOPPED})
+    stopper.join(timeout=60)
+    assert asked, "the canary never started"
+    assert str(run.state) == "failed", states
+    assert states["canary.analysis"] == "failed" and states["rollback"] == "success", states
+    verdict = xcom(run, "canary.analysis", key="verdict")
+    assert (verdict["status"], verdict["reason"]) == ("stopped", "Stopped by ops: a test on aws"), verdict
+    assert verdict["failed_at"] - asked[0] < 10, verdict
+    assert live_colors(aws_account) == weights_before
+    assert {region: groups(aws_account, region) for region in REGIONS} == groups_before
+
+
+def test_a_regression_in_the_second_wave_flips_every_region_back_on_aws(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    """us-east's new color answers 5xx to everyone (as the ALB reports it): its post-flip gate fails
+    after the pilot's passed, and every region ends on the color live before."""
+    weights_before = live_colors(aws_account)
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": FAILS_IN_THE_SECOND_WAVE})
+    assert str(run.state) == "failed", states
+    assert states["wave_1.post_flip_gate[0]"] == "success", states
+    gates = {region: states[f"wave_2.post_flip_gate[{n}]"] for n, region in enumerate(REGIONS[1:])}
+    assert gates == {REGIONS[1]: "failed", REGIONS[2]: "success"}, gates
+    assert states["rollback"] == "success", states
+    assert live_colors(aws_account) == weights_before
+    for region in REGIONS:  # and no Auto Scaling group of the failed release is left
+        running = versions_running(aws_account, region)
+        assert running and FAILS_IN_THE_SECOND_WAVE not in running, (region, running)
+
+
+def versions_running(account: AwsAccount, region: str) -> set[str]:
+    found = account.client("autoscaling", region).describe_auto_scaling_groups()["AutoScalingGroups"]
+    tags = [{t["Key"]: t["Value"] for t in g.get("Tags", [])} for g in found]
+    return {t["immutable:version"] for t in tags if t.get("immutable:app") == APP and "immutable:version" in t}
 
 
 class RecordingTi:

@@ -98,10 +98,10 @@ def awaiting_approval(client: Any, run_id: str, task_id: str = APPROVAL, timeout
     return dict(client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"))
 
 
-# Airflow 3.3 resumes a parked task at once when the answer comes; an answer within a second or so of
-# the parking races the scheduler's handling of the parked workload's end, which then takes the
-# resumed task for an externally killed one (up_for_retry: the approval is asked again). People take
-# longer than that; so does this test.
+# Airflow 3.3 resumes a parked task at once when the answer comes; an answer before the scheduler has
+# handled the parked workload's end (seconds on a busy machine) makes it take the resumed task for an
+# externally killed one and retry it, and the retry uses the answer on record (see
+# `_ReleaseApproval.execute`). People take a few seconds to answer; so does this test.
 ANSWER_NOT_BEFORE_S = 5.0
 
 
@@ -116,7 +116,9 @@ def answer(client: Any, run_id: str, option: str, reason: str | None = None, tas
 
 
 def approval_log(client: Any, run_id: str) -> str:
-    return str(client.task_log(DAG_ID, run_id, APPROVAL))
+    """Every try's log (Airflow may retry an approval answered early: see `_ReleaseApproval.execute`)."""
+    tries = int(client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{APPROVAL}")["try_number"])
+    return "\n".join(str(client.task_log(DAG_ID, run_id, APPROVAL, n)) for n in range(1, tries + 1))
 
 
 def assert_asks_with_what_passed(request: dict[str, Any], version: str, canary: str = "pass") -> None:
