@@ -19,7 +19,7 @@ from tests.integration.helpers import run_dag, xcom
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 HEALTHY, BAD = "1.1.0", "1.2.0"
-STOPPED, FAILS_IN_THE_SECOND_WAVE = "1.3.0", "1.4.0"
+STOPPED, FAILS_IN_THE_SECOND_WAVE, SYNCHRONIZED = "1.3.0", "1.4.0", "1.5.0"
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,30 @@ def test_a_post_flip_regression_flips_back_to_the_live_color(
     assert ti.pushed["verdict"]["status"] == "fail"
     assert listener_weights(aws_account, region) == weights_before
     assert f"{APP}-{region}-{flipped['color']}" not in groups(aws_account, region)
+    # The steps above ran outside a DAG run, so no teardown frees the region for the next release.
+    assert steps.release_leases(APP, [region], "test-post-flip") == [region]
+
+
+def test_a_synchronized_release_moves_every_regions_listener_in_lockstep_on_aws(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    """`rollout.synchronized: true`: after the canary every region's new group is launched, then one
+    task moves all three listeners' weights step by step together."""
+    from tests.integration.helpers import synchronized_rollout
+
+    with synchronized_rollout():
+        run, states = run_dag("releases.py", f"release_{APP}", {"version": SYNCHRONIZED})
+    assert str(run.state) == "success", states
+    assert states["all_regions.flip_all"] == "success", states
+    assert not [task for task in states if task.startswith("wave_")], states
+    flips = xcom(run, "all_regions.flip_all")
+    assert sorted(f["region"] for f in flips) == sorted(REGIONS) and all(f["flipped"] for f in flips), flips
+    assert 0 <= xcom(run, "all_regions.flip_all", key="skew_s") < 5
+    record = xcom(run, "record_release")
+    for region in REGIONS:
+        live = record["regions"][region]["live"]
+        assert live["version"] == SYNCHRONIZED, (region, live)
+        assert listener_weights(aws_account, region) == {f"{APP}-{live['color']}": 100}, region
 
 
 def test_a_stop_ends_the_canary_gate_on_aws_and_nothing_changes(
