@@ -83,9 +83,10 @@ class _GateTrigger(BaseTrigger):
         from immutable.platforms import platform_for
 
         watch = self.stop_watch or {}
-        production = (await asyncio.to_thread(platform_for)).production
+        production = None
         while True:
             try:
+                production = production or (await asyncio.to_thread(platform_for)).production
                 cause = await asyncio.to_thread(
                     production.stop_requested, watch["app"], watch["region"], float(watch["since"])
                 )

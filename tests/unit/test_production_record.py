@@ -103,3 +103,21 @@ def test_colors_alternate() -> None:
     assert other_color("blue") == "green"
     assert other_color("green") == "blue"
     assert other_color(None) == "blue"
+
+
+def test_a_runs_state_reads_as_airflow_names_it_so_a_live_holder_keeps_its_lease(
+    production: LocalProduction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Task SDK answers with its own enum, whose str() is "DagRunState.RUNNING": read as is, a
+    running holder would look ended and lose its lease, and a stop would wait for a run that ended."""
+    from airflow.sdk.api.datamodels._generated import DagRunState
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from immutable.pipelines.production import run_state
+
+    states = {"live-run": DagRunState.RUNNING, "ended-run": DagRunState.FAILED}
+    monkeypatch.setattr(RuntimeTaskInstance, "get_dagrun_state", staticmethod(lambda dag_id, run_id: states[run_id]))
+    assert (run_state("release_app", "live-run"), run_state("release_app", "ended-run")) == ("running", "failed")
+    production.acquire("app", "r", "live-run", dag_id="release_app", run_state=run_state)
+    with pytest.raises(LeaseHeld, match=r"live-run of release_app \(running\) holds it"):
+        production.acquire("app", "r", "next-run", dag_id="release_app", run_state=run_state)

@@ -65,7 +65,9 @@ def run_state(dag_id: str, run_id: str) -> str | None:
     try:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-        return str(RuntimeTaskInstance.get_dagrun_state(dag_id, run_id))
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
+        # The Task SDK hands back its own DagRunState enum, whose str() is "DagRunState.FAILED".
+        return str(getattr(state, "value", state))
     except Exception as exc:
         log.info("could not read the state of %s %s: %s", dag_id, run_id, exc)
         return None
