@@ -79,6 +79,9 @@ def engine_turn(exclusive: bool) -> Generator[None]:
     """Many tests may use the engine at once, or one alone (a test that restarts it). A test that
     wants it alone first takes the intent lock, so no new test starts while it waits for the running
     ones to end (flock alone would let the other worker's back-to-back tests starve it)."""
+    if not exclusive and HELD_FOR_A_MODULE:
+        yield  # this process already holds the engine shared for longer (see `engine_held_for_module`)
+        return
     ENGINE_LOCKS.mkdir(parents=True, exist_ok=True)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     with open(ENGINE_LOCKS / "intent", "a") as intent, open(ENGINE_LOCKS / "engine", "a") as engine:
@@ -87,6 +90,24 @@ def engine_turn(exclusive: bool) -> Generator[None]:
         if not exclusive:
             fcntl.flock(intent, fcntl.LOCK_UN)
         yield
+
+
+HELD_FOR_A_MODULE: list[str] = []
+
+
+@contextmanager
+def engine_held_for_module(name: str) -> Generator[None]:
+    """The engine shared from now until the block ends, across tests: for what lives between them
+    and would not survive an engine restart (the compose stack's workers mount the engine's socket,
+    which a restarted engine makes anew)."""
+    ENGINE_LOCKS.mkdir(parents=True, exist_ok=True)
+    with open(ENGINE_LOCKS / "engine", "a") as engine:
+        fcntl.flock(engine, fcntl.LOCK_SH)  # granted: the test now running holds it shared already
+        HELD_FOR_A_MODULE.append(name)
+        try:
+            yield
+        finally:
+            HELD_FOR_A_MODULE.remove(name)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,6 +9,7 @@ Registered by plugins/releases_plugin.py.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -33,13 +34,21 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     wanted = stop_conf_for(str(dag_run.dag_id), str(dag_run.run_id), str(msg or ""))
     if wanted is None:
         return
+    # Not in this call: the request that marked the run holds its database transaction until it
+    # returns, and SQLite (the embedded default) lets one writer at a time; the thread's write waits
+    # for that request to commit, then goes in.
+    threading.Thread(
+        target=_trigger_stop, args=(*wanted, str(dag_run.run_id)), name="stop-after-mark-failed", daemon=True
+    ).start()
+
+
+def _trigger_stop(stop_dag_id: str, conf: dict[str, str], run_id: str) -> None:
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.utils.types import DagRunTriggeredByType
 
-    stop_dag_id, conf = wanted
     try:
         trigger_dag(stop_dag_id, triggered_by=DagRunTriggeredByType.REST_API, conf=conf)
-    except Exception:  # a listener must not fail the request that marked the run
-        log.exception("could not trigger %s after %s was marked failed", stop_dag_id, dag_run.run_id)
+    except Exception:  # nothing to raise to: say it where the API server logs
+        log.exception("could not trigger %s after %s was marked failed", stop_dag_id, run_id)
         return
-    log.warning("%s was marked failed by hand: triggered %s to undo what it changed", dag_run.run_id, stop_dag_id)
+    log.warning("%s was marked failed by hand: triggered %s to undo what it changed", run_id, stop_dag_id)

@@ -9,19 +9,20 @@ same base take seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import engine_held_for_module, require
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "var" / "compose-test"
@@ -109,17 +110,24 @@ def compose_tool() -> None:
     require("docker-compose", found, "Debian: `apt-get install docker-compose` (setup installs it)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def compose_platform(compose_tool: None, base_candidate: str) -> Iterator[str]:
     """This stack's registries, load balancers, Prometheus and traffic, from a clean slate, with the
-    session's base candidate in its build registry. Yields the base digest."""
+    session's base candidate in its build registry. Yields the base digest. For the module only, and
+    with the Docker engine held (no restart meanwhile: the stack's workers mount its socket)."""
+    run_module("immutable.compose", "down", "--volumes")
+    run_module("immutable.localctl", "down")
+    shutil.rmtree(STATE, ignore_errors=True)
+    with engine_held_for_module("compose"), _platform_up(base_candidate) as digest:
+        yield digest
+
+
+@contextlib.contextmanager
+def _platform_up(base_candidate: str) -> Generator[str]:
     from immutable.config import load_platform
     from immutable.images.replicate import copy_image
     from immutable.registry import RegistryClient
 
-    run_module("immutable.compose", "down", "--volumes")
-    run_module("immutable.localctl", "down")
-    shutil.rmtree(STATE, ignore_errors=True)
     try:
         run_module("immutable.localctl", "up")
         source = RegistryClient(load_platform().build_registry)  # the session's platform: tests/platform.yaml
@@ -132,7 +140,7 @@ def compose_platform(compose_tool: None, base_candidate: str) -> Iterator[str]:
             run_module("immutable.localctl", "down")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(compose_platform: str) -> Stack:
     started = time.monotonic()
     output = run_module("immutable.compose", "up")
