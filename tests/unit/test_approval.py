@@ -119,28 +119,3 @@ def test_a_marginal_canary_is_asked_with_its_score_tables_and_a_refusal_stops_th
         operator.execute_complete(context, {"error": "timeout", "error_type": "timeout"})
     # After a clean pass nothing is asked: the task ends at once.
     assert operator.execute({"ti": CanaryTaskInstance({"status": "pass"})}) == {"asked": False, "canary": "pass"}
-
-
-def test_a_retried_approval_with_an_answer_on_record_uses_it_instead_of_asking_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Airflow 3.3 may retry an approval answered right after it was parked; the answer stands."""
-    from types import SimpleNamespace
-
-    from immutable.operators import approval
-
-    asked_for: list[object] = []
-
-    def rejection_on_record(ti_id: object) -> dict[str, Any]:
-        asked_for.append(ti_id)
-        return answer("Reject", "x")
-
-    monkeypatch.setattr(approval, "answer_on_record", rejection_on_record)
-    operator = MarginalCanaryApprovalOperator(task_id="approve_marginal_canary", app="sample", timeout_s=60)
-    ti = CanaryTaskInstance({"status": "marginal", "canary_version": "1.7.0"})
-    ti.id = "01a2"  # type: ignore[attr-defined]
-    context = {"ti": ti, "dag_run": SimpleNamespace(dag_id="release_sample", run_id="r1")}
-    # Asking would need Airflow's HITL API (absent here): the recorded rejection ends the task first.
-    with pytest.raises(ApprovalRefused, match=r"^Rejected by ops-oncall: x\. The release of sample 1\.7\.0 stops"):
-        operator.execute(context)
-    assert asked_for == ["01a2"]

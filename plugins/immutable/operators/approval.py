@@ -132,37 +132,6 @@ class _ReleaseApproval(ApprovalOperator):
         )
         self.app = app
 
-    def execute(self, context: Any) -> Any:
-        """Ask, unless this task already has its answer: Airflow 3.3 can take an approval resumed
-        within a second or so of being parked (before the scheduler saw the parked workload end) for
-        a task killed from outside and retry it; the answer is then on record and must not be asked
-        for again."""
-        earlier = answer_on_record(context["ti"].id)
-        if earlier is not None:
-            self.log.warning("an answer came while Airflow retried this task: using it, not asking again")
-            return self.execute_complete(context, earlier)
-        return super().execute(context)
-
-
-def answer_on_record(ti_id: Any) -> dict[str, Any] | None:
-    """This task instance's approval answer, as the resume event carries it, if a person gave one."""
-    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-    try:
-        found = get_hitl_detail_content_detail(ti_id)
-    except Exception:  # nothing asked yet for this task instance
-        return None
-    if not (found.response_received and found.chosen_options):
-        return None
-    user = found.responded_by_user
-    return {
-        "chosen_options": list(found.chosen_options),
-        "params_input": found.params_input or {},
-        "responded_at": found.responded_at,
-        "responded_by_user": {"id": user.id, "name": user.name} if user else None,
-        "timedout": False,
-    }
-
 
 class RolloutApprovalOperator(_ReleaseApproval):
     def __init__(
