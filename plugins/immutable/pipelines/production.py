@@ -345,9 +345,15 @@ def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
     return done
 
 
-def rollback_release(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
+NOTHING_TO_UNDO = "nothing of this release took traffic here"
+
+
+def rollback_release(
+    plan: dict[str, Any], baked: dict[str, Any], run_id: str, *, held_by_run: bool = False
+) -> dict[str, str]:
     """After any failure: every region this run flipped (wholly or halfway) goes back to what was live
-    before; the fleets this run launched and the canaries go (`rollout.plan_rollback` decides)."""
+    before; the fleets this run launched and the canaries go (`rollout.plan_rollback` decides).
+    `held_by_run`: the run held each region's lease when it ended, even if a teardown freed it since."""
     app = plan["app"]
     _, _, production = _context(app)
     undone: dict[str, str] = {}
@@ -363,7 +369,7 @@ def rollback_release(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -
             fleet_digests=fleets,
             recorded_live=record.get("live"),
             recorded_previous=record.get("previous"),
-            lease_holder=(record.get("lease") or {}).get("holder"),
+            lease_holder=run_id if held_by_run else (record.get("lease") or {}).get("holder"),
         )
         action = plan_rollback(state, digest=baked["digest"], run_id=run_id)
         done = []
@@ -382,7 +388,7 @@ def rollback_release(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -
         ]
         if removed:
             done.append(f"removed {removed}")
-        undone[region] = "; ".join(done) if done else "nothing of this release took traffic here"
+        undone[region] = "; ".join(done) if done else NOTHING_TO_UNDO
     log.warning("rolled back: %s", undone)
     return undone
 
@@ -503,10 +509,15 @@ def make_safe_after_stop(
             )
         time.sleep(STOP_POLL_S)
     done: dict[str, str] = {}
+    held_then = requested.get("holders", {})
     for region in regions:
+        run = held_then.get(region)
         holder = (production.record(app, region).get("lease") or {}).get("holder")
-        if holder in runs:  # the run ended without its teardown: nobody undid its changes here
-            done[region] = _undo_ended_release(app, region, str(holder), release_digest(str(holder)))
+        # The run that held the region when the stop came has ended. Its rollback may have undone it
+        # (then there is nothing left), or not (marked failed by hand: its teardown may still have
+        # freed the lease). Never a region another run holds now.
+        if run is not None and holder in (None, run):
+            done[region] = _undo_ended_release(app, region, str(run), release_digest(str(run)))
         live = production.live(app, region)
         now_live = f"{live['version']} ({live['color']})" if live else "nothing"
         done[region] = f"{done.get(region, 'its release undid itself')}; live: {now_live}"
@@ -521,8 +532,9 @@ def _undo_ended_release(app: str, region: str, run_id: str, digest: str | None) 
         ended = end_canary(app, region)
         what.append(f"ended its canary (removed {ended['removed']})")
     if digest is not None:
-        undone = rollback_release({"app": app, "regions": [region]}, {"digest": digest}, run_id)
-        what.append(undone[region])
-    production.release(app, region, run_id)
-    what.append(f"released the lease of {run_id}")
-    return "; ".join(what)
+        undone = rollback_release({"app": app, "regions": [region]}, {"digest": digest}, run_id, held_by_run=True)
+        if undone[region] != NOTHING_TO_UNDO:
+            what.append(undone[region])
+    if production.release(app, region, run_id):
+        what.append(f"released the lease of {run_id}")
+    return "; ".join(what) or "its release undid itself"
