@@ -21,17 +21,27 @@ from immutable.dag_specs import specs_to_build
 from immutable.operators.gates import PostFlipGateOperator
 
 
-def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
-    app, regions = spec.name, spec.rollout_regions(platform)
-    with DAG(
-        dag_id=f"rollback_{app}",
+def _triggered_by_hand(kind: str, app: str, doc_md: str, params: dict[str, Param]) -> DAG:
+    """A `<kind>_<app>` DAG that runs only when triggered, one run at a time."""
+    return DAG(
+        dag_id=f"{kind}_{app}",
         schedule=None,
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        tags=["rollback", f"app:{app}"],
-        doc_md=__doc__,
-        params={
+        tags=[kind, f"app:{app}"],
+        doc_md=doc_md,
+        params=params,
+    )
+
+
+def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
+    app, regions = spec.name, spec.rollout_regions(platform)
+    with _triggered_by_hand(
+        "rollback",
+        app,
+        __doc__ or "",
+        {
             "regions": Param(
                 regions,
                 type="array",
@@ -97,15 +107,11 @@ STOP_WAIT_S = 900.0  # how long the stop waits for the release runs to end (thei
 
 def stop_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
     app, regions = spec.name, spec.rollout_regions(platform)
-    with DAG(
-        dag_id=f"stop_{app}",
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_runs=1,
-        tags=["stop", f"app:{app}"],
-        doc_md=STOP_DOC.format(app=app),
-        params={
+    with _triggered_by_hand(
+        "stop",
+        app,
+        STOP_DOC.format(app=app),
+        {
             "reason": Param(
                 type="string",
                 minLength=1,
