@@ -119,6 +119,13 @@ def stop_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 title="Reason",
                 description="Why the release must stop: shown in the release's failure, with your name.",
             ),
+            "marked_failed_run": Param(
+                None,
+                type=["null", "string"],
+                title="Release run marked failed",
+                description="Set by the project's listener when a release run is marked failed by hand: "
+                "the run whose changes this stop undoes. Leave it empty to stop the releases in progress.",
+            ),
         },
     ) as dag:
 
@@ -128,7 +135,10 @@ def stop_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             from immutable.pipelines import production
 
             by = context["dag_run"].triggering_user_name or "an unnamed user"
-            return production.request_stop(app, regions, by=by, reason=str(context["params"]["reason"]))
+            params = context["params"]
+            return production.request_stop(
+                app, regions, by=by, reason=str(params["reason"]), marked_failed_run=params.get("marked_failed_run")
+            )
 
         @task(multiple_outputs=False, retries=0)
         def make_safe(requested: dict[str, Any], **context: Any) -> dict[str, str]:

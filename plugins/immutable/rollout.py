@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -39,6 +40,21 @@ def stop_cause(request: dict[str, object] | None, release_requested_at: float) -
         return None
     who = request.get("by") or "an unnamed user"
     return f"Stopped by {who}: {request.get('reason') or 'no reason given'}"
+
+
+def runs_to_make_safe(
+    leases: Mapping[str, Mapping[str, object] | None], release_dag_id: str, marked_failed_run: str | None
+) -> dict[str, str]:
+    """Per region, the release run a stop must see ended and undone: the one holding the region's lease
+    now, or, where nobody does, the run marked failed by hand (its teardown may have freed its leases
+    before the stop came). A region another DAG (a rollback) holds is left to it."""
+    runs: dict[str, str] = {}
+    for region, lease in leases.items():
+        if lease and lease.get("dag_id") == release_dag_id:
+            runs[region] = str(lease["holder"])
+        elif not lease and marked_failed_run:
+            runs[region] = marked_failed_run
+    return runs
 
 
 # --- traffic decisions within a region: pure, called by pipelines/production.py -------------

@@ -26,7 +26,10 @@ def stop_conf_for(dag_id: str, run_id: str, msg: str) -> tuple[str, dict[str, st
     if not dag_id.startswith(RELEASE_PREFIX) or MARKED_BY_HAND not in msg:
         return None
     app = dag_id.removeprefix(RELEASE_PREFIX)
-    return f"stop_{app}", {"reason": f"{dag_id} run {run_id} was marked failed by hand; undoing what it changed"}
+    return f"stop_{app}", {
+        "reason": f"{dag_id} run {run_id} was marked failed by hand; undoing what it changed",
+        "marked_failed_run": run_id,
+    }
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from immutable import platforms, triggers
 from immutable.config import load_platform
 from immutable.local.production import LocalProduction
 from immutable.pipelines.production import ReleaseStopped, refuse_if_stopped
-from immutable.rollout import stop_cause
+from immutable.rollout import runs_to_make_safe, stop_cause
 from immutable.stop_listener import stop_conf_for
 from tests.unit.test_gate_outages import ScriptedMetrics, events, post_flip_trigger
 
@@ -82,7 +82,10 @@ def test_only_a_release_marked_failed_by_hand_is_undone_by_the_stop_dag() -> Non
     by_hand = "Dag Run's state was manually set to `failed`."
     assert stop_conf_for("release_sample", "manual__1", by_hand) == (
         "stop_sample",
-        {"reason": "release_sample run manual__1 was marked failed by hand; undoing what it changed"},
+        {
+            "reason": "release_sample run manual__1 was marked failed by hand; undoing what it changed",
+            "marked_failed_run": "manual__1",
+        },
     )
     assert stop_conf_for("release_sample", "manual__1", "task_failure") is None  # its rollback task ran
     assert stop_conf_for("rollback_sample", "manual__1", by_hand) is None
@@ -95,3 +98,12 @@ def test_the_stop_event_survives_serialization_of_the_trigger() -> None:
     assert classpath == "immutable.triggers.ThresholdGateTrigger" and kwargs["stop_watch"] == watch
     rebuilt = triggers.ThresholdGateTrigger(**kwargs)
     assert rebuilt.stop_watch == watch
+
+
+def test_a_stop_makes_safe_the_holders_and_a_run_marked_failed_wherever_nobody_holds_the_region() -> None:
+    release = {"holder": "manual__2", "dag_id": "release_sample"}
+    rollback = {"holder": "manual__9", "dag_id": "rollback_sample"}
+    leases = {"eu-west": None, "us-east": release, "ap-south": rollback}
+    assert runs_to_make_safe(leases, "release_sample", None) == {"us-east": "manual__2"}
+    # The run marked failed freed eu-west in its teardown before the stop came: it is still the one to undo there.
+    assert runs_to_make_safe(leases, "release_sample", "manual__1") == {"eu-west": "manual__1", "us-east": "manual__2"}

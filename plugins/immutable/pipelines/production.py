@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from immutable.app_spec import AppSpec, app_spec
 from immutable.payloads import Flipped, Launched
 from immutable.platforms import platform_for
-from immutable.rollout import RegionState, canary_shares, flip_steps, lockstep_rounds, plan_rollback
+from immutable.rollout import RegionState, canary_shares, flip_steps, lockstep_rounds, plan_rollback, runs_to_make_safe
 
 if TYPE_CHECKING:
     from immutable.platforms.interface import Platform
@@ -468,18 +468,20 @@ STOP_POLL_S = 2.0
 ENDED_RUN_STATES = ("success", "failed")
 
 
-def request_stop(app: str, regions: list[str], *, by: str, reason: str) -> dict[str, Any]:
+def request_stop(
+    app: str, regions: list[str], *, by: str, reason: str, marked_failed_run: str | None = None
+) -> dict[str, Any]:
     """Record the stop in every region (each release asked for before now stops at its next look: its
     gates within seconds, its launches and flips before their next change). Returns the release runs
-    that held a region then: the ones `make_safe_after_stop` waits for."""
+    that held a region then: the ones `make_safe_after_stop` waits for and checks.
+    `marked_failed_run`: a release run already ended by hand. Its teardown may have freed its leases
+    before this stop came, so it counts as the holder of every region nobody holds now."""
     _, _, production = _context(app)
     at = time.time()
-    holders: dict[str, str] = {}
     for region in regions:
         production.request_stop(app, region, by=by, reason=reason, at=at)
-        lease = production.record(app, region).get("lease") or {}
-        if lease.get("dag_id") == f"release_{app}":
-            holders[region] = str(lease["holder"])
+    leases = {region: production.record(app, region).get("lease") for region in regions}
+    holders = runs_to_make_safe(leases, f"release_{app}", marked_failed_run)
     log.warning("%s: stop requested by %s (%s); release runs holding regions: %s", app, by, reason, holders or "none")
     return {"at": at, "by": by, "reason": reason, "holders": holders}
 
