@@ -60,7 +60,7 @@ CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
             False,
             type="boolean",
             title="Fast track",
-            description="A security rebuild that may skip the canary-tier trial before reaching critical apps.",
+            description="Only with reason security: skip the canary-tier trial and reach critical apps at once.",
         ),
     },
 )

@@ -176,11 +176,12 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             return release.summarize(plan, baked, list(copies))
 
         @task(multiple_outputs=False)
-        def retire_expired() -> dict[str, list[str]]:
-            """Retire old colors whose rollback window is over (never waits for one still open)."""
+        def retire_expired(baked: dict[str, Any]) -> dict[str, list[str]]:
+            """Retire old colors whose rollback window is over (never waits for one still open), then
+            old images nothing needs (never this release's)."""
             from immutable.pipelines import production
 
-            return production.retire_expired(app, regions)
+            return production.retire_expired(app, regions, releasing=str(baked["digest"]))
 
         @setup
         @task(multiple_outputs=False)
@@ -294,7 +295,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         staging_checked >> copies
         copied = summarize(plan, baked, copies.output)
 
-        retired = retire_expired()
+        retired = retire_expired(baked)
         copied >> retired
         with TaskGroup("canary") as canary_group:
             canary = prepare_canary(plan, baked)

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -95,6 +96,10 @@ class BaseImageSpec(_Strict):
         return value
 
 
+class LocalImageRetention(_Strict):
+    keep: int = Field(10, ge=1, le=1000)  # newest images per repository and registry, besides those in use
+
+
 class LocalPlatform(_Strict):
     # Names this platform's containers, so several local platforms (the demo, the tests) can
     # share one Docker engine without touching each other's fleets.
@@ -104,6 +109,7 @@ class LocalPlatform(_Strict):
     prometheus_port: int = Field(9090, ge=1024, le=65535)
     # The traffic generator standing for real users: requests per second sent to each region.
     traffic_rps: float = Field(20.0, gt=0, le=500)
+    image_retention: LocalImageRetention = LocalImageRetention()
 
 
 RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
@@ -433,6 +439,17 @@ class BaseImageRunParams(_Strict):
     @classmethod
     def _unique_cves(cls, cves: list[str]) -> list[str]:
         return sorted(set(cves))
+
+    @field_validator("fast_track")
+    @classmethod
+    def _fast_track_is_for_security(cls, fast_track: bool, info: ValidationInfo) -> bool:
+        # Skipping the canary tier's trial is worth its risk only for a vulnerability fix.
+        reason = info.data.get("reason")
+        if fast_track and reason != "security":
+            raise ValueError(
+                f"only a security rebuild may skip the canary-tier trial: set reason to 'security' (it is {reason!r})"
+            )
+        return fast_track
 
 
 MAX_ERRORS_SHOWN = 8  # a document wrong everywhere says so in a few lines, not thousands

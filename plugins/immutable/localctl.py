@@ -93,7 +93,7 @@ storage:
   filesystem:
     rootdirectory: {root}
   delete:
-    enabled: false
+    enabled: true  # retention deletes manifests; `registry garbage-collect` then frees their blobs
 http:
   addr: 127.0.0.1:{port}
 """

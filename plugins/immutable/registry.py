@@ -152,6 +152,21 @@ class RegistryClient:
         )
         return response.content, response.headers["Content-Type"].split(";")[0], digest
 
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete the manifest and every tag pointing at it (its blobs go at the next garbage
+        collection). False if it was already gone."""
+        response = self._get(f"/{repository}/manifests/{digest}", method="DELETE")
+        if response.status_code == 404:
+            return False
+        if response.status_code == 405:
+            raise RegistryError(
+                f"registry {self.address} does not allow deletes; it was started before retention existed: "
+                "restart it (`make down && make up`) so it reads its new config (storage.delete.enabled)",
+                cause="deletes disabled",
+            )
+        self._raise_for(response, f"delete {repository}@{digest}")
+        return True
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         response = self._get(f"/{repository}/blobs/{digest}", method="HEAD")
         if response.status_code == 404:

@@ -1,7 +1,8 @@
 """Whole releases on the aws platform with dag.test(), as on the local platform: a first release
 flips every region, a healthy one goes through canary and blue/green by listener weights, and a bad
 one is stopped by the canary gate and rolled back; a person's stop (recorded in the artifact
-bucket) ends a canary gate; a regression in the second wave flips every region back. CloudWatch
+bucket) ends a canary gate; a regression in the second wave flips every region back; kept groups
+past their rollback window are retired, and a rollback past the window redeploys the AMI. CloudWatch
 gets the ALB's points from the test (`AlbMetrics`): the emulator reports none.
 """
 
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 HEALTHY, BAD = "1.1.0", "1.2.0"
 STOPPED, FAILS_IN_THE_SECOND_WAVE, SYNCHRONIZED = "1.3.0", "1.4.0", "1.5.0"
+KEPT_EVERYWHERE = "1.6.0"
+INSIDE_THE_WINDOW, PAST_THE_WINDOW = REGIONS[0], REGIONS[1:]
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +275,66 @@ def test_a_regression_in_the_second_wave_flips_every_region_back_on_aws(
     for region in REGIONS:  # and no Auto Scaling group of the failed release is left
         running = versions_running(aws_account, region)
         assert running and FAILS_IN_THE_SECOND_WAVE not in running, (region, running)
+
+
+def test_a_release_retires_only_the_kept_groups_past_their_window_on_aws(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    """A good release first, so that every region keeps the color it replaced; then two regions'
+    rollback windows end. The bad release's `retire_expired` removes their kept groups, never the
+    one still inside its window, and then its canary stops it."""
+    from immutable.platforms import platform_for
+    from tests.integration.helpers import expire_rollback_window
+
+    production = platform_for().production
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": KEPT_EVERYWHERE})
+    assert str(run.state) == "success", states
+    kept: dict[str, dict[str, Any]] = {}
+    for region in REGIONS:
+        kept_there = production.kept(APP, region)
+        assert kept_there is not None, region
+        kept[region] = kept_there
+    for region in PAST_THE_WINDOW:
+        expire_rollback_window(production, APP, region)
+    groups_before = {region: groups(aws_account, region) for region in REGIONS}
+
+    run, states = run_dag("releases.py", f"release_{APP}", {"version": BAD})
+    assert str(run.state) == "failed", states
+    assert states["retire_expired"] == "success" and states["canary.analysis"] == "failed", states
+    retired = xcom(run, "retire_expired")
+    assert {region: bool(names) for region, names in retired.items()} == {
+        INSIDE_THE_WINDOW: False,
+        **dict.fromkeys(PAST_THE_WINDOW, True),
+    }, retired
+    for region in PAST_THE_WINDOW:
+        assert production.kept(APP, region) is None, region
+        kept_group = f"{APP}-{region}-{kept[region]['color']}"
+        assert groups(aws_account, region) == groups_before[region] - {kept_group}, region
+        assert versions_running(aws_account, region) == {KEPT_EVERYWHERE}, region
+    assert production.kept(APP, INSIDE_THE_WINDOW) == kept[INSIDE_THE_WINDOW]
+    assert groups(aws_account, INSIDE_THE_WINDOW) == groups_before[INSIDE_THE_WINDOW]
+
+
+def test_the_rollback_dag_redeploys_by_ami_past_the_window_and_watches_it_on_aws(
+    aws_account: AwsAccount, first_release: dict[str, Any]
+) -> None:
+    """After the test above: eu-west flips back to its kept group; us-east and ap-south, whose kept
+    groups were retired, get the earlier release's AMI launched anew, flipped to, and watched by the
+    post-flip gate on CloudWatch."""
+    from immutable.pipelines.production import REDEPLOYED
+
+    run, states = run_dag("rollbacks.py", f"rollback_{APP}", {"regions": list(REGIONS), "reason": "past the window"})
+    assert str(run.state) == "success", states
+    outcomes = {done["region"]: done for done in (xcom(run, "rollback_region", map_index=i) for i in range(3))}
+    assert outcomes[INSIDE_THE_WINDOW]["how"] == "flipped back to the kept color", outcomes
+    assert sorted(r for r, done in outcomes.items() if done["how"] == REDEPLOYED) == sorted(PAST_THE_WINDOW), outcomes
+    watched = sorted(xcom(run, "post_flip_gate", map_index=i)["region"] for i in range(len(PAST_THE_WINDOW)))
+    assert watched == sorted(PAST_THE_WINDOW)
+    assert all(states[f"post_flip_gate[{i}]"] == "success" for i in range(len(PAST_THE_WINDOW))), states
+    for region, done in outcomes.items():
+        assert done["to"]["version"] == SYNCHRONIZED, done
+        assert listener_weights(aws_account, region) == {f"{APP}-{done['to']['color']}": 100}, region
+        assert SYNCHRONIZED in versions_running(aws_account, region), region
 
 
 def versions_running(account: AwsAccount, region: str) -> set[str]:

@@ -8,7 +8,8 @@ import json
 import os
 import tarfile
 import threading
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,14 @@ def production() -> Any:
     from tests.conftest import TEST_STATE
 
     return LocalProduction(load_platform(), TEST_STATE)
+
+
+def expire_rollback_window(state: Any, app: str, region: str) -> None:
+    """Time passes for one region: its kept color's rollback window ends now (the record's deadline,
+    which `retire_expired` reads, is all a clock would change). `state`: either platform's production."""
+    with state._locked(app, region) as record:
+        assert record.get("previous"), f"{region} keeps no color: {record}"
+        record["previous"]["retire_after"] = time.time() - 1
 
 
 def live_versions() -> dict[str, str | None]:
@@ -81,17 +90,17 @@ def xcom(run: Any, task_id: str, map_index: int = -1, key: str = "return_value")
 
 
 @contextlib.contextmanager
-def synchronized_rollout() -> Generator[Path, None, None]:
-    """The test platform with `rollout.synchronized: true` (same ports, regions and state): DAGs parsed
-    and run inside this block flip every region together."""
+def platform_variant(name: str, change: Callable[[dict[str, Any]], None]) -> Generator[Path, None, None]:
+    """The test platform file changed by `change` (same ports, regions and state): DAGs parsed and run
+    inside this block use it."""
     import yaml
 
     from immutable.config import platform_file
 
     original = platform_file()
     data = yaml.safe_load(original.read_text())
-    data.setdefault("rollout", {})["synchronized"] = True
-    variant = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / "var" / "test")) / "platform-synchronized.yaml"
+    change(data)
+    variant = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / "var" / "test")) / f"platform-{name}.yaml"
     variant.parent.mkdir(parents=True, exist_ok=True)
     variant.write_text(yaml.safe_dump(data, sort_keys=False))
     os.environ["IMMUTABLE_PLATFORM_FILE"] = str(variant)
@@ -99,6 +108,11 @@ def synchronized_rollout() -> Generator[Path, None, None]:
         yield variant
     finally:
         os.environ["IMMUTABLE_PLATFORM_FILE"] = str(original)
+
+
+def synchronized_rollout() -> contextlib.AbstractContextManager[Path]:
+    """`rollout.synchronized: true`: DAGs parsed and run inside this block flip every region together."""
+    return platform_variant("synchronized", lambda data: data.setdefault("rollout", {}).update(synchronized=True))
 
 
 def faults_archive(faults: dict[str, Any]) -> bytes:

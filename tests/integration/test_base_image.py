@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from immutable.config import load_base_spec, load_platform
+from immutable.network_tuning import SYSCTL_FILE, differences, parse_drop_in, shipped_network_tuning
 from immutable.registry import RegistryClient
 from tests.integration import helpers
 from tests.integration.helpers import xcom
@@ -100,7 +101,8 @@ def test_pushed_image_is_hardened(first_build: dict[str, Any]) -> None:
         assert code != 0, f"{package} should be removed"
     code, out = run_in(image, r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \)", user="root")
     assert out.strip() == "", f"setuid files left: {out}"
-    assert run_in(image, "test -r /etc/sysctl.d/60-immutable-net.conf")[0] == 0
+    code, drop_in = run_in(image, f"cat {SYSCTL_FILE}")
+    assert code == 0 and differences(shipped_network_tuning(), parse_drop_in(drop_in)) == [], drop_in
     assert run_in(image, "python3 -c 'import ssl, venv'")[0] == 0
 
 

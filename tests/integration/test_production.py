@@ -15,9 +15,11 @@ from tests.conftest import TEST_STATE
 from tests.integration.helpers import (
     APP,
     REGIONS,
+    expire_rollback_window,
     failed_requests,
     fleet_colors,
     live_versions,
+    platform_variant,
     production,
     run_dag,
     xcom,
@@ -71,12 +73,24 @@ def test_no_user_request_failed_during_the_good_release(two_good_releases: dict[
     assert stats, "the traffic generator wrote no statistics"
 
 
-def expire_rollback_window(region: str) -> None:
-    """Time passes for one region: its kept color's rollback window ends now (the record's deadline,
-    which `retire_expired` reads, is all a clock would change)."""
-    with production()._locked(APP, region) as record:
-        assert record.get("previous"), f"{region} keeps no color: {record}"
-        record["previous"]["retire_after"] = time.time() - 1
+def test_fleets_run_with_their_bases_network_tuning(two_good_releases: dict[str, Any]) -> None:
+    """Each member's network namespace carries the drop-in's settings (read from /proc/sys inside
+    it), which a container of the same image started without them does not."""
+    from immutable.images.engine import docker_client, run_in_image
+    from immutable.network_tuning import differences, for_container, proc_path, shipped_network_tuning
+
+    expected = for_container(shipped_network_tuning())
+    script = "; ".join(f"echo {key}=$(cat {proc_path(key)})" for key in expected)
+    client = docker_client()
+    for region in REGIONS:
+        for member in production().fleets.members(APP, region):
+            code, out = client.containers.get(member.name).exec_run(["sh", "-c", script])
+            assert code == 0, out
+            found = dict(line.split("=", 1) for line in out.decode().splitlines())
+            assert differences(expected, found) == [], (member.name, found)
+    image = client.containers.get(member.name).image.id
+    code, untuned = run_in_image(client, image, ["sh", "-c", script])
+    assert code == 0 and differences(expected, dict(line.split("=", 1) for line in untuned.splitlines())), untuned
 
 
 def test_a_bad_release_is_stopped_by_the_canary_after_retiring_what_expired(
@@ -88,7 +102,7 @@ def test_a_bad_release_is_stopped_by_the_canary_after_retiring_what_expired(
     kept = {region: production().kept(APP, region) for region in REGIONS}
     assert all(kept.values()), kept
     for region in expired:
-        expire_rollback_window(region)
+        expire_rollback_window(production(), APP, region)
     before = {region: fleet_colors(region) for region in REGIONS}
     run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # 30% errors, +40 ms
     capfd.readouterr()
@@ -201,3 +215,47 @@ def test_prometheus_down_during_a_gate_is_waited_out_and_never_judged(two_good_r
     # No evaluation read missing data: the outage cost time, not evidence.
     assert all(check["value"] is not None for row in event["history"] for check in row), event["history"]
     assert restarted - stopped >= 8
+
+
+def test_a_release_keeps_only_the_newest_images_and_those_in_use_and_frees_their_storage(
+    two_good_releases: dict[str, Any],
+) -> None:
+    """Last of this module (it deletes images). With `local.image_retention.keep: 1`, the bad
+    release's `retire_expired` leaves in each registry the app's newest image (its own), and every
+    image still in use: live and kept colors, the release a rollback past its window would redeploy.
+    The rest go with their signatures and wheels, and the registries' disk use goes down."""
+    from immutable.config import load_platform
+    from immutable.local.images import LocalImages
+    from immutable.local.registry_retention import digests_in_use, disk_use, manifest_revisions, stored_images
+    from immutable.signing import signature_tag
+
+    images = LocalImages(load_platform())
+    repository = "apps/sample"
+    registries = {"build": images.build} | {region: images.registry(region) for region in REGIONS}
+
+    def stored(name: str) -> dict[str, Any]:
+        return {i.digest: i for i in stored_images(registries[name], repository, manifest_revisions(name, repository))}
+
+    before = {name: stored(name) for name in registries}
+    bytes_before = {name: disk_use(name) for name in registries}
+    in_use = set(digests_in_use("test"))
+    assert all(len(stored) > len(in_use & set(stored)) + 1 for stored in before.values()), (before, in_use)
+
+    def keep_one(data: dict[str, Any]) -> None:
+        data["local"]["image_retention"] = {"keep": 1}
+
+    with platform_variant("retention", keep_one):
+        run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # stopped by its canary
+    assert states["retire_expired"] == "success" and states["canary.analysis"] == "failed", states
+    releasing = xcom(run, "bake")["digest"]
+    for name, registry in registries.items():
+        after = stored(name)
+        assert set(after) == {releasing} | (in_use & set(before[name])), (name, after, in_use)
+        kept_tags = {tag for image in after.values() for tag in image.tags}
+        for gone in set(before[name]) - set(after):
+            assert registry.manifest_digest(repository, signature_tag(gone)) is None, (name, gone)
+            if name == "build":  # and the wheels of a version no kept image carries
+                for tag in set(before[name][gone].tags) - kept_tags:
+                    assert registry.manifest_digest("artifacts/sample", tag) is None, (gone, tag)
+        assert disk_use(name) < bytes_before[name], name
+    assert live_versions() == dict.fromkeys(REGIONS, "1.0.0")  # what runs was never touched

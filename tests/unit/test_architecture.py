@@ -41,6 +41,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "production_state",
             "smoke",
             "bounded_yaml",
+            "network_tuning",
+            "retention",
         ),
     ),
     ("building blocks", ("images", "registry", "signing", "ui.links")),

@@ -75,9 +75,22 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_base_params_accept_a_security_rebuild() -> None:
-    params = parse_base_params({"reason": "security", "cves": ["CVE-2026-12345", "CVE-2026-12345"], "force": True})
+    params = parse_base_params(
+        {"reason": "security", "cves": ["CVE-2026-12345", "CVE-2026-12345"], "force": True, "fast_track": True}
+    )
     assert params.cves == ["CVE-2026-12345"]
-    assert params.force is True
+    assert params.force is True and params.fast_track is True
+
+
+@pytest.mark.parametrize("reason", [None, "weekly", "manual"])
+def test_only_a_security_rebuild_may_take_the_fast_track(reason: str | None) -> None:
+    params: dict[str, object] = {"fast_track": True} | ({"reason": reason} if reason else {})
+    with pytest.raises(ConfigError) as refused:
+        parse_base_params(params)
+    assert str(refused.value) == (
+        "base_image trigger: field 'fast_track': Value error, only a security rebuild may skip the canary-tier "
+        f"trial: set reason to 'security' (it is {reason or 'weekly'!r}) (got True)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from immutable.aws.builders import (
     run_script,
 )
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY
+from immutable.network_tuning import shipped_network_tuning
 
 if TYPE_CHECKING:
     from immutable.aws.hooks.ssm import CommandResult
@@ -152,8 +153,14 @@ def base_checks_script(spec: BaseImageSpec) -> list[str]:
         f'runtime-user "{user.name} uid ${{u:-missing}}"',
         'r=$(passwd -S root 2>/dev/null || true); case "$r" in *" L "*) l=0;; *) l=1;; esac; '
         'report $l root-locked "$r"',
-        "n=$(grep -c = /etc/sysctl.d/60-immutable-net.conf 2>/dev/null || echo 0); "
-        'report $([ "$n" -gt 0 ] && echo 0 || echo 1) sysctl-drop-in "$n settings"',
+        # Booted from the new AMI, systemd-sysctl has applied the drop-in: the kernel's values are read.
+        "wrong=''",
+        *(
+            f"v=$(sysctl -n {key} 2>/dev/null | tr -s ' \\t' ' '); "
+            f'[ "$v" = "{value}" ] || wrong="$wrong {key}=${{v:-missing}}(expected {value.replace(" ", "_")})"'
+            for key, value in shipped_network_tuning().items()
+        ),
+        'report $([ -z "$wrong" ] && echo 0 || echo 1) sysctl-applied "${wrong:-every setting of the drop-in}"',
         f"p=$(wc -l < {PACKAGE_LIST} 2>/dev/null || echo 0); "
         'report $([ "$p" -gt 0 ] && echo 0 || echo 1) package-list "$p packages"',
         "exit $fails",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -113,9 +114,12 @@ def discard_failed_copy(
 # ---- retention ---------------------------------------------------------------------------------
 
 
-def retention(platform: PlatformConfig, *, repository: str, now: datetime, dry_run: bool = False) -> dict[str, Any]:
+def retention(
+    platform: PlatformConfig, *, repository: str, now: datetime, dry_run: bool = False, protect: Sequence[str] = ()
+) -> dict[str, Any]:
     """Deregister the repository's AMIs (and their snapshots) beyond the newest `keep` and older than
-    `min_age_days`, in every region; never one a launch template uses or a channel points at."""
+    `min_age_days`, in every region; never one a launch template uses, a channel points at, or that
+    `protect` names (a release's own AMI, or its copies' source)."""
     policy = platform.aws_settings.image_retention
     cutoff = now - timedelta(days=policy.min_age_days)
     report: dict[str, Any] = {}
@@ -131,6 +135,8 @@ def retention(platform: PlatformConfig, *, repository: str, now: datetime, dry_r
             reason = None
             if index < policy.keep:
                 reason = f"one of the newest {policy.keep}"
+            elif image_id in protect or tags.get(TAG_SOURCE_IMAGE) in protect:
+                reason = "a release is taking it out now"
             elif created is not None and created > cutoff:
                 reason = f"younger than {policy.min_age_days} days"
             elif image_id in in_use:

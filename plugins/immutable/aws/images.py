@@ -226,7 +226,7 @@ class AwsImages:
     def build_location(self) -> str:
         return f"aws:{self.settings.build_region}"
 
-    def retain(self, repository: str, now: datetime) -> dict[str, Any]:
+    def retain(self, repository: str, now: datetime, *, protect: Sequence[str] = ()) -> dict[str, Any]:
         """Deregister the repository's AMIs (and snapshots) beyond aws.image_retention, in every region;
         never one a launch template uses or a channel points at. `now` is the run's date, not the clock."""
-        return copies.retention(self.config, repository=repository, now=now)
+        return copies.retention(self.config, repository=repository, now=now, protect=protect)

@@ -25,6 +25,13 @@ from immutable.base_policy import (  # re-exported: the base image's records are
 )
 from immutable.config import BaseImageSpec, PlatformConfig
 from immutable.images.engine import docker_client, run_in_image
+from immutable.network_tuning import (
+    SYSCTL_FILE,
+    SysctlSyntaxError,
+    differences,
+    parse_drop_in,
+    shipped_network_tuning,
+)
 from immutable.paths import BASE_CONTEXT_DIR
 from immutable.provenance import (  # re-exported: the same keys on every platform
     LABEL_BASE_DIGEST,
@@ -79,7 +86,6 @@ __all__ = [
     "write_manifest",
 ]
 
-SYSCTL_FILE = "/etc/sysctl.d/60-immutable-net.conf"
 PACKAGE_LIST_FILE = "/usr/share/immutable/packages.tsv"
 
 
@@ -243,17 +249,27 @@ def test_image(image_ref: str, spec: BaseImageSpec) -> list[CheckResult]:
             out.strip(),
         ),
     )
-    check(
-        "sysctl-drop-in",
-        f"test -r {SYSCTL_FILE} && grep -c = {SYSCTL_FILE}",
-        lambda code, out: (code == 0, f"{SYSCTL_FILE}: {out.strip() or 'missing'} settings"),
-    )
+    check("sysctl-drop-in", f"cat {SYSCTL_FILE}", judge_drop_in)
     check(
         "package-list",
         f"test -s {PACKAGE_LIST_FILE} && wc -l < {PACKAGE_LIST_FILE}",
         lambda code, out: (code == 0, f"{PACKAGE_LIST_FILE}: {out.strip() or 'missing'} packages"),
     )
     return results
+
+
+def judge_drop_in(code: int, out: str) -> tuple[bool, str]:
+    """The image's drop-in sets every key of the shipped one to the same value, and nothing else."""
+    if code != 0:
+        return False, f"{SYSCTL_FILE}: missing ({out.strip()[-200:]})"
+    expected = shipped_network_tuning()
+    try:
+        wrong = differences(expected, parse_drop_in(out))
+    except SysctlSyntaxError as exc:
+        return False, f"{SYSCTL_FILE}: {exc}"
+    if wrong:
+        return False, f"{SYSCTL_FILE}: " + "; ".join(wrong)
+    return True, f"{SYSCTL_FILE}: all {len(expected)} settings as shipped"
 
 
 def package_manifest(image_ref: str) -> dict[str, dict[str, str]]:

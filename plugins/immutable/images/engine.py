@@ -45,3 +45,21 @@ def run_in_image(
         return int(result.get("StatusCode", 1)), output
     finally:
         container.remove(force=True)
+
+
+def read_file_in_image(client: docker.DockerClient, image: str, path: str) -> str | None:
+    """One text file of an image, read without running it; None if the image has no such file."""
+    import io
+    import tarfile
+
+    container = client.containers.create(image, ["true"], labels={MANAGED_LABEL: "true", "io.immutable.role": "check"})
+    try:
+        try:
+            chunks, _ = container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+            member = archive.extractfile(archive.getmembers()[0])
+            return member.read().decode() if member else None
+    finally:
+        container.remove(force=True)

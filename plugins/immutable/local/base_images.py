@@ -11,6 +11,7 @@ from typing import Any
 
 from immutable.config import BaseImageSpec, PlatformConfig
 from immutable.images import base
+from immutable.local.registry_retention import writes_registries
 from immutable.payloads import BuiltBase, PublishedBase
 from immutable.registry import RegistryClient
 
@@ -47,6 +48,7 @@ class LocalBaseImages:
     def base_packages(self, built: BuiltBase) -> dict[str, dict[str, str]]:
         return base.package_manifest(built.image_id)
 
+    @writes_registries
     def publish_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> PublishedBase:
         published = base.publish(image_id=built.image_id, spec=spec, platform=self.config, version=built.version)
         return PublishedBase(
@@ -61,6 +63,7 @@ class LocalBaseImages:
         digest = self.build.manifest_digest(repository, channel)
         return (digest, self.build.labels(repository, digest) or {}) if digest else None
 
+    @writes_registries
     def move_channel(self, repository: str, channel: str, digest: str) -> None:
         """Put the manifest itself under the channel's tag: the image is not pulled or pushed again,
         so the channel's digest is exactly the version's."""

@@ -21,7 +21,8 @@ from typing import Any
 
 from immutable.app_spec import AppSpec
 from immutable.config import PlatformConfig
-from immutable.images.engine import MANAGED_LABEL, docker_client
+from immutable.images.engine import MANAGED_LABEL, docker_client, read_file_in_image
+from immutable.network_tuning import SYSCTL_FILE, for_container, parse_drop_in
 from immutable.provenance import LABEL_APP
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,25 @@ HEALTH_POLL_S = 0.5  # seconds between health probes of a starting member
 
 class FleetError(RuntimeError):
     pass
+
+
+def network_tuning(client: Any, image: str) -> dict[str, str]:
+    """The image's own network tuning (its base's sysctl drop-in), the part a container can take: set
+    at launch, as a VM applies the whole drop-in at boot. The host-wide rest stays the host's."""
+    text = read_file_in_image(client, image, SYSCTL_FILE)
+    if text is None:
+        log.warning("%s has no %s: its fleet runs with the kernel's network defaults", image, SYSCTL_FILE)
+        return {}
+    settings = parse_drop_in(text)
+    taken = for_container(settings)
+    left = sorted(set(settings) - set(taken))
+    log.info(
+        "network tuning from %s: %d setting(s) at launch; host-wide ones left to the host: %s",
+        SYSCTL_FILE,
+        len(taken),
+        left,
+    )
+    return taken
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,7 @@ class LocalFleets:
                 f"launching {digest} as {color}"
             )
         client.images.pull(image)
+        tuning = network_tuning(client, image)
         for index in range(1, size + 1):
             name = member_name(self.platform.local.instance, spec.name, region, color, index)
             if name in existing and existing[name].status == "running":
@@ -135,6 +156,7 @@ class LocalFleets:
                     name=name,
                     detach=True,
                     environment={**spec.runtime.env, "PORT": str(spec.runtime.port)},
+                    sysctls=tuning,
                     labels={
                         MANAGED_LABEL: "true",
                         LABEL_INSTANCE: self.platform.local.instance,

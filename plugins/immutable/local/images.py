@@ -22,6 +22,7 @@ from immutable.config import load_base_spec
 from immutable.images import app as app_images
 from immutable.images import base as base_images
 from immutable.images.replicate import CopyError, copy_with_retries
+from immutable.local import registry_retention
 from immutable.local.base_images import LocalBaseImages
 from immutable.payloads import Baked, ImageRef, Packaged, Plan, RegionCopy
 from immutable.registry import RegistryClient
@@ -79,12 +80,15 @@ class LocalImages(LocalBaseImages):
         verify(document, repository=repository, digest=digest, labels=labels, public_pem=public_pem)
         return labels
 
-    def retain(self, repository: str, now: datetime) -> dict[str, Any]:
-        """Nothing: the registries keep every version (they are small, and a rollback may want any)."""
-        return {}
+    def retain(self, repository: str, now: datetime, *, protect: Sequence[str] = ()) -> dict[str, Any]:
+        """Per registry: the newest `local.image_retention.keep` and every image in use stay; the rest
+        are deleted and their storage collected (immutable.local.registry_retention)."""
+        registries = {"build": self.build} | {r.name: self.registry(r.name) for r in self.config.regions}
+        return registry_retention.retain(self.config, repository, registries, protect=protect)
 
     # --- package, bake, sign --------------------------------------------------------------------
 
+    @registry_retention.writes_registries
     def package(self, *, plan: Plan, spec: AppSpec, uid: int) -> Packaged:
         """The wheels are built in a container from the base itself, so they match its Python and
         libc; they are stored as one OCI artifact, which the bake fetches by digest."""
@@ -110,6 +114,7 @@ class LocalImages(LocalBaseImages):
             source=tree.description,
         )
 
+    @registry_retention.writes_registries
     def bake(self, *, plan: Plan, spec: AppSpec, packaged: Packaged, labels: dict[str, str], run_id: str) -> Baked:
         """A retry of the same run finds its own build tag (by the run-id label) and reuses it, so a
         bake that pushed and then lost its worker does not bake a second, different digest."""
@@ -151,6 +156,7 @@ class LocalImages(LocalBaseImages):
             image=self.uri(None, repository, digest),
         )
 
+    @registry_retention.writes_registries
     def sign(self, image: ImageRef) -> str:
         """Over the digest and the labels the registry holds (not the ones the caller believes), stored
         as an artifact under `signature_tag(digest)` that a region copy carries along. ed25519 is
@@ -171,6 +177,7 @@ class LocalImages(LocalBaseImages):
 
     # --- regions --------------------------------------------------------------------------------
 
+    @registry_retention.writes_registries
     def copy_to(self, region: str, image: Baked, *, wait: bool = True) -> RegionCopy:
         """A registry-to-registry copy, blob by blob; done when it returns (never pending). The caller
         has verified the signature at the source; `finish_copy` verifies it in the region."""

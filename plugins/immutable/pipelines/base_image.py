@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from immutable.base_policy import BaseImageError
@@ -104,9 +104,13 @@ def record_manifest(built: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish(upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    published = platform_for().images.publish_base(spec=load_base_spec(), built=BuiltBase.of(built))
+    images = platform_for().images
+    published = images.publish_base(spec=load_base_spec(), built=BuiltBase.of(built))
     params = upstream["params"]
     log.info("published %s as %s@%s (candidate moved)", published.version, published.repository, published.digest)
+    # Weekly rebuilds must not fill the disk: older bases nothing names any more go.
+    retained = images.retain(published.repository, datetime.now(UTC), protect=[published.digest])
+    log.info("base image retention: %s", retained or "nothing to do")
     return published.dump() | {
         "reason": params["reason"],
         "cves": params["cves"],

@@ -87,8 +87,9 @@ def live_version(app: str, region: str) -> str | None:
     return str(live["version"]) if live else None
 
 
-def retire_expired(app: str, regions: list[str]) -> dict[str, list[str]]:
-    """Retire colors kept past their rollback window; never blocks on a window still open."""
+def retire_expired(app: str, regions: list[str], releasing: str | None = None) -> dict[str, list[str]]:
+    """Retire colors kept past their rollback window; never blocks on a window still open. Then old
+    images go, never the one `releasing` (the digest this run takes out)."""
     from datetime import UTC, datetime
 
     from immutable.pipelines.release import retain_images
@@ -98,7 +99,7 @@ def retire_expired(app: str, regions: list[str]) -> dict[str, list[str]]:
     retired = {region: production.retire_expired(app, region, now) for region in regions}
     log.info("retired old colors: %s", retired)
     # Then old images nothing runs any more (aws: AMIs and snapshots past the retention policy).
-    retained = retain_images(app, datetime.fromtimestamp(now, UTC))
+    retained = retain_images(app, datetime.fromtimestamp(now, UTC), releasing=releasing)
     if retained:
         log.info("image retention: %s", retained)
     return retired

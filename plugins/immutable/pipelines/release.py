@@ -240,7 +240,7 @@ def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str
     }
 
 
-def retain_images(app: str, now: datetime) -> dict[str, Any]:
-    """Remove the app's old images per the platform's retention policy; never one that runs or that a
-    channel points at. `now` is the run's date, not the clock."""
-    return platform_for().images.retain(app_spec(app).repository, now)
+def retain_images(app: str, now: datetime, *, releasing: str | None = None) -> dict[str, Any]:
+    """Remove the app's old images per the platform's retention policy; never one that runs, that a
+    channel points at, or the one `releasing` now. `now` is the run's date, not the clock."""
+    return platform_for().images.retain(app_spec(app).repository, now, protect=[releasing] if releasing else [])

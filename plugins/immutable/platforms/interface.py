@@ -112,8 +112,9 @@ class Images(Protocol):
 
     def build_location(self) -> str: ...
 
-    def retain(self, repository: str, now: datetime) -> dict[str, Any]:
-        """Remove old images nothing runs or points at, per the platform's policy (may do nothing)."""
+    def retain(self, repository: str, now: datetime, *, protect: Sequence[str] = ()) -> dict[str, Any]:
+        """Remove old images nothing runs or points at, per the platform's policy; never those in
+        `protect` (a release's own image). Never raises for an image it could not remove."""
         ...
 
 
