@@ -65,9 +65,10 @@ PackageName = Annotated[str, StringConstraints(pattern=PACKAGE_NAME)]
 
 
 class UpstreamImage(_Strict):
-    image: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$")] = (
-        "debian:bookworm-slim"
-    )
+    # name:tag, optionally behind a registry's host[:port]/ (a mirror); resolved in that registry each run
+    image: Annotated[
+        str, StringConstraints(pattern=r"^([a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$")
+    ] = "debian:bookworm-slim"
     suite: Annotated[str, StringConstraints(pattern=r"^[a-z]+$")] = "bookworm"
 
 

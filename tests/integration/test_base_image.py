@@ -157,3 +157,48 @@ def test_a_failing_check_names_itself(first_build: dict[str, Any]) -> None:
         assert "Nothing was published" in str(raised.value)
     finally:
         docker_client().images.remove(image.id, force=True)
+
+
+def test_a_newer_upstream_in_its_registry_is_noticed_and_pulled(first_build: dict[str, Any]) -> None:
+    """The upstream's registry (the build registry, serving an image under the upstream's name)
+    publishes a newer image under the same tag while the engine still holds the older one:
+    resolving the upstream asks the registry, pulls the newer image, and the rebuild decision says
+    the upstream changed."""
+    from immutable.base_policy import decide_rebuild
+    from immutable.images.engine import docker_client
+    from immutable.local.base_images import LocalBaseImages
+
+    platform, spec, client = load_platform(), load_base_spec(), docker_client()
+    name = f"{platform.build_registry}/debian:bookworm-slim"
+    registry = RegistryClient(platform.build_registry)
+
+    def publish_upstream(release: int) -> tuple[str, str]:
+        dockerfile = f"FROM {spec.upstream.image}\nRUN echo {release} > /upstream-release\n"
+        image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=name, rm=True)
+        client.images.push(name)
+        digest = registry.manifest_digest("debian", "bookworm-slim")
+        assert digest is not None
+        return str(image.id), digest
+
+    mirror = spec.model_copy(update={"upstream": spec.upstream.model_copy(update={"image": name})})
+    images = LocalBaseImages(platform)
+    older_id, older = publish_upstream(1)
+    newer_id, newer = "", ""
+    try:
+        assert images.resolve_upstream(mirror) == (name, older)
+        newer_id, newer = publish_upstream(2)
+        client.images.get(older_id).tag(name)  # the engine still holds the older release under the tag
+        assert images.resolve_upstream(mirror) == (name, newer)
+        assert client.images.get(name).id == newer_id  # pulled: the build would start from it
+        decision = decide_rebuild(
+            upstream_digest=newer,
+            candidate_version="2026.01.01.1",
+            candidate_upstream_digest=older,
+            pending_upgrades=[],
+            force=False,
+        )
+        assert decision.rebuild and f"upstream is now {newer}" in decision.why, decision
+    finally:
+        for image_id in (older_id, newer_id):
+            if image_id:
+                client.images.remove(image_id, force=True)

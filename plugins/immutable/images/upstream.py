@@ -8,6 +8,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from immutable.apt_sources import archive_mirror, host_sources
 from immutable.config import BaseImageSpec
@@ -20,10 +21,22 @@ SLIM_REMOVE = ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "
 
 
 def upstream_digest(image_ref: str) -> str:
-    """The digest the base was built from: the registry digest if pulled, else the image id."""
-    client = docker_client()
+    """The digest the base is built from. Where the image's registry answers, the tag's digest there
+    now: a newer upstream published under the same tag is pulled, so the build uses it and the
+    rebuild decision sees it. Else the engine's copy: its registry digest if it was pulled, else its
+    image id (built from Debian's archive)."""
     import docker
 
+    client = docker_client()
+    try:
+        current = str(client.images.get_registry_data(image_ref).id)
+    except docker.errors.APIError as exc:
+        log.info("the registry of %s did not answer (%s); using the engine's copy", image_ref, exc.explanation)
+    else:
+        if current not in _repo_digests(client, image_ref):
+            log.info("upstream %s is now %s in its registry: pulling it", image_ref, current)
+            client.images.pull(image_ref)
+        return current
     try:
         image = client.images.get(image_ref)
     except docker.errors.ImageNotFound:
@@ -33,6 +46,16 @@ def upstream_digest(image_ref: str) -> str:
     for repo_digest in image.attrs.get("RepoDigests") or []:
         return str(repo_digest.split("@", 1)[1])
     return str(image.id)
+
+
+def _repo_digests(client: Any, image_ref: str) -> list[str]:
+    import docker
+
+    try:
+        image = client.images.get(image_ref)
+    except docker.errors.ImageNotFound:
+        return []
+    return [str(d.split("@", 1)[1]) for d in image.attrs.get("RepoDigests") or []]
 
 
 def ensure_upstream(spec: BaseImageSpec) -> str:
