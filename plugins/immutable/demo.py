@@ -205,10 +205,12 @@ def current_candidate_summary() -> dict[str, object]:
 
 
 def live_everywhere() -> dict[str, dict[str, object] | None]:
-    """Per region what is live and what is kept, read from the platform (as the Releases page does)."""
+    """Per region what is live, its base and what is kept, read from the platform (as the Releases page does)."""
     from immutable.ui.releases import what_runs_where
 
-    return {p.region: None if p.live is None else p.live | {"kept": p.kept} for p in what_runs_where([APP])}
+    return {
+        p.region: None if p.live is None else p.live | {"kept": p.kept, "base": p.base} for p in what_runs_where([APP])
+    }
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -244,15 +246,26 @@ def run_releases(api: AirflowApi) -> list[str]:
 
 
 def print_summary(rolled_back: list[str]) -> None:
+    from immutable.ui.releases import base_text, behind_stable, lineage_text, stable_base, what_runs_where
+
     show("\n=== what runs where ===")
-    show(f"  {'region':<10} {'version':<8} {'color':<6} {'digest':<22} kept for rollback")
+    show(f"  {'region':<10} {'version':<8} {'color':<6} {'digest':<22} {'base':<35} kept for rollback")
     for region, live in live_everywhere().items():
         if live is None:
             show(f"  {region:<10} (nothing)")
             continue
         kept = live.get("kept")
         kept_text = f"{kept['version']} ({kept['color']})" if isinstance(kept, dict) else "-"
-        show(f"  {region:<10} {live['version']!s:<8} {live['color']!s:<6} {str(live['digest'])[:21]:<22} {kept_text}")
+        base = live.get("base")
+        base_shown = base_text(base if isinstance(base, dict) else None)
+        show(
+            f"  {region:<10} {live['version']!s:<8} {live['color']!s:<6} {str(live['digest'])[:21]:<22} "
+            f"{base_shown:<35} {kept_text}"
+        )
+    show("\n=== bases ===")
+    stable = stable_base()
+    for line in lineage_text(stable, behind_stable(what_runs_where([APP]), stable)):
+        show(f"  {line}")
     show("\n=== rolled back ===")
     for line in rolled_back:
         show(f"  {line[:400]}")

@@ -22,6 +22,7 @@ LABEL_SOURCE = f"{OCI}.source"
 LABEL_TITLE = f"{OCI}.title"
 LABEL_BASE_NAME = f"{OCI}.base.name"
 LABEL_BASE_DIGEST = f"{OCI}.base.digest"
+LABEL_BASE_VERSION = "io.immutable.base.version"  # on an app image: the version of the base it was baked on
 LABEL_RUN_ID = "io.immutable.airflow.run-id"
 LABEL_APP = "io.immutable.app.name"
 LABEL_REASON = "io.immutable.base.reason"
@@ -31,7 +32,15 @@ LABEL_ARTIFACT = "io.immutable.app.artifact.sha256"
 
 
 def app_labels(
-    *, version: str, created: str, app: str, base_name: str, base_digest: str, packaged: Packaged, run_id: str
+    *,
+    version: str,
+    created: str,
+    app: str,
+    base_name: str,
+    base_digest: str,
+    base_version: str,
+    packaged: Packaged,
+    run_id: str,
 ) -> dict[str, str]:
     """The app image's provenance: what, from which source and base, built by which run."""
     return {
@@ -42,6 +51,7 @@ def app_labels(
         LABEL_TITLE: app,
         LABEL_BASE_NAME: base_name,
         LABEL_BASE_DIGEST: base_digest,
+        LABEL_BASE_VERSION: base_version,
         LABEL_APP: app,
         LABEL_ARTIFACT: packaged.sha256,
         LABEL_RUN_ID: run_id,

@@ -113,14 +113,21 @@ def test_a_bad_release_is_stopped_by_the_canary_and_rolled_back(
     assert all(weights for weights in weights_before.values())
 
 
-def test_the_releases_page_reads_what_runs_where_on_aws(aws_account: AwsAccount, first_release: dict[str, Any]) -> None:
-    """After the healthy release (and the bad one, rolled back): 1.1.0 live, 1.0.0 kept, per region."""
+def test_the_releases_page_reads_what_runs_where_on_aws(
+    aws_account: AwsAccount, aws_base_candidate: str, first_release: dict[str, Any]
+) -> None:
+    """After the healthy release (and the bad one, rolled back): 1.1.0 live, 1.0.0 kept, per region,
+    on the base AMI that promote_base made stable."""
     from immutable.config import load_platform
-    from immutable.ui.releases import what_runs_where
+    from immutable.ui.releases import behind_stable, stable_base, what_runs_where
 
     placements = {p.region: p for p in what_runs_where([APP], load_platform())}
     assert sorted(placements) == sorted(REGIONS)
+    stable = stable_base(load_platform())
+    assert stable is not None and stable["digest"] == aws_base_candidate, stable
+    assert behind_stable(list(placements.values()), stable) == []
     for region, placement in placements.items():
+        assert placement.base == stable, (region, placement.base)
         assert placement.live is not None and placement.live["version"] == HEALTHY, placement
         assert listener_weights(aws_account, region) == {f"{APP}-{placement.live['color']}": 100}
         assert placement.kept is not None and placement.kept["version"] == "1.0.0", placement

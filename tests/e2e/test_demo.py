@@ -33,9 +33,17 @@ def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
     assert field(output, "UI") == f"http://127.0.0.1:{AIRFLOW_PORT}"
     assert field(output, "user") == "admin"
     rows = summary_rows(output)
+    labels = RegistryClient("127.0.0.1:5700").labels("immutable/base", digest) or {}
+    candidate = labels["org.opencontainers.image.version"]
     for region in REGIONS:
         assert rows[region][1] == "1.1.0", rows
+        assert rows[region][4:6] == [candidate, digest[:19]], rows  # the base under the live image
         assert rows[region][-2] == "1.0.0", rows  # kept for rollback
+    # The sample (canary tier) runs the candidate everywhere: stable is either not promoted yet or it.
+    bases = output.split("=== bases ===", 1)[1].split("===", 1)[0]
+    assert "No stable base yet" in bases or (
+        f"Stable base: {candidate}" in bases and "Every app runs on the stable base" in bases
+    ), bases
     rolled_back = output.split("=== rolled back ===", 1)[1]
     assert "1.2.0" in rolled_back and "failed its analysis" in rolled_back
     # 1.2.0 raises both its error rate and its latency: the first interval may catch either first.

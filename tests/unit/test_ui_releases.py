@@ -6,18 +6,24 @@ import html
 
 from fastapi.testclient import TestClient
 
-from immutable.ui.releases import UNREADABLE, Placement, create_app, render_page
+from immutable.ui.releases import UNREADABLE, Placement, base_under, behind_stable, create_app, render_page
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
+BASE_OLD = {"version": "2026.11.23.1", "digest": "sha256:" + "1" * 64}
+BASE_STABLE = {"version": "2026.11.30.1", "digest": "sha256:" + "2" * 64}
+BASE_CANDIDATE = {"version": "2026.12.01.1", "digest": "sha256:" + "3" * 64}
 PLACEMENTS = [
     Placement(
         "sample",
         "eu-west",
         {"color": "green", "version": "1.1.0", "digest": DIGEST_B, "size": 2},
         {"color": "blue", "version": "1.0.0", "digest": DIGEST_A},
+        BASE_STABLE,
     ),
-    Placement("sample", "us-east", {"color": "blue", "version": "1.0.0", "digest": DIGEST_A, "size": 2}, None),
+    Placement(
+        "sample", "us-east", {"color": "blue", "version": "1.0.0", "digest": DIGEST_A, "size": 2}, None, BASE_OLD
+    ),
     Placement("<b>app</b>", "ap-south", None, None),
 ]
 
@@ -28,6 +34,7 @@ def test_the_page_shows_live_and_kept_per_app_and_region() -> None:
     assert "eu-west" in rows[0] and "1.1.0" in rows[0] and "green" in rows[0] and DIGEST_B[:19] in rows[0]
     assert "1.0.0 (blue)" in rows[0]
     assert f'title="{DIGEST_B}"' in rows[0]  # the whole digest on hover
+    assert f'title="{BASE_STABLE["digest"]}">2026.11.30.1 {BASE_STABLE["digest"][:19]}</td>' in rows[0]  # its base
     assert "us-east" in rows[1] and rows[1].endswith('<td title="">-</td>')  # nothing kept
     assert "(nothing live)" in rows[2]
     assert "<b>app</b>" not in page and "&lt;b&gt;app&lt;/b&gt;" in page
@@ -39,7 +46,7 @@ def test_an_empty_platform_says_so() -> None:
 
 def test_the_app_serves_the_page_and_json() -> None:
     """Without Airflow's sign-in check, which needs Airflow's API server (the e2e test checks it)."""
-    client = TestClient(create_app(read=lambda: PLACEMENTS, signed_in=False))
+    client = TestClient(create_app(read=lambda: PLACEMENTS, read_stable=lambda: BASE_STABLE, signed_in=False))
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "1.0.0 (blue)" in page.text
@@ -50,7 +57,11 @@ def test_the_app_serves_the_page_and_json() -> None:
         "region": "eu-west",
         "live": PLACEMENTS[0].live,
         "kept": PLACEMENTS[0].kept,
+        "base": BASE_STABLE,
     }
+    assert body["stable_base"] == BASE_STABLE
+    assert body["behind_stable"] == [{"app": "sample", "region": "us-east", "base_version": "2026.11.23.1"}]
+    assert "On an older base than stable: sample in us-east (2026.11.23.1)." in page.text
 
 
 def test_a_platform_that_cannot_be_read_is_said_on_the_page() -> None:
@@ -61,4 +72,26 @@ def test_a_platform_that_cannot_be_read_is_said_on_the_page() -> None:
     note = UNREADABLE.format(error="the Docker engine is not running")
     assert client.get("/").status_code == 200
     assert note in html.unescape(client.get("/").text)
-    assert client.get("/api").json() == {"placements": [], "note": note}
+    assert client.get("/api").json() == {"placements": [], "stable_base": None, "behind_stable": [], "note": note}
+
+
+def test_the_base_under_an_image_is_read_from_its_provenance() -> None:
+    digest = BASE_OLD["digest"]
+    labels = {"org.opencontainers.image.base.digest": digest, "io.immutable.base.version": "2026.11.23.1"}
+    assert base_under(labels) == BASE_OLD
+    # An image baked before the version label: the version is the tag of the base's name.
+    older = {"org.opencontainers.image.base.digest": digest, "org.opencontainers.image.base.name": "r/b:2026.11.23.1"}
+    assert base_under(older) == BASE_OLD
+
+
+def test_only_apps_on_an_older_base_than_stable_are_listed() -> None:
+    live = {"color": "blue", "version": "1.0.0", "digest": DIGEST_A, "size": 2}
+    placements = [
+        Placement("on-stable", "eu-west", live, None, BASE_STABLE),
+        Placement("on-candidate", "eu-west", live, None, BASE_CANDIDATE),  # newer than stable: ahead, not behind
+        Placement("on-old", "eu-west", live, None, BASE_OLD),
+        Placement("unreadable", "eu-west", live, None, {"error": "provenance unreadable: unsigned"}),
+        Placement("nothing-live", "eu-west", None, None),
+    ]
+    assert [b["app"] for b in behind_stable(placements, BASE_STABLE)] == ["on-old", "unreadable"]
+    assert behind_stable(placements, None) == []  # no stable base yet: nothing to be behind

@@ -125,6 +125,7 @@ def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[st
         app=spec.name,
         base_name=images.base_name(release.base.repository, release.base.version),
         base_digest=release.base.digest,
+        base_version=release.base.version,
         packaged=Packaged.of(packaged),
         run_id=run_id,
     )
