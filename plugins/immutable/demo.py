@@ -12,7 +12,7 @@ import re
 import shutil
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from immutable.airflow_api import TERMINAL_RUN_STATES, AirflowApi, AirflowApiError
 from immutable.localctl import AIRFLOW_PORT, AIRFLOW_USER, airflow_password
@@ -54,17 +54,33 @@ def latest_score(log: str) -> str | None:
     return f"interval {number}/{total}: score {score} ({decision})"
 
 
+REAL_WORK_S = 2.0  # a task done quicker did nothing worth a bar (a first release's skipped canary)
+YARDSTICK_RUNS = 10  # how far back to look for a run in which a task did real work
+
+
+def yardsticks(runs: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """Per task, its duration in the latest run (newest first) in which it succeeded and did real
+    work: the progress bars' yardstick. Pure."""
+    found: dict[str, float] = {}
+    for task_instances in runs:
+        for ti in task_instances:
+            key = ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else "")
+            duration = float(ti.get("duration") or 0)
+            if key not in found and ti.get("state") == "success" and duration >= REAL_WORK_S:
+                found[key] = duration
+    return found
+
+
 def usual_durations(api: AirflowApi, dag_id: str) -> dict[str, float]:
-    """How long each task took in the DAG's latest successful run: the progress bars' yardstick."""
-    runs = api.get(f"/dags/{dag_id}/dagRuns", state="success", order_by="-start_date", limit=1)["dag_runs"]
-    if not runs:
-        return {}
-    body = api.get(f"/dags/{dag_id}/dagRuns/{runs[0]['dag_run_id']}/taskInstances", limit=100)
-    return {
-        ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""): float(ti["duration"])
-        for ti in body["task_instances"]
-        if ti.get("state") == "success" and ti.get("duration")
-    }
+    """How long each task took the last time it did real work, over the DAG's latest runs."""
+    runs = api.get(f"/dags/{dag_id}/dagRuns", order_by="-start_date", limit=YARDSTICK_RUNS)["dag_runs"]
+    return yardsticks(
+        [
+            api.get(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances", limit=100)["task_instances"]
+            for run in runs
+            if run["state"] in ("success", "failed")
+        ]
+    )
 
 
 class StatusLine:

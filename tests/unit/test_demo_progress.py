@@ -39,3 +39,20 @@ def test_the_status_line_stays_out_of_logs() -> None:
     status.draw("build [####....] 50%")
     status.clear()
     assert out.getvalue() == ""
+
+
+def test_the_yardstick_is_the_last_run_in_which_the_task_did_real_work() -> None:
+    from immutable.demo import yardsticks
+
+    newest = [
+        {"task_id": "canary.analysis", "map_index": -1, "state": "success", "duration": 0.4},  # skipped: first release
+        {"task_id": "bake", "map_index": -1, "state": "success", "duration": 50.0},
+        {"task_id": "copy_to_region", "map_index": 1, "state": "failed", "duration": 9.0},
+    ]
+    older = [
+        {"task_id": "canary.analysis", "map_index": -1, "state": "success", "duration": 31.0},
+        {"task_id": "bake", "map_index": -1, "state": "success", "duration": 70.0},
+        {"task_id": "copy_to_region", "map_index": 1, "state": "success", "duration": 6.0},
+    ]
+    assert yardsticks([newest, older]) == {"canary.analysis": 31.0, "bake": 50.0, "copy_to_region[1]": 6.0}
+    assert yardsticks([]) == {}
