@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STATE = ROOT / "var" / "test"
+TEST_APPS = TEST_STATE / "apps"  # the test platform's app specs: include/apps, copied at its start
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 os.environ.update(
@@ -175,6 +176,14 @@ def production_platform(local_platform: None) -> Iterator[None]:
         container.remove(force=True)
     for folder in ("production", "haproxy", "prometheus", "traffic"):
         shutil.rmtree(TEST_STATE / folder, ignore_errors=True)
+    # The apps of this platform: a copy of include/apps, so a test can add an app to the running
+    # platform (the traffic generator and the DAGs read it) without touching the repository.
+    shutil.rmtree(TEST_APPS, ignore_errors=True)
+    TEST_APPS.mkdir(parents=True)
+    for spec in (ROOT / "include" / "apps").glob("*.yaml"):
+        shutil.copy2(spec, TEST_APPS / spec.name)
+    earlier = os.environ.get("IMMUTABLE_APPS_DIR")
+    os.environ["IMMUTABLE_APPS_DIR"] = str(TEST_APPS)
     services = production_services()
     try:
         for service in services:
@@ -184,6 +193,10 @@ def production_platform(local_platform: None) -> Iterator[None]:
     finally:
         for service in reversed(services):
             service.stop()
+        if earlier is None:
+            os.environ.pop("IMMUTABLE_APPS_DIR", None)
+        else:
+            os.environ["IMMUTABLE_APPS_DIR"] = earlier
         # The fleets the releases launched: nothing of the test platform outlives the session.
         for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
             container.remove(force=True)

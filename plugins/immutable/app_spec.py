@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from immutable.config import ConfigError, PlatformConfig, RegionName, _load_yaml, _Strict, parse_model
-from immutable.paths import APPS_DIR, PROJECT_ROOT
+from immutable.paths import PROJECT_ROOT, apps_dir
 
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z][0-9A-Za-z.-]*)?$"
 GIT_REF = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
@@ -346,11 +346,11 @@ def load_app_spec(path: Path) -> AppSpec:
     return spec
 
 
-def load_app_specs(apps_dir: Path = APPS_DIR) -> tuple[dict[str, AppSpec], dict[str, str]]:
+def load_app_specs(folder: Path | None = None) -> tuple[dict[str, AppSpec], dict[str, str]]:
     """All specs that validate, and an error message per file that does not."""
     specs: dict[str, AppSpec] = {}
     errors: dict[str, str] = {}
-    for path in sorted(apps_dir.glob("*.yaml")):
+    for path in sorted((folder or apps_dir()).glob("*.yaml")):
         try:
             spec = load_app_spec(path)
         except ConfigError as exc:
@@ -360,11 +360,12 @@ def load_app_specs(apps_dir: Path = APPS_DIR) -> tuple[dict[str, AppSpec], dict[
     return specs, errors
 
 
-def app_spec(name: str, apps_dir: Path = APPS_DIR) -> AppSpec:
-    path = apps_dir / f"{name}.yaml"
+def app_spec(name: str, folder: Path | None = None) -> AppSpec:
+    folder = folder or apps_dir()
+    path = folder / f"{name}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in apps_dir.glob("*.yaml"))
-        raise ConfigError(f"unknown app '{name}': no {path.name} in {apps_dir}; known apps: {known}")
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown app '{name}': no {path.name} in {folder}; known apps: {known}")
     return load_app_spec(path)
 
 

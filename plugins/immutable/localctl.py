@@ -243,7 +243,7 @@ def production_services() -> list[Service]:
     platform, apps = load_platform(), app_health_paths()
     services = [haproxy_service(platform, region, apps, state_dir()) for region in platform.regions]
     services.append(prometheus_service(platform, state_dir()))
-    services.append(traffic_service(platform, state_dir(), list(apps)))
+    services.append(traffic_service(platform, state_dir()))  # every app spec, new ones included
     for service in services:
         service.run_dir = run_dir()
     return services

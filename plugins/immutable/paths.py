@@ -11,4 +11,10 @@ INCLUDE_DIR = PROJECT_ROOT / "include"
 BASE_CONTEXT_DIR = INCLUDE_DIR / "base"
 BASE_SPEC_FILE = BASE_CONTEXT_DIR / "base.yaml"
 PLATFORM_FILE = Path(os.environ.get("IMMUTABLE_PLATFORM_FILE", INCLUDE_DIR / "platform.yaml"))
-APPS_DIR = Path(os.environ.get("IMMUTABLE_APPS_DIR", INCLUDE_DIR / "apps"))
+APPS_DIR = INCLUDE_DIR / "apps"
+
+
+def apps_dir() -> Path:
+    """$IMMUTABLE_APPS_DIR read at call time (a test adds an app to a running platform), else include/apps."""
+    configured = os.environ.get("IMMUTABLE_APPS_DIR")
+    return Path(configured) if configured else APPS_DIR

@@ -49,6 +49,23 @@ def lease_decision(lease: dict[str, Any] | None, holder: str, now: float, holder
     return "held", f"{whose} ({holder_state or 'state unknown'}) holds it {when}"
 
 
+def digests_named(record: dict[str, Any]) -> dict[str, str]:
+    """Digest -> why, for every image a region's production record names: live, kept for rollback,
+    the earlier release a rollback past its window redeploys, and the flip in progress's `before`."""
+    named: dict[str, str] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("digest"), str):
+                named.setdefault(value["digest"], where)
+            for key, inner in value.items():
+                walk(inner, f"{where} {key.replace('_', ' ')}".strip())
+
+    for key in ("live", "previous", "previous_release", "before_flip"):
+        walk(record.get(key), key.replace("_", " "))
+    return named
+
+
 def other_color(color: str | None) -> str:
     return "green" if color == "blue" else "blue"
 

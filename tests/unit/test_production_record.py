@@ -121,3 +121,22 @@ def test_a_runs_state_reads_as_airflow_names_it_so_a_live_holder_keeps_its_lease
     production.acquire("app", "r", "live-run", dag_id="release_app", run_state=run_state)
     with pytest.raises(LeaseHeld, match=r"live-run of release_app \(running\) holds it"):
         production.acquire("app", "r", "next-run", dag_id="release_app", run_state=run_state)
+
+
+def test_every_image_a_record_names_is_kept_from_retention() -> None:
+    from immutable.production_state import digests_named
+
+    record = {
+        "live": {"color": "green", "version": "1.1.0", "digest": "sha256:live"},
+        "previous": {"color": "blue", "version": "1.0.0", "digest": "sha256:kept", "retire_after": 1.0},
+        "previous_release": {"version": "0.9.0", "digest": "sha256:earlier"},
+        "before_flip": {"live": {"digest": "sha256:live"}, "previous": {"digest": "sha256:older"}},
+        "lease": {"holder": "manual__1"},
+    }
+    assert digests_named(record) == {
+        "sha256:live": "live",
+        "sha256:kept": "previous",
+        "sha256:earlier": "previous release",
+        "sha256:older": "before flip previous",
+    }
+    assert digests_named({}) == {}

@@ -174,6 +174,7 @@ class LocalFleets:
         members = self.members(spec.name, region, color)
         self.wait_healthy(spec, members)
         lb = self._lb(region)
+        lb.ensure_app(spec.name, spec.runtime.health_path)  # an app added since the load balancer started
         for index, member in enumerate(members, start=1):
             lb.add_server(spec.name, server_name(color, index), member.address, member.port)
         self._publish_targets(spec.name, region, color, members)

@@ -1,9 +1,16 @@
-"""A region's HAProxy process: its haproxy.cfg (no servers: releases add them at runtime) and the
-service that runs it under the process manager."""
+"""A region's HAProxy process: its haproxy.cfg and the service that runs it under the process manager.
+
+At start the configuration holds no servers: releases add them at runtime. HAProxy runs in
+master-worker mode so that a new app's backend can be added by a seamless reload (`reload_config`):
+the configuration is written again with every server running now, the runtime state (weights,
+health, maintenance) is dumped to the server-state file the new worker loads, and the listening
+sockets pass to the new worker (`expose-fd listeners`) while the old one finishes its requests.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import socket
@@ -18,7 +25,9 @@ from immutable.local.haproxy_names import (
     _checked_name,
     _state_file,
     backend_name,
+    lb_home,
     runtime_api_port,
+    server_line,
     write_atomically,
 )
 from immutable.local.services import Service
@@ -39,9 +48,16 @@ def _health_paths(apps: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     return paths
 
 
-def render_config(region: Region, apps: Sequence[str] | Mapping[str, str], state_dir: Path) -> str:
-    """haproxy.cfg for one region; `apps` is a list (health path /healthz) or {app: health path}."""
+Servers = Mapping[str, Sequence[tuple[str, str, int]]]  # app -> (server name, host, port)
+
+
+def render_config(
+    region: Region, apps: Sequence[str] | Mapping[str, str], state_dir: Path, servers: Servers | None = None
+) -> str:
+    """haproxy.cfg for one region; `apps` is a list (health path /healthz) or {app: health path};
+    `servers`: the ones running now, written in for a reload (their weights come from the state file)."""
     paths = _health_paths(apps)
+    servers = servers or {}
     default_app = next(iter(paths))
     lines = [
         f"# Region {region.name}: written by immutable.local.loadbalancer at every start; edits are lost.",
@@ -52,12 +68,14 @@ def render_config(region: Region, apps: Sequence[str] | Mapping[str, str], state
         # One thread is plenty here, and it makes "the process is gone" and "its ports are free"
         # the same moment: with more, the main thread can be a zombie while another still listens.
         "    nbthread 1",
-        f"    stats socket ipv4@127.0.0.1:{runtime_api_port(region)} level admin",
+        f"    stats socket ipv4@127.0.0.1:{runtime_api_port(region)} level admin expose-fd listeners",
+        f"    server-state-file {lb_home(state_dir, region) / 'servers.state'}",
         "    stats timeout 10s",
         "    log stdout format raw local0 info",
         "",
         "defaults",
         "    mode http",
+        "    load-server-state-from-file global  # after a reload: weights, health and maintenance as they were",
         "    log global",
         "    option log-health-checks",
         "    timeout connect 1s",
@@ -90,6 +108,7 @@ def render_config(region: Region, apps: Sequence[str] | Mapping[str, str], state
             "    option redispatch 1  # retry on another server, not the one that failed",
             "    retry-on conn-failure empty-response",
             "    # servers: added at runtime (add server), named <color>-<n>",
+            *(f"    {server_line(name, host, port)}" for name, host, port in servers.get(app, ())),
             "",
         ]
     lines += [
@@ -122,20 +141,60 @@ def _admin_answers(region: Region) -> bool:
         return stats and sock.connect_ex(("127.0.0.1", runtime_api_port(region))) == 0
 
 
+def config_path(state_dir: Path, region: Region) -> Path:
+    return lb_home(state_dir, region) / "haproxy.cfg"
+
+
+def apps_path(state_dir: Path, region: Region) -> Path:
+    """The apps (and health paths) the running configuration has a backend for."""
+    return lb_home(state_dir, region) / "apps.json"
+
+
+def master_socket(state_dir: Path, region: Region) -> Path:
+    return lb_home(state_dir, region) / "master.sock"
+
+
+def write_config(region: Region, apps: Mapping[str, str], state_dir: Path, servers: Servers | None = None) -> Path:
+    config = config_path(state_dir, region)
+    write_atomically(config, render_config(region, apps, state_dir, servers))
+    write_atomically(apps_path(state_dir, region), json.dumps(dict(apps), indent=1, sort_keys=True) + "\n")
+    return config
+
+
 def haproxy_service(
     platform: PlatformConfig, region: Region, apps: Sequence[str] | Mapping[str, str], state_dir: Path
 ) -> Service:
-    """The region's HAProxy in the foreground (-db) under the process manager; config written now."""
+    """The region's HAProxy (master in the foreground, -db) under the process manager; config written now."""
     platform.region(region.name)  # a region of this platform, or a ConfigError naming the known ones
-    home = state_dir / "haproxy" / region.name
+    home = lb_home(state_dir, region)
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "haproxy.cfg"
-    write_atomically(config, render_config(region, apps, state_dir))
+    # A fresh start has no servers: a state file left by an earlier process must not apply to it.
+    (home / "servers.state").unlink(missing_ok=True)
+    config = write_config(region, _health_paths(apps), state_dir)
     return Service(
         name=f"haproxy-{region.name}",
-        argv=[haproxy_binary(), "-f", str(config), "-db"],
+        argv=[haproxy_binary(), "-W", "-S", str(master_socket(state_dir, region)), "-f", str(config), "-db"],
         run_dir=state_dir / "run",
         ready=functools.partial(_admin_answers, region),
         ready_timeout_s=READY_TIMEOUT_S,
         port=region.lb_port,
     )
+
+
+def master_command(state_dir: Path, region: Region, command: str) -> str:
+    """One command to the master process (over its unix socket), e.g. `reload`."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(master_socket(state_dir, region)))
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise LoadBalancerError(
+            f"region {region.name}: HAProxy's master at {master_socket(state_dir, region)} did not answer "
+            f"`{command}`: {exc}. Is haproxy-{region.name} running (it was started before master-worker mode? "
+            "restart it: make down && make up)"
+        ) from exc
+    return b"".join(chunks).decode(errors="replace").strip()

@@ -11,6 +11,9 @@ from pathlib import Path
 from immutable.config import Region
 
 RUNTIME_API_PORT_OFFSET = 1000  # runtime API port = lb_admin_port + this
+CHECK_INTERVAL_MS = 1000  # health check interval of every server
+CHECK_RISE = 1  # passing checks before a DOWN server is UP again
+CHECK_FALL = 2  # failing checks before an UP server is DOWN
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")  # apps and colors
 SERVER_PATTERN = re.compile(r"^(?P<color>[a-z][a-z0-9-]{0,30})-(?P<n>[0-9]{1,4})$")
@@ -42,8 +45,18 @@ def _checked_name(value: str, what: str) -> str:
     return value
 
 
+def lb_home(state_dir: Path, region: Region) -> Path:
+    """The region's HAProxy files: haproxy.cfg, apps.json, state.json, servers.state, master.sock."""
+    return state_dir / "haproxy" / region.name
+
+
 def _state_file(state_dir: Path, region: Region) -> Path:
-    return state_dir / "haproxy" / region.name / "state.json"
+    return lb_home(state_dir, region) / "state.json"
+
+
+def server_line(name: str, host: str, port: int) -> str:
+    """A server at weight 0 with the health check every server has; weights are set at runtime."""
+    return f"server {name} {host}:{port} weight 0 check inter {CHECK_INTERVAL_MS} rise {CHECK_RISE} fall {CHECK_FALL}"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -9,7 +9,9 @@ Each region's HAProxy listens on 127.0.0.1 only:
   API (`stats socket ... level admin`), over TCP so no unix socket permissions get in the way.
 
 The configuration holds no servers. Releases add servers named `<color>-<n>` (blue-1, green-2,
-canary-1, ...) at runtime and move traffic by changing their weights, never by reloading.
+canary-1, ...) at runtime and move traffic by changing their weights, never by reloading. The one
+reload is for an app the running configuration has no backend for (an app spec added after the
+load balancer started): `ensure_app` adds it seamlessly, with every server and weight kept.
 
 How a flip loses no request (see `LoadBalancer.set_shares`):
 
@@ -31,36 +33,54 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import io
 import ipaddress
 import json
 import logging
 import socket
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from immutable.config import Region
 
 # The names and files (haproxy_names), the configuration and process (haproxy_config) and the
 # shares-to-weights arithmetic (haproxy_weights) live beside this module; import them from here.
-from immutable.local.haproxy_config import haproxy_binary, haproxy_service, render_config
+from immutable.local.haproxy_config import (
+    apps_path,
+    haproxy_binary,
+    haproxy_service,
+    master_command,
+    render_config,
+    write_config,
+)
 from immutable.local.haproxy_names import (
+    CHECK_FALL,
+    CHECK_INTERVAL_MS,
+    CHECK_RISE,
     LoadBalancerError,
     _checked_name,
     _state_file,
     backend_name,
+    lb_home,
     runtime_api_port,
     server_color,
+    server_line,
     write_atomically,
 )
 from immutable.local.haproxy_weights import compute_weights, shares_from_weights
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = [
+    "CHECK_FALL",
+    "CHECK_INTERVAL_MS",
+    "CHECK_RISE",
     "LoadBalancer",
     "LoadBalancerError",
     "ServerState",
@@ -80,9 +100,7 @@ HEALTH_WAIT_S = 15.0  # how long add_server waits for the first passing health c
 DRAIN_TIMEOUT_S = 30.0  # how long remove_server waits for in-flight requests on a drained server
 DELETE_TIMEOUT_S = 10.0  # how long remove_server retries `del server` while connections close
 POLL_INTERVAL_S = 0.2
-CHECK_INTERVAL_MS = 1000  # health check interval of every server added at runtime
-CHECK_RISE = 1  # passing checks before a DOWN server is UP again
-CHECK_FALL = 2  # failing checks before an UP server is DOWN
+RELOAD_WAIT_S = 20.0  # how long ensure_app waits for the reloaded worker to answer with the new backend
 PASSING_CHECKS = ("L7OK", "L7OKC")
 
 
@@ -111,6 +129,39 @@ class ServerState:
     def healthy(self) -> bool:
         # "* L7OK": the last check passed and the next one is running right now.
         return self.up and self.check.lstrip("* ").strip() in PASSING_CHECKS
+
+
+def _changes_runtime(method: Callable[P, T]) -> Callable[P, T]:
+    """A change to HAProxy's runtime state: never while `ensure_app` reloads (the reload carries the
+    state over as it was when it began; a change made meanwhile would be lost)."""
+
+    @functools.wraps(method)
+    def under_lock(*args: P.args, **kwargs: P.kwargs) -> T:
+        balancer = args[0]
+        assert isinstance(balancer, LoadBalancer)
+        with balancer._runtime_lock(fcntl.LOCK_SH):
+            return method(*args, **kwargs)
+
+    return under_lock
+
+
+def parse_servers_state(answer: str) -> dict[str, list[tuple[str, str, int]]]:
+    """app -> its servers (name, address, port), from `show servers state` (format 1)."""
+    servers: dict[str, list[tuple[str, str, int]]] = {}
+    lines = answer.splitlines()
+    if not lines or lines[0].strip() != "1":
+        raise LoadBalancerError(f"unexpected `show servers state` answer: {answer[:200]}")
+    header = next((line.lstrip("# ").split() for line in lines if line.startswith("#")), [])
+    for line in lines[1:]:
+        if not line.strip() or line.startswith("#"):
+            continue
+        row = dict(zip(header, line.split(), strict=False))
+        backend = row["be_name"]
+        if backend.startswith("app_"):
+            servers.setdefault(backend.removeprefix("app_"), []).append(
+                (row["srv_name"], row["srv_addr"], int(row["srv_port"]))
+            )
+    return servers
 
 
 class LoadBalancer:
@@ -187,6 +238,7 @@ class LoadBalancer:
 
     # -- changing --
 
+    @_changes_runtime
     def add_server(self, app: str, name: str, host: str, port: int, wait_healthy_s: float = HEALTH_WAIT_S) -> str:
         """Add a health-checked server at weight 0 and wait for its first passing check.
 
@@ -210,11 +262,7 @@ class LoadBalancer:
                 f"{existing.address}:{existing.port}, not {host}:{port}; remove it first (remove_server)"
             )
         if existing is None:
-            self._expect(
-                f"add server {backend}/{name} {host}:{port} weight 0 check inter {CHECK_INTERVAL_MS} "
-                f"rise {CHECK_RISE} fall {CHECK_FALL}",
-                "New server registered.",
-            )
+            self._expect(f"add {server_line(f'{backend}/{name}', host, port)}", "New server registered.")
             done = "added"
         else:
             done = "already present"
@@ -244,6 +292,7 @@ class LoadBalancer:
             "health path at that address"
         )
 
+    @_changes_runtime
     def remove_server(self, app: str, name: str, drain_timeout_s: float = DRAIN_TIMEOUT_S, force: bool = False) -> str:
         """Drain to weight 0, wait for in-flight requests, disable, delete. Idempotent.
 
@@ -292,6 +341,7 @@ class LoadBalancer:
         log.info("region %s: %s/%s removed", self.region.name, backend, name)
         return "removed"
 
+    @_changes_runtime
     def set_shares(self, app: str, shares: Mapping[str, float], require_healthy: bool = True) -> dict[str, int]:
         """Give each color its percentage of new requests; returns the weights set per server.
 
@@ -344,6 +394,63 @@ class LoadBalancer:
                 + "; ".join(failures)
             )
         return dict(shares)
+
+    # -- a new app: a seamless reload --
+
+    def backends(self) -> set[str]:
+        answer = self.command("show backend")
+        return {line.strip() for line in answer.splitlines() if line.strip() and not line.startswith("#")}
+
+    def ensure_app(self, app: str, health_path: str) -> bool:
+        """Make sure this HAProxy has a backend for `app`. One added after it started (a new app spec)
+        is added by a seamless reload: every server of every app is written into the configuration,
+        their weights, health and maintenance carried over through the server-state file, and the
+        listening sockets handed to the new worker, so no request is refused or lost. True if reloaded."""
+        backend = backend_name(app)
+        if backend in self.backends():
+            return False
+        with self._runtime_lock(fcntl.LOCK_EX):
+            if backend in self.backends():  # another task added it while this one waited
+                return False
+            home = lb_home(self.state_dir, self.region)
+            try:
+                paths = json.loads(apps_path(self.state_dir, self.region).read_text())
+            except (OSError, ValueError) as exc:
+                where = apps_path(self.state_dir, self.region)
+                raise LoadBalancerError(f"region {self.region.name}: {where}: {exc}; restart it (make up)") from exc
+            paths[app] = health_path
+            state = self.command("show servers state")
+            write_atomically(home / "servers.state", state + "\n")
+            write_config(self.region, paths, self.state_dir, servers=parse_servers_state(state))
+            answer = master_command(self.state_dir, self.region, "reload")
+            deadline = time.monotonic() + RELOAD_WAIT_S
+            while backend not in self._backends_or_none():
+                if time.monotonic() > deadline:
+                    raise LoadBalancerError(
+                        f"region {self.region.name}: HAProxy did not serve backend {backend} within "
+                        f"{RELOAD_WAIT_S:.0f}s of its reload (master said: {answer or 'nothing'}); its log is in "
+                        f"{self.state_dir / 'run'}"
+                    )
+                time.sleep(POLL_INTERVAL_S)
+        log.warning("region %s: added app %s to the load balancer by a seamless reload", self.region.name, app)
+        return True
+
+    def _backends_or_none(self) -> set[str]:
+        try:
+            return self.backends()
+        except LoadBalancerError:  # the stats socket passes to the new worker: a moment without an answer
+            return set()
+
+    @contextlib.contextmanager
+    def _runtime_lock(self, mode: int) -> Generator[None, None, None]:
+        path = lb_home(self.state_dir, self.region) / "runtime.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as lock:
+            fcntl.flock(lock, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- the memo file --
 

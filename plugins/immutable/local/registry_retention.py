@@ -30,6 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from immutable.base_policy import CANDIDATE_TAG, STABLE_TAG
 from immutable.config import PlatformConfig, state_dir
+from immutable.production_state import digests_named
 from immutable.registry import RegistryClient, RegistryError
 from immutable.retention import StoredImage, plan_retention
 from immutable.signing import signature_tag
@@ -131,16 +132,9 @@ def digests_in_use(instance: str) -> dict[str, str]:
     from immutable.local.fleets import LABEL_DIGEST, LABEL_INSTANCE, LABEL_ROLE
 
     in_use: dict[str, str] = {}
-
-    def named_in(value: Any, where: str) -> None:  # live, previous (kept), previous_release, before_flip...
-        if isinstance(value, dict):
-            if isinstance(value.get("digest"), str):
-                in_use.setdefault(value["digest"], where)
-            for key, inner in value.items():
-                named_in(inner, f"{key.replace('_', ' ')} {where}" if isinstance(inner, dict) else where)
-
     for path in sorted((state_dir() / "production").glob("*/*.json")):
-        named_in(json.loads(path.read_text()), f"of {path.stem} in {path.parent.name} (production record)")
+        for digest, why in digests_named(json.loads(path.read_text())).items():
+            in_use.setdefault(digest, f"{why} of {path.stem} in {path.parent.name}")
     containers = docker_client().containers.list(all=True, filters={"label": [f"{LABEL_INSTANCE}={instance}"]})
     for container in containers:
         digest = container.labels.get(LABEL_DIGEST)

@@ -2,7 +2,10 @@
 
 For every region and app it sends GET / with `Host: <app>` to the region's load balancer on
 127.0.0.1, `platform.local.traffic_rps` requests per second per region, spread evenly over time
-and over the apps. A request fails when it answers >= 500 or does not answer (connection error,
+and over the apps. Without `--app` the apps are every app spec, looked for again every few
+seconds (an app added to a running platform gets users too). An app has users in a region once
+it has been released there (the load balancer's memo gives it a share): before that nobody
+would send it a request. A request fails when it answers >= 500 or does not answer (connection error,
 timeout). Every failure is one JSON line in state_dir/traffic/failures.jsonl; counters are
 rewritten atomically every second in state_dir/traffic/stats.json. A release that loses no
 request leaves no line for its time window; `failures_between` is how the pipeline and the
@@ -27,6 +30,7 @@ from typing import IO, Any
 import httpx
 
 from immutable.config import PlatformConfig, Region, load_platform
+from immutable.local.haproxy_names import _state_file
 from immutable.local.loadbalancer import write_atomically
 from immutable.local.services import Service
 
@@ -41,6 +45,7 @@ MAX_IN_FLIGHT = 200  # per region and app; beyond it sending waits (a stuck LB s
 READY_TIMEOUT_S = 20.0
 FAILURE_LOG_INTERVAL_S = 1.0  # at most one log line per interval about failures (all go to the file)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+APP_SCAN_S = 2.0  # how often the apps (and where each is released) are looked for again
 
 
 def traffic_dir(state_dir: Path) -> Path:
@@ -58,22 +63,35 @@ def failures_file(state_dir: Path) -> Path:
 class TrafficGenerator:
     """Sends the traffic and keeps the counters; one asyncio loop, one task per request."""
 
-    def __init__(self, platform: PlatformConfig, state_dir: Path, apps: Sequence[str]) -> None:
-        if not apps:
-            raise ValueError("the traffic generator needs at least one app to send requests to")
+    def __init__(self, platform: PlatformConfig, state_dir: Path, apps: Sequence[str] | None = None) -> None:
+        self.fixed_apps = list(apps) if apps else None  # None: every app spec, looked for again and again
         self.platform = platform
         self.state_dir = state_dir
-        self.apps = list(apps)
+        self.apps: list[str] = []
         self.rps = platform.local.traffic_rps
         self.started = time.time()
-        self.counters: dict[str, dict[str, dict[str, Any]]] = {
-            r.name: {a: {"sent": 0, "failed": 0, "by_class": dict.fromkeys(STATUS_CLASSES, 0)} for a in self.apps}
-            for r in platform.regions
-        }
+        self.counters: dict[str, dict[str, dict[str, Any]]] = {r.name: {} for r in platform.regions}
+        self.released: set[tuple[str, str]] = set()  # (region, app) with a share on the load balancer
         self.in_flight: set[asyncio.Task[None]] = set()
         self._failures: IO[str] | None = None
         self._logged_at = -FAILURE_LOG_INTERVAL_S
         self._unlogged = 0
+        self.scan()
+        if not self.apps:
+            raise ValueError("the traffic generator needs at least one app to send requests to")
+
+    def scan(self) -> list[str]:
+        """Add the apps that appeared; note where each is released. Returns the new apps."""
+        wanted = self.fixed_apps if self.fixed_apps is not None else _default_apps()
+        new = [app for app in wanted if app not in self.apps]
+        for app in new:
+            self.apps.append(app)
+            for counters in self.counters.values():
+                counters[app] = {"sent": 0, "failed": 0, "by_class": dict.fromkeys(STATUS_CLASSES, 0)}
+        self.released = {
+            (region.name, app) for region in self.platform.regions for app in released_apps(self.state_dir, region)
+        }
+        return new
 
     async def run(self, stop: asyncio.Event) -> None:
         traffic_dir(self.state_dir).mkdir(parents=True, exist_ok=True)
@@ -82,11 +100,15 @@ class TrafficGenerator:
         with open(failures_file(self.state_dir), "a") as self._failures:
             async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
                 self.write_stats()
-                senders = [
-                    asyncio.create_task(self._send_steadily(client, region, app, index, stop))
-                    for region in self.platform.regions
-                    for index, app in enumerate(self.apps)
-                ]
+
+                def senders_for(apps: list[str]) -> list[asyncio.Task[None]]:
+                    return [
+                        asyncio.create_task(self._send_steadily(client, region, app, self.apps.index(app), stop))
+                        for region in self.platform.regions
+                        for app in apps
+                    ]
+
+                senders = senders_for(self.apps)
                 writer = asyncio.create_task(self._write_stats_every_second(stop))
                 log.info(
                     "traffic: %s rps per region to %s, apps %s",
@@ -94,7 +116,12 @@ class TrafficGenerator:
                     [f"{r.name}@{LOOPBACK}:{r.lb_port}" for r in self.platform.regions],
                     self.apps,
                 )
-                await stop.wait()
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), APP_SCAN_S)
+                    if not stop.is_set() and (new := self.scan()):
+                        log.info("traffic: new app(s) %s; users once each is released", new)
+                        senders += senders_for(new)
                 for task in senders:
                     task.cancel()
                 await asyncio.gather(*senders, return_exceptions=True)
@@ -109,18 +136,21 @@ class TrafficGenerator:
     async def _send_steadily(
         self, client: httpx.AsyncClient, region: Region, app: str, index: int, stop: asyncio.Event
     ) -> None:
-        """rps/len(apps) for this app, offset so the region's requests are evenly spaced."""
-        interval_s = len(self.apps) / self.rps
+        """rps/len(apps) for this app, offset so the region's requests are evenly spaced; none before
+        the app is released in the region."""
         limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         loop = asyncio.get_running_loop()
         next_at = loop.time() + index / self.rps
         while not stop.is_set():
+            interval_s = len(self.apps) / self.rps
             delay_s = next_at - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             elif delay_s < -interval_s:
                 next_at = loop.time()  # fell behind (a busy machine): do not burst to catch up
             next_at += interval_s
+            if (region.name, app) not in self.released:
+                continue
             await limit.acquire()
             task = asyncio.create_task(self._one(client, region, app))
             self.in_flight.add(task)
@@ -187,6 +217,16 @@ class TrafficGenerator:
 # --- helpers for the pipeline and the tests ---------------------------------------------------
 
 
+def released_apps(state_dir: Path, region: Region) -> set[str]:
+    """The apps the region's load balancer gives a share to (its memo, written at every change)."""
+    try:
+        memo = json.loads(_state_file(state_dir, region).read_text())
+    except (OSError, ValueError):
+        return set()
+    apps = memo.get("apps", {}) if isinstance(memo, dict) else {}
+    return {app for app, entry in apps.items() if sum((entry.get("shares") or {}).values()) > 0}
+
+
 def read_stats(state_dir: Path) -> dict[str, Any]:
     """The last counters written; {} when the generator never ran."""
     try:
@@ -219,19 +259,18 @@ def _ready(state_dir: Path, service: Service) -> bool:
     return pid is not None and read_stats(state_dir).get("pid") == pid
 
 
-def traffic_service(platform: PlatformConfig, state_dir: Path, apps: Sequence[str]) -> Service:
-    """The generator as a background service, sending to this exact platform (written beside its stats)."""
+def traffic_service(platform: PlatformConfig, state_dir: Path, apps: Sequence[str] | None = None) -> Service:
+    """The generator as a background service, sending to this exact platform (written beside its stats);
+    `apps` None: every app spec, looked for again as specs are added."""
     from immutable.paths import PROJECT_ROOT
 
-    if not apps:
-        raise ValueError("traffic_service needs at least one app")
     traffic_dir(state_dir).mkdir(parents=True, exist_ok=True)
     platform_file = traffic_dir(state_dir) / "platform.json"
     write_atomically(platform_file, platform.model_dump_json(by_alias=True, indent=2) + "\n")
     plugins = str(PROJECT_ROOT / "plugins")
     python_path = os.pathsep.join(p for p in (plugins, os.environ.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "immutable.local.traffic", "--platform-file", str(platform_file)]
-    argv += ["--state-dir", str(state_dir), *[arg for app in apps for arg in ("--app", app)]]
+    argv += ["--state-dir", str(state_dir), *[arg for app in apps or () for arg in ("--app", app)]]
     service = Service(
         name="traffic",
         argv=argv,
@@ -267,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     from immutable.config import state_dir as default_state_dir
 
     platform = load_platform(args.platform_file)
-    generator = TrafficGenerator(platform, args.state_dir or default_state_dir(), args.apps or _default_apps())
+    generator = TrafficGenerator(platform, args.state_dir or default_state_dir(), args.apps)
 
     async def run() -> None:
         stop = asyncio.Event()

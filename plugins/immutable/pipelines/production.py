@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from immutable.app_spec import AppSpec, app_spec
 from immutable.payloads import Flipped, Launched
 from immutable.platforms import platform_for
+from immutable.production_state import digests_named
 from immutable.rollout import RegionState, canary_shares, flip_steps, lockstep_rounds, plan_rollback, runs_to_make_safe
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def live_version(app: str, region: str) -> str | None:
 
 def retire_expired(app: str, regions: list[str], releasing: str | None = None) -> dict[str, list[str]]:
     """Retire colors kept past their rollback window; never blocks on a window still open. Then old
-    images go, never the one `releasing` (the digest this run takes out)."""
+    images go, never the one `releasing` (the digest this run takes out) nor one a record names."""
     from datetime import UTC, datetime
 
     from immutable.pipelines.release import retain_images
@@ -99,7 +100,10 @@ def retire_expired(app: str, regions: list[str], releasing: str | None = None) -
     retired = {region: production.retire_expired(app, region, now) for region in regions}
     log.info("retired old colors: %s", retired)
     # Then old images nothing runs any more (aws: AMIs and snapshots past the retention policy).
-    retained = retain_images(app, datetime.fromtimestamp(now, UTC), releasing=releasing)
+    # Never an image a record names: a rollback past its window redeploys the earlier release's.
+    in_records = {digest for region in regions for digest in digests_named(production.record(app, region))}
+    protect = sorted(in_records | ({releasing} if releasing else set()))
+    retained = retain_images(app, datetime.fromtimestamp(now, UTC), protect=protect)
     if retained:
         log.info("image retention: %s", retained)
     return retired

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -241,7 +242,7 @@ def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str
     }
 
 
-def retain_images(app: str, now: datetime, *, releasing: str | None = None) -> dict[str, Any]:
+def retain_images(app: str, now: datetime, *, protect: Sequence[str] = ()) -> dict[str, Any]:
     """Remove the app's old images per the platform's retention policy; never one that runs, that a
-    channel points at, or the one `releasing` now. `now` is the run's date, not the clock."""
-    return platform_for().images.retain(app_spec(app).repository, now, protect=[releasing] if releasing else [])
+    channel points at, or one in `protect`. `now` is the run's date, not the clock."""
+    return platform_for().images.retain(app_spec(app).repository, now, protect=protect)
