@@ -130,8 +130,9 @@ class AirflowApi:
             time.sleep(POLL_S)
         raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {timeout_s:.0f}s")
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}", deserialize=True)
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        body = self.get(path, deserialize=True, **({"map_index": map_index} if map_index >= 0 else {}))
         return body["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:

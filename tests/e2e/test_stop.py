@@ -66,9 +66,14 @@ def test_the_stop_form_stops_a_release_within_seconds_and_it_flips_back_what_it_
     assert states["wave_1.post_flip_gate[0]"] == "failed" and states["rollback"] == "success", states
     gate = client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wave_1.post_flip_gate/0")
     recorded_at = client.xcom(STOP_DAG_ID, stop_run, "request_stop")["at"]
+    # The trigger looks every 2 s: its verdict comes within seconds of the stop.
+    verdict = client.xcom(DAG_ID, run_id, "wave_1.post_flip_gate", key="verdict", map_index=0)
+    assert verdict["status"] == "stopped", verdict
+    heard_s = verdict["failed_at"] - recorded_at
+    assert 0 < heard_s < 10, f"the gate heard of the stop {heard_s:.1f}s after it was recorded"
+    # Then the task resumes on a worker and flips the pilot back (a drain): well under a minute.
     ended_s = datetime.fromisoformat(gate["end_date"]).timestamp() - recorded_at
-    # The trigger looks every 2 s; then the task resumes on a worker and flips the pilot back.
-    assert 0 < ended_s < 15, f"the gate ended {ended_s:.1f}s after the stop was recorded"
+    assert ended_s < 60, f"the gate ended {ended_s:.1f}s after the stop was recorded"
     log = client.task_log(DAG_ID, run_id, "wave_1.post_flip_gate", 1, map_index=0)
     assert "Stopped by admin: e2e: the payment provider is down." in log, log[-2000:]
     assert_as_before(before, started)
