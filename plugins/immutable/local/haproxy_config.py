@@ -25,6 +25,7 @@ from immutable.local.haproxy_names import (
     _checked_name,
     _state_file,
     backend_name,
+    exchange,
     lb_home,
     runtime_api_port,
     server_line,
@@ -187,14 +188,10 @@ def master_command(state_dir: Path, region: Region, command: str) -> str:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(10)
             sock.connect(str(master_socket(state_dir, region)))
-            sock.sendall(command.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
+            return exchange(sock, command)
     except OSError as exc:
         raise LoadBalancerError(
             f"region {region.name}: HAProxy's master at {master_socket(state_dir, region)} did not answer "
             f"`{command}`: {exc}. Is haproxy-{region.name} running (it was started before master-worker mode? "
             "restart it: make down && make up)"
         ) from exc
-    return b"".join(chunks).decode(errors="replace").strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def _state_file(state_dir: Path, region: Region) -> Path:
 def server_line(name: str, host: str, port: int) -> str:
     """A server at weight 0 with the health check every server has; weights are set at runtime."""
     return f"server {name} {host}:{port} weight 0 check inter {CHECK_INTERVAL_MS} rise {CHECK_RISE} fall {CHECK_FALL}"
+
+
+def exchange(sock: socket.socket, command: str) -> str:
+    """Send one command on a connected socket, read HAProxy's whole answer (it closes after it)."""
+    sock.sendall(command.encode() + b"\n")
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip()
 
 
 def write_atomically(path: Path, text: str) -> None:

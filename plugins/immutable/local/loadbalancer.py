@@ -65,6 +65,7 @@ from immutable.local.haproxy_names import (
     _checked_name,
     _state_file,
     backend_name,
+    exchange,
     lb_home,
     runtime_api_port,
     server_color,
@@ -180,16 +181,12 @@ class LoadBalancer:
             raise LoadBalancerError(f"region {self.region.name}: refusing a multi-command line: {command!r}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=RUNTIME_API_TIMEOUT_S) as sock:
-                sock.sendall(command.encode() + b"\n")
-                chunks = []
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
+                return exchange(sock, command)
         except OSError as exc:
             raise LoadBalancerError(
                 f"region {self.region.name}: HAProxy's runtime API at 127.0.0.1:{self.port} did not answer "
                 f"`{command}`: {exc}. Is the region's load balancer running (haproxy-{self.region.name})?"
             ) from exc
-        return b"".join(chunks).decode(errors="replace").strip()
 
     def _expect(self, command: str, *accepted: str) -> str:
         """Run a command whose success is an empty answer or one of `accepted`; raise otherwise."""
