@@ -25,6 +25,7 @@ from immutable.config import PlatformConfig, Region, load_platform, state_dir
 from immutable.local.loadbalancer import (
     LoadBalancer,
     LoadBalancerError,
+    backend_name,
     compute_weights,
     haproxy_binary,
     haproxy_service,
@@ -196,6 +197,49 @@ def test_rendered_config_is_valid_for_haproxy(region: Region, tmp_path: Path) ->
     directives = [line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert "server" not in directives  # servers come at runtime only
     assert "http-request use-service prometheus-exporter if { path /metrics }" in text
+
+
+def test_a_new_app_is_added_by_a_seamless_reload_that_keeps_every_weight_and_loses_no_request(
+    lb: LoadBalancer, region: Region, backends: dict[str, int]
+) -> None:
+    """`ensure_app` on a running HAProxy: the new backend appears, every server keeps its weight,
+    health and maintenance, and requests sent through the reload all succeed."""
+    import threading
+
+    add_all(lb, backends)
+    lb.set_shares("sample", {"blue": 25, "green": 75})
+    lb._expect(f"set server {backend_name('sample')}/green-2 state drain")  # a server being drained stays so
+    before = {s.name: (s.weight, s.status.split()[0], s.healthy) for s in lb.servers("sample")}
+    failures: list[str] = []
+    sent = [0]
+    stop = threading.Event()
+
+    def users() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.get(f"http://127.0.0.1:{region.lb_port}/", headers={"Host": "sample"})
+                    if answer.status_code >= 500:
+                        failures.append(f"HTTP {answer.status_code}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                sent[0] += 1
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=users, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)
+        assert lb.ensure_app("newapp", "/healthz") is True
+        time.sleep(1)
+        assert lb.ensure_app("newapp", "/healthz") is False  # there now: nothing to do
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert sent[0] > 100 and failures == [], (sent[0], failures[:5])
+    assert backend_name("newapp") in lb.backends() and backend_name("other") in lb.backends()
+    after = {s.name: (s.weight, s.status.split()[0], s.healthy) for s in lb.servers("sample")}
+    assert after == before and before["green-2"][1] == "DRAIN", before
 
 
 def test_shares_decide_where_requests_go(lb: LoadBalancer, region: Region, backends: dict[str, int]) -> None:

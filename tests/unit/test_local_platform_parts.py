@@ -122,3 +122,38 @@ def test_an_environments_name_depends_only_on_kind_app_and_run() -> None:
     name = environment_name("dev", "sample", run_id)
     assert name == environment_name("dev", "sample", run_id)
     assert name.startswith("immutable-dev-sample-") and name != environment_name("staging", "sample", run_id)
+
+
+def test_the_servers_running_now_are_read_from_haproxys_state_dump() -> None:
+    """What a reload writes into the configuration: every server of every app, at its address."""
+    from immutable.local.loadbalancer import LoadBalancerError, parse_servers_state
+
+    header = (
+        "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+        "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+        "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port "
+        "srv_check_addr srv_agent_addr srv_agent_port"
+    )
+    rows = [
+        "3 app_sample 1 blue-1 172.17.0.5 2 0 256 256 12 15 3 2 6 0 0 0 - 8000 - 0 0 - - 0",
+        "3 app_sample 2 green-1 172.17.0.6 2 0 0 0 3 15 3 2 6 0 0 0 - 8000 - 0 0 - - 0",
+        "4 app_other 1 blue-1 172.17.0.7 2 0 256 256 9 15 3 2 6 0 0 0 - 9000 - 0 0 - - 0",
+        "5 admin_backend 1 x 127.0.0.1 2 0 1 1 9 15 3 2 6 0 0 0 - 1 - 0 0 - - 0",
+    ]
+    assert parse_servers_state("\n".join(["1", header, *rows])) == {
+        "sample": [("blue-1", "172.17.0.5", 8000), ("green-1", "172.17.0.6", 8000)],
+        "other": [("blue-1", "172.17.0.7", 9000)],
+    }
+    with pytest.raises(LoadBalancerError, match="unexpected"):
+        parse_servers_state("Unknown command")
+
+
+def test_a_reload_writes_the_running_servers_into_the_configuration(config: PlatformConfig, tmp_path: Path) -> None:
+    from immutable.local.haproxy_config import render_config
+
+    region = config.regions[0]
+    text = render_config(region, {"sample": "/healthz"}, tmp_path, {"sample": [("blue-1", "172.17.0.5", 8000)]})
+    backend = text.split("\nbackend app_sample", 1)[1].split("\n\n", 1)[0]
+    assert "    server blue-1 172.17.0.5:8000 weight 0 check inter 1000 rise 1 fall 2" in backend
+    assert f"server-state-file {tmp_path / 'haproxy' / region.name / 'servers.state'}" in text
+    assert "load-server-state-from-file global" in text and "expose-fd listeners" in text
