@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -100,7 +101,9 @@ def platform_variant(name: str, change: Callable[[dict[str, Any]], None]) -> Gen
     original = platform_file()
     data = yaml.safe_load(original.read_text())
     change(data)
-    variant = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / "var" / "test")) / f"platform-{name}.yaml"
+    # Named after the file it changes too: the aws tests' platform and the local one never share a variant.
+    tag = hashlib.sha256(str(original).encode()).hexdigest()[:8]
+    variant = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / "var" / "test")) / f"platform-{name}-{tag}.yaml"
     variant.parent.mkdir(parents=True, exist_ok=True)
     variant.write_text(yaml.safe_dump(data, sort_keys=False))
     os.environ["IMMUTABLE_PLATFORM_FILE"] = str(variant)
