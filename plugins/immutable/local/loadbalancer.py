@@ -198,10 +198,13 @@ class LoadBalancer:
     # -- reading --
 
     def servers(self, app: str) -> list[ServerState]:
-        """Every server of the app's backend, sorted by name."""
+        """Every server of the app's backend, sorted by name; none for an app this load balancer has no
+        backend for yet (added since it started: its first launch adds the backend, `ensure_app`)."""
         backend = backend_name(app)
         command = f"show stat {backend} 4 -1"  # type 4: servers only
         answer = self.command(command)
+        if answer.startswith("No such proxy") and backend not in self.backends():
+            return []
         if not answer.startswith("# pxname"):
             raise LoadBalancerError(
                 f"region {self.region.name}: `{command}` did not return stats (is '{app}' one of this load "
