@@ -233,13 +233,17 @@ def test_a_new_app_is_added_by_a_seamless_reload_that_keeps_every_weight_and_los
         assert lb.ensure_app("newapp", "/healthz") is True
         time.sleep(1)
         assert lb.ensure_app("newapp", "/healthz") is False  # there now: nothing to do
+        stop.set()
+        thread.join(timeout=10)
+        assert sent[0] > 100 and failures == [], (sent[0], failures[:5])
+        assert backend_name("newapp") in lb.backends() and backend_name("other") in lb.backends()
+        after = {s.name: (s.weight, s.status.split()[0], s.healthy) for s in lb.servers("sample")}
+        assert after == before and before["green-2"][1] == "DRAIN", before
     finally:
         stop.set()
         thread.join(timeout=10)
-    assert sent[0] > 100 and failures == [], (sent[0], failures[:5])
-    assert backend_name("newapp") in lb.backends() and backend_name("other") in lb.backends()
-    after = {s.name: (s.weight, s.status.split()[0], s.healthy) for s in lb.servers("sample")}
-    assert after == before and before["green-2"][1] == "DRAIN", before
+        for name in backends:  # the module's next tests start from an empty backend
+            lb.remove_server("sample", name, drain_timeout_s=1, force=True)
 
 
 def test_shares_decide_where_requests_go(lb: LoadBalancer, region: Region, backends: dict[str, int]) -> None:
