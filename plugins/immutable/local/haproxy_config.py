@@ -158,7 +158,8 @@ def master_socket(state_dir: Path, region: Region) -> Path:
 def write_config(region: Region, apps: Mapping[str, str], state_dir: Path, servers: Servers | None = None) -> Path:
     config = config_path(state_dir, region)
     write_atomically(config, render_config(region, apps, state_dir, servers))
-    write_atomically(apps_path(state_dir, region), json.dumps(dict(apps), indent=1, sort_keys=True) + "\n")
+    # In order: the first app is the default backend, whatever was added since.
+    write_atomically(apps_path(state_dir, region), json.dumps(dict(apps), indent=1) + "\n")
     return config
 
 
