@@ -148,7 +148,12 @@ def retain(
 ) -> dict[str, Any]:
     """Delete what `plan_retention` lets go in each registry, then collect their storage."""
     keep = config.local.image_retention.keep
-    in_use = digests_in_use(config.local.instance) | {digest: "a release is taking it out now" for digest in protect}
+    try:
+        running = digests_in_use(config.local.instance)
+    except Exception as exc:  # what runs cannot be told (the engine is down): delete nothing this time
+        log.warning("retention for %s skipped: what runs could not be read: %s", repository, exc)
+        return {"skipped": f"what runs could not be read: {exc}"}
+    in_use = running | {digest: "a release is taking it out now" for digest in protect}
     report: dict[str, Any] = {}
     for name, registry in registries.items():
         try:
