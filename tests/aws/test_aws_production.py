@@ -24,6 +24,9 @@ APP = "sample"
 STEP_S = 1.0  # seconds between the points put for each color
 
 
+PUT_BATCH = 500
+
+
 class AlbMetrics:
     """Puts what an ALB reports for each of the app's target groups, every second, until stopped."""
 
@@ -31,13 +34,19 @@ class AlbMetrics:
         self.account = account
         self.error_rates = error_rates  # "version" or "version@region" -> share of 5xx
         self.last_put: dict[str, int] = {}  # target group ARN -> last second put
+        self.errors: list[str] = []  # failed rounds, retried at the next one
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(STEP_S):
             for region in REGIONS:
-                self._put(region)
+                # One failed call (the emulator busy, a group deleted under the loop) must not end the
+                # thread: every later gate would find no data. The next round puts what was missed.
+                try:
+                    self._put(region)
+                except Exception as exc:
+                    self.errors.append(f"{region}: {exc!r}")
 
     def _put(self, region: str) -> None:
         """One point per second per metric since the last put: an ALB reports every period, however
@@ -69,8 +78,8 @@ class AlbMetrics:
                 ):
                     stamp = datetime.fromtimestamp(second, UTC)
                     data.append({"MetricName": name, "Dimensions": dimensions, "Timestamp": stamp, "Value": value})
-            if data:
-                cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
+            for start in range(0, len(data), PUT_BATCH):  # PutMetricData takes at most 1,000 points a call
+                cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data[start : start + PUT_BATCH])
             self.last_put[target_group] = now
 
     def __enter__(self) -> AlbMetrics:
