@@ -38,6 +38,16 @@ os.environ.update(
 sys.path.insert(0, str(ROOT / "plugins"))
 
 
+def make(target: str, env: dict[str, str], timeout_s: int = 2400) -> str:
+    """`make <target>` as the README gives it, in `env`; its output, or a failure showing its end."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"make {target} failed:\n{output[-6000:]}"
+    return output
+
+
 SESSION_STARTED = time.time()
 TEST_PLATFORMS = ("test", "e2e", "compose")  # the platform files' local.instance of tests/, tests/e2e, tests/compose
 TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-test"]
@@ -67,6 +77,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return layer_group(nodeid)
 
     return ByLayerGroup(config, log)
+
+
+LAST_LAYERS = ("bench",)  # the busiest on the CPU: after the tests whose gates time things
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Layers in path order, but those in LAST_LAYERS at the end of their group."""
+    items.sort(key=lambda item: item.nodeid.split("/")[1] in LAST_LAYERS)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -108,7 +108,7 @@ class LocalPlatform(_Strict):
     build_registry_port: int = Field(5500, ge=1024, le=65535)
     state_dir: SafePath = "var"
     prometheus_port: int = Field(9090, ge=1024, le=65535)
-    # The traffic generator standing for real users: requests per second sent to each region.
+    # The traffic generator standing for real users: requests per second sent to each app in each region.
     traffic_rps: float = Field(20.0, gt=0, le=500)
     image_retention: LocalImageRetention = LocalImageRetention()
 

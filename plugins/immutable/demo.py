@@ -1,8 +1,10 @@
 """`make demo`: the whole story through Airflow's REST API, with live progress in the terminal.
 
-Builds the base image, releases the sample app 1.0.0 and 1.1.0 across every region, then a bad
-1.2.0 that the canary stops and rolls back, and ends with what runs where. A second run reuses
-what is there: versions already released are not released again.
+Builds the base image (the candidate), releases the canary-tier sample app 1.0.0 on it across
+every region, which lets promote_base make the candidate stable, releases the critical-tier
+sample-critical 1.0.0 on the stable base, then sample 1.1.0 and a bad 1.2.0 that the canary stops
+and rolls back, and ends with what runs where and on which base. A second run reuses what is
+there: versions already released are not released again.
 Expects the embedded Airflow and the local platform to be up (`make demo` starts them first).
 """
 
@@ -31,9 +33,11 @@ def show(message: str) -> None:
     print(message, flush=True)
 
 
-APP = "sample"
-GOOD_VERSIONS = ("1.0.0", "1.1.0")
+APP = "sample"  # the canary tier: tries each new base candidate first
+CRITICAL_APP = "sample-critical"  # the critical tier: the same code, on the stable base only
+APPS = (APP, CRITICAL_APP)
 BAD_VERSION = "1.2.0"  # turns bad 15 s after it starts: passes dev and staging, fails the canary
+STABLE_WAIT_S = 600.0  # how long the demo waits for promote_base to make the first candidate stable
 
 
 def progress(elapsed_s: float, usual_s: float | None) -> str:
@@ -107,7 +111,9 @@ class StatusLine:
 
 def run_and_follow(api: AirflowApi, dag_id: str, conf: dict[str, object]) -> tuple[str, str, dict[str, str]]:
     """Trigger, then print each task's state as it changes, a progress bar for long tasks and a
-    deferred gate's latest score; returns (run id, state, task states)."""
+    deferred gate's latest score; returns (run id, state, task states). Runs the scheduler started
+    (a new base's Asset event) end first: this one would only queue behind them."""
+    wait_until_idle(api, dag_id)
     usual = usual_durations(api, dag_id)
     run_id = api.trigger_ok(dag_id, conf)
     show(f"\n{dag_id} {conf}: run {run_id}")
@@ -167,6 +173,27 @@ def run_and_follow(api: AirflowApi, dag_id: str, conf: dict[str, object]) -> tup
     raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {RUN_TIMEOUT_S:.0f}s")
 
 
+def wait_until_idle(api: AirflowApi, dag_id: str) -> None:
+    """Until the DAG has no queued or running run (each is named once, with who started it)."""
+    named: set[str] = set()
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        active = [
+            run
+            for state in ("queued", "running")
+            for run in api.get(f"/dags/{dag_id}/dagRuns", state=state, limit=10)["dag_runs"]
+        ]
+        if not active:
+            return
+        for run in active:
+            if run["dag_run_id"] not in named:
+                named.add(run["dag_run_id"])
+                show(f"\n{dag_id}: waiting for run {run['dag_run_id']} ({run.get('run_type')}) to end first")
+        if time.monotonic() > deadline:
+            raise AirflowApiError(f"{dag_id} still has runs going after {RUN_TIMEOUT_S:.0f}s: {named}")
+        time.sleep(POLL_S)
+
+
 def failure_cause(api: AirflowApi, dag_id: str, run_id: str, states: dict[str, str]) -> str:
     """The cause of a failed run: a failed gate's first sentence first, else the first failed task's error."""
     causes: list[tuple[int, str]] = []
@@ -220,33 +247,58 @@ def current_candidate_summary() -> dict[str, object]:
     }
 
 
-def live_everywhere() -> dict[str, dict[str, object] | None]:
-    """Per region what is live, its base and what is kept, read from the platform (as the Releases page does)."""
-    from immutable.ui.releases import what_runs_where
-
-    return {
-        p.region: None if p.live is None else p.live | {"kept": p.kept, "base": p.base} for p in what_runs_where([APP])
-    }
-
-
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("-")[0].split("."))
 
 
+def release_unless_live(api: AirflowApi, app: str, version: str) -> None:
+    """Release `app` at `version` unless every region already runs it or a newer one."""
+    from immutable.ui.releases import what_runs_where
+
+    placements = what_runs_where([app])
+    live = [str(p.live["version"]) for p in placements if p.live]
+    if len(live) == len(placements) and all(version_key(v) >= version_key(version) for v in live):
+        show(f"\nrelease_{app} {version}: already released (live: {sorted(set(live))}); not releasing again")
+        return
+    run_id, state, states = run_and_follow(api, f"release_{app}", {"version": version, "note": "demo"})
+    if state != "success":
+        raise SystemExit(f"release {version} failed: {failure_cause(api, f'release_{app}', run_id, states)}")
+
+
+def wait_for_a_stable_base(api: AirflowApi) -> dict[str, Any]:
+    """The critical tier builds on the stable base only. The first one comes from promote_base, which
+    the scheduler runs after each canary-tier release (the Asset `release/sample`)."""
+    from immutable.ui.releases import stable_base
+
+    stable = stable_base()
+    if stable is None:
+        show("\npromote_base: waiting for it to make the candidate stable (sample runs it everywhere now)")
+        deadline = time.monotonic() + STABLE_WAIT_S
+        while (stable := stable_base()) is None:
+            if time.monotonic() > deadline:
+                runs = api.get("/dags/promote_base/dagRuns", order_by="-start_date", limit=1)["dag_runs"]
+                last = runs[0]["dag_run_id"] if runs else None
+                why = api.task_log("promote_base", last, "check_promotion").splitlines()[-5:] if last else []
+                raise SystemExit(
+                    f"no stable base after {STABLE_WAIT_S:.0f}s; promote_base's last check said:\n" + "\n".join(why)
+                )
+            time.sleep(POLL_S)
+        runs = api.get("/dags/promote_base/dagRuns", order_by="-start_date", limit=1)["dag_runs"]
+        show(f"promote_base: base {stable['version']} is stable (run {runs[0]['dag_run_id'] if runs else '?'})")
+    return stable
+
+
 def run_releases(api: AirflowApi) -> list[str]:
-    """The good versions, then the bad one; what is already done is not done again."""
-    api.wait_for_dag(f"release_{APP}")
-    api.unpause(f"release_{APP}")
-    rolled_back: list[str] = []
-    for version in GOOD_VERSIONS:
-        everywhere = live_everywhere()
-        live = [str(state["version"]) for state in everywhere.values() if state]
-        if len(live) == len(everywhere) and all(version_key(v) >= version_key(version) for v in live):
-            show(f"\nrelease_{APP} {version}: already released (live: {sorted(set(live))}); not releasing again")
-            continue
-        run_id, state, states = run_and_follow(api, f"release_{APP}", {"version": version, "note": "demo"})
-        if state != "success":
-            raise SystemExit(f"release {version} failed: {failure_cause(api, f'release_{APP}', run_id, states)}")
+    """Both tiers' good versions, then the bad one; what is already done is not done again."""
+    for app in APPS:
+        api.wait_for_dag(f"release_{app}")
+        api.unpause(f"release_{app}")
+    api.wait_for_dag("promote_base")
+    api.unpause("promote_base")
+    release_unless_live(api, APP, "1.0.0")
+    wait_for_a_stable_base(api)
+    release_unless_live(api, CRITICAL_APP, "1.0.0")
+    release_unless_live(api, APP, "1.1.0")
     earlier = api.get(f"/dags/release_{APP}/dagRuns", limit=100, order_by="-start_date")["dag_runs"]
     bad_runs = [r for r in earlier if (r.get("conf") or {}).get("version") == BAD_VERSION and r["state"] == "failed"]
     if bad_runs:
@@ -257,30 +309,33 @@ def run_releases(api: AirflowApi) -> list[str]:
         run_id, state, states = run_and_follow(api, f"release_{APP}", {"version": BAD_VERSION, "note": "demo: bad"})
         if state != "failed":
             raise SystemExit(f"release {BAD_VERSION} should have been stopped, but its run ended {state}")
-    rolled_back.append(f"{BAD_VERSION}: {failure_cause(api, f'release_{APP}', run_id, states)}")
-    return rolled_back
+    return [f"{APP} {BAD_VERSION}: {failure_cause(api, f'release_{APP}', run_id, states)}"]
 
 
 def print_summary(rolled_back: list[str]) -> None:
+    from immutable.app_spec import app_spec
     from immutable.ui.releases import base_text, behind_stable, lineage_text, stable_base, what_runs_where
 
+    placements = what_runs_where(list(APPS))
     show("\n=== what runs where ===")
-    show(f"  {'region':<10} {'version':<8} {'color':<6} {'digest':<22} {'base':<35} kept for rollback")
-    for region, live in live_everywhere().items():
-        if live is None:
-            show(f"  {region:<10} (nothing)")
+    show(
+        f"  {'app':<16} {'tier':<9} {'region':<10} {'version':<8} {'color':<6} {'digest':<22} {'base':<35} "
+        "kept for rollback"
+    )
+    tiers = {app: app_spec(app).tier for app in APPS}
+    for p in placements:
+        lead = f"  {p.app:<16} {tiers[p.app]:<9} {p.region:<10}"
+        if p.live is None:
+            show(f"{lead} (nothing)")
             continue
-        kept = live.get("kept")
-        kept_text = f"{kept['version']} ({kept['color']})" if isinstance(kept, dict) else "-"
-        base = live.get("base")
-        base_shown = base_text(base if isinstance(base, dict) else None)
+        kept_text = f"{p.kept['version']} ({p.kept['color']})" if p.kept else "-"
         show(
-            f"  {region:<10} {live['version']!s:<8} {live['color']!s:<6} {str(live['digest'])[:21]:<22} "
-            f"{base_shown:<35} {kept_text}"
+            f"{lead} {p.live['version']!s:<8} {p.live['color']!s:<6} {str(p.live['digest'])[:21]:<22} "
+            f"{base_text(p.base):<35} {kept_text}"
         )
     show("\n=== bases ===")
     stable = stable_base()
-    for line in lineage_text(stable, behind_stable(what_runs_where([APP]), stable)):
+    for line in lineage_text(stable, behind_stable(placements, stable)):
         show(f"  {line}")
     show("\n=== rolled back ===")
     for line in rolled_back:

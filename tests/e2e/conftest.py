@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import make
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "var" / "e2e"
@@ -25,7 +26,8 @@ AIRFLOW_PORT = 8089
 AIRFLOW_URL = f"http://127.0.0.1:{AIRFLOW_PORT}"
 PLATFORM_PORTS = [5700, 5701, 5702, 5703, 8701, 8702, 8703, 8751, 8752, 8753, 9790]
 REGIONS = ["eu-west", "us-east", "ap-south"]
-APP = "sample"
+APP = "sample"  # the canary tier
+CRITICAL_APP = "sample-critical"  # the critical tier
 BAD_VERSION = "1.2.0"  # the demo's release that the canary stops
 
 
@@ -52,15 +54,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[n] = item
 
 
-def make(target: str, env: dict[str, str], timeout_s: int = 2400) -> str:
-    done = subprocess.run(
-        ["make", "--no-print-directory", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"make {target} failed:\n{output[-6000:]}"
-    return output
-
-
 def field(output: str, name: str) -> str:
     match = re.search(rf"^\s+{name}\s+(\S+)", output, re.MULTILINE)
     assert match, f"'{name}' not in the demo's summary:\n{output[-3000:]}"
@@ -80,6 +73,16 @@ def api(password: str) -> Any:
     from immutable.airflow_api import AirflowApi
 
     return AirflowApi(AIRFLOW_URL, "admin", password)
+
+
+def releases_api(password: str) -> dict[str, Any]:
+    """The Releases page's JSON, as a signed-in user reads it: what runs where, on which base."""
+    import httpx
+
+    token = httpx.post(f"{AIRFLOW_URL}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    signed_in = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    served: dict[str, Any] = httpx.get(f"{AIRFLOW_URL}/releases/api", headers=signed_in, timeout=60).json()
+    return served
 
 
 @pytest.fixture(scope="session")

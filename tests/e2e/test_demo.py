@@ -13,14 +13,29 @@ from typing import Any
 import pytest
 
 from immutable.local.services import _process_table, port_open
-from tests.e2e.conftest import AIRFLOW_PORT, APP, PLATFORM_FILE, PLATFORM_PORTS, REGIONS, ROOT, STATE, api, field, make
+from tests.e2e.conftest import (
+    AIRFLOW_PORT,
+    APP,
+    CRITICAL_APP,
+    PLATFORM_FILE,
+    PLATFORM_PORTS,
+    REGIONS,
+    ROOT,
+    STATE,
+    api,
+    field,
+    make,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("docker_engine")]
 
 
-def summary_rows(output: str) -> dict[str, list[str]]:
+def summary_rows(output: str) -> dict[tuple[str, str], list[str]]:
+    """(app, region) -> the summary's row: app, tier, region, version, color, digest, base version and
+    digest, kept version and color."""
     section = output.split("=== what runs where ===", 1)[1].split("===", 1)[0]
-    return {line.split()[0]: line.split() for line in section.strip().splitlines()[1:]}
+    rows = [line.split() for line in section.strip().splitlines()[1:]]
+    return {(row[0], row[2]): row for row in rows}
 
 
 def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
@@ -35,20 +50,48 @@ def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
     rows = summary_rows(output)
     labels = RegistryClient("127.0.0.1:5700").labels("immutable/base", digest) or {}
     candidate = labels["org.opencontainers.image.version"]
+    # promote_base made the candidate stable once the canary tier ran it everywhere; the critical tier
+    # was released on it.
+    assert RegistryClient("127.0.0.1:5700").manifest_digest("immutable/base", "stable") == digest
     for region in REGIONS:
-        assert rows[region][1] == "1.1.0", rows
-        assert rows[region][4:6] == [candidate, digest[:19]], rows  # the base under the live image
-        assert rows[region][-2] == "1.0.0", rows  # kept for rollback
-    # The sample (canary tier) runs the candidate everywhere: stable is either not promoted yet or it.
+        sample, critical = rows[APP, region], rows[CRITICAL_APP, region]
+        assert sample[1:4] == ["canary", region, "1.1.0"], sample
+        assert sample[6:8] == [candidate, digest[:19]], sample  # the base under the live image
+        assert sample[-2] == "1.0.0", sample  # kept for rollback
+        assert critical[1:4] == ["critical", region, "1.0.0"], critical
+        assert critical[6:8] == [candidate, digest[:19]], critical
+        assert critical[-1] == "-", critical  # a first release keeps nothing
     bases = output.split("=== bases ===", 1)[1].split("===", 1)[0]
-    assert "No stable base yet" in bases or (
-        f"Stable base: {candidate}" in bases and "Every app runs on the stable base" in bases
-    ), bases
+    assert f"Stable base: {candidate} ({digest})" in bases and "Every app runs on the stable base" in bases, bases
     rolled_back = output.split("=== rolled back ===", 1)[1]
-    assert "1.2.0" in rolled_back and "failed its analysis" in rolled_back
+    assert f"{APP} 1.2.0" in rolled_back and "failed its analysis" in rolled_back
     # 1.2.0 raises both its error rate and its latency: the first interval may catch either first.
     assert re.search(r"failed its analysis in \S+ on (error_rate|latency_p90_s)", rolled_back), rolled_back
     assert "canary.analysis" in output and "deferred" in output
+
+
+def test_the_scheduler_ran_the_base_rotation_the_demo_relied_on(demo: dict[str, Any]) -> None:
+    """The demo triggered releases with versions; the Assets did the rest: promote_base ran after the
+    canary tier's release and promoted, and the stable base scheduled the critical tier's DAG (which had
+    nothing to re-release yet, or already ran that base)."""
+    client = api(demo["password"])
+    promotions = [
+        run
+        for run in client.get("/dags/promote_base/dagRuns", limit=50)["dag_runs"]
+        if run["run_type"] == "asset_triggered"
+        and client.task_states("promote_base", run["dag_run_id"]).get("promote") == "success"
+    ]
+    assert len(promotions) == 1, promotions
+    scheduled = [
+        run
+        for run in client.get(f"/dags/release_{CRITICAL_APP}/dagRuns", limit=50)["dag_runs"]
+        if run["run_type"] == "asset_triggered"
+    ]
+    assert len(scheduled) == 1, scheduled
+    run_id = scheduled[0]["dag_run_id"]
+    assert client.task_states(f"release_{CRITICAL_APP}", run_id)["validate"] == "skipped"
+    reason = client.task_log(f"release_{CRITICAL_APP}", run_id, "validate")
+    assert "runs nothing in eu-west yet" in reason or "already runs 1.0.0 on base" in reason, reason[-2000:]
 
 
 def test_the_rest_api_refuses_malformed_triggers_naming_the_field(demo: dict[str, Any]) -> None:
@@ -65,13 +108,16 @@ def test_the_rest_api_refuses_malformed_triggers_naming_the_field(demo: dict[str
 
 @pytest.mark.changes_the_demo
 def test_a_second_demo_reuses_what_is_there(demo: dict[str, Any], demo_env: dict[str, str]) -> None:
+    from immutable.registry import RegistryClient
+
+    candidate_before = RegistryClient("127.0.0.1:5700").manifest_digest("immutable/base", "candidate")
     again = make("demo", demo_env)
     assert "python requirements: up to date" in again
     assert "already running" in again
     assert "nothing new upstream" in again
     assert "1.1.0: already released" in again
     assert f"{'1.2.0'}: already tried" in again
-    assert field(again, "digest") == field(demo["output"], "digest")
+    assert field(again, "digest") == candidate_before  # no new base: the candidate stays where it was
 
 
 @pytest.mark.changes_the_demo
@@ -93,7 +139,12 @@ def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_
         members = docker_client().containers.list(
             all=True,
             filters={
-                "label": ["io.immutable.platform=e2e", "io.immutable.role=fleet", f"io.immutable.region={region}"]
+                "label": [
+                    "io.immutable.platform=e2e",
+                    "io.immutable.role=fleet",
+                    f"io.immutable.app.name={APP}",
+                    f"io.immutable.region={region}",
+                ]
             },
         )
         colors = sorted(m.labels["io.immutable.color"] for m in members)
@@ -279,26 +330,3 @@ def test_status_then_down_leaves_nothing_behind(demo: dict[str, Any], demo_env: 
 
     left = docker_client().containers.list(all=True, filters={"label": "io.immutable.platform=e2e"})
     assert left == [], [c.name for c in left]
-
-
-@pytest.mark.stops_the_demo
-def test_bench_prints_its_figures(demo_env: dict[str, str]) -> None:
-    """`make bench` as the README gives it, with fewer repetitions (the figures' kinds are the same)."""
-    output = make("bench", demo_env | {"IMMUTABLE_BENCH_QUICK": "1"})
-    assert "IMMUTABLE_BENCH_QUICK=1: fewer repetitions" in output
-    for figure in (
-        "cold build (no cache)",
-        "warm build",
-        "base image size",
-        "common libraries share",
-        "parse time",
-        "copy wall time, empty regions",
-        "app layer(s) not in the base",
-        "app-only change, warm cache",
-        "LB reports 100% on the new color",
-        "failed requests (>= 500 or no answer)",
-        "ratio redeploy / flip back",
-        "Hostile config files: time and peak memory to refuse",
-        "synchronized flip skew",
-    ):
-        assert figure in output, output[-2000:]

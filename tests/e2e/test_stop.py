@@ -35,7 +35,8 @@ def versions_running() -> set[str]:
     from immutable.images.engine import docker_client
 
     found = docker_client().containers.list(
-        all=True, filters={"label": ["io.immutable.platform=e2e", "io.immutable.role=fleet"]}
+        all=True,
+        filters={"label": ["io.immutable.platform=e2e", "io.immutable.role=fleet", f"io.immutable.app.name={APP}"]},
     )
     return {c.labels["io.immutable.version"] for c in found}
 

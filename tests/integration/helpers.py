@@ -130,26 +130,33 @@ def faults_archive(faults: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-@contextlib.contextmanager
-def faults_in_new_fleets(version: str, region: str, faults: dict[str, Any]) -> Generator[list[str], None, None]:
+def faults_in_new_fleets(
+    version: str, region: str, faults: dict[str, Any]
+) -> contextlib.AbstractContextManager[list[str]]:
     """While the block runs, every blue/green member of `version` created in `region` gets `faults`
     the moment the engine creates it, before it answers anything: `{"fail_health": true}` makes a
     color that never turns healthy, `{"error_rate": 1.0}` one that passes its health checks and then
     fails its users. Yields the names of the members it broke, filled in as they come."""
+    labels = ["io.immutable.platform=test", "io.immutable.role=fleet", f"io.immutable.region={region}"]
+    return faults_in_new_containers([*labels, f"io.immutable.version={version}"], ("blue", "green"), faults)
+
+
+@contextlib.contextmanager
+def faults_in_new_containers(
+    labels: list[str], colors: tuple[str, ...], faults: dict[str, Any]
+) -> Generator[list[str], None, None]:
+    """While the block runs, every container with all `labels` and one of `colors` gets `faults`
+    the moment the engine creates it. Yields the names of those it broke, filled in as they come."""
     import docker
 
     client = docker.from_env()
-    labels = ["io.immutable.platform=test", "io.immutable.role=fleet", f"io.immutable.region={region}"]
-    events = client.events(
-        decode=True,
-        filters={"type": "container", "event": "create", "label": [*labels, f"io.immutable.version={version}"]},
-    )
+    events = client.events(decode=True, filters={"type": "container", "event": "create", "label": labels})
     broken: list[str] = []
 
     def inject() -> None:
         for event in events:
             attributes = event.get("Actor", {}).get("Attributes", {})
-            if attributes.get("io.immutable.color") not in ("blue", "green"):
+            if attributes.get("io.immutable.color") not in colors:
                 continue
             try:
                 client.containers.get(event["id"]).put_archive("/tmp", faults_archive(faults))
@@ -157,7 +164,7 @@ def faults_in_new_fleets(version: str, region: str, faults: dict[str, Any]) -> G
                 continue
             broken.append(attributes.get("name", event["id"]))
 
-    watcher = threading.Thread(target=inject, name=f"faults-{region}", daemon=True)
+    watcher = threading.Thread(target=inject, name="faults", daemon=True)
     watcher.start()
     try:
         yield broken

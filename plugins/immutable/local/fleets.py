@@ -42,9 +42,19 @@ class FleetError(RuntimeError):
     pass
 
 
-def network_tuning(client: Any, image: str) -> dict[str, str]:
+_TUNING_BY_DIGEST: dict[str, dict[str, str]] = {}  # an image's content never changes under its digest
+
+
+def network_tuning(client: Any, image: str, digest: str) -> dict[str, str]:
     """The image's own network tuning (its base's sysctl drop-in), the part a container can take: set
-    at launch, as a VM applies the whole drop-in at boot. The host-wide rest stays the host's."""
+    at launch, as a VM applies the whole drop-in at boot. The host-wide rest stays the host's. Read
+    once per digest in a process (each read starts a container)."""
+    if digest not in _TUNING_BY_DIGEST:
+        _TUNING_BY_DIGEST[digest] = _read_network_tuning(client, image)
+    return dict(_TUNING_BY_DIGEST[digest])
+
+
+def _read_network_tuning(client: Any, image: str) -> dict[str, str]:
     text = read_file_in_image(client, image, SYSCTL_FILE)
     if text is None:
         log.warning("%s has no %s: its fleet runs with the kernel's network defaults", image, SYSCTL_FILE)
@@ -143,7 +153,7 @@ class LocalFleets:
                 f"launching {digest} as {color}"
             )
         client.images.pull(image)
-        tuning = network_tuning(client, image)
+        tuning = network_tuning(client, image, digest)
         for index in range(1, size + 1):
             name = member_name(self.platform.local.instance, spec.name, region, color, index)
             if name in existing and existing[name].status == "running":

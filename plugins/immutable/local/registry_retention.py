@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import json
 import logging
 import shutil
 import subprocess
@@ -30,7 +29,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from immutable.base_policy import CANDIDATE_TAG, STABLE_TAG
 from immutable.config import PlatformConfig, state_dir
-from immutable.production_state import digests_named
 from immutable.registry import RegistryClient, RegistryError
 from immutable.retention import StoredImage, plan_retention
 from immutable.signing import signature_tag
@@ -127,14 +125,12 @@ def stored_images(registry: RegistryClient, repository: str, revisions: Sequence
 
 
 def digests_in_use(instance: str) -> dict[str, str]:
-    """Digest -> why, for every image this platform runs or records."""
+    """Digest -> why, for every image this platform's containers run. (What production records name
+    comes from the caller as `protect`: the pipeline reads the records for every platform alike.)"""
     from immutable.images.engine import docker_client
     from immutable.local.fleets import LABEL_DIGEST, LABEL_INSTANCE, LABEL_ROLE
 
     in_use: dict[str, str] = {}
-    for path in sorted((state_dir() / "production").glob("*/*.json")):
-        for digest, why in digests_named(json.loads(path.read_text())).items():
-            in_use.setdefault(digest, f"{why} of {path.stem} in {path.parent.name}")
     containers = docker_client().containers.list(all=True, filters={"label": [f"{LABEL_INSTANCE}={instance}"]})
     for container in containers:
         digest = container.labels.get(LABEL_DIGEST)

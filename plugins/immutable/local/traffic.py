@@ -1,8 +1,9 @@
 """`python -m immutable.local.traffic`: steady requests standing for real users, and what failed.
 
 For every region and app it sends GET / with `Host: <app>` to the region's load balancer on
-127.0.0.1, `platform.local.traffic_rps` requests per second per region, spread evenly over time
-and over the apps. Without `--app` the apps are every app spec, looked for again every few
+127.0.0.1, `platform.local.traffic_rps` requests per second per app and region, spread evenly over
+time (each app's users are as many however many apps there are: its canary's statistics do not
+weaken when an app is added). Without `--app` the apps are every app spec, looked for again every few
 seconds (an app added to a running platform gets users too). An app has users in a region once
 it has been released there (the load balancer's memo gives it a share): before that nobody
 would send it a request. A request fails when it answers >= 500 or does not answer (connection error,
@@ -111,7 +112,7 @@ class TrafficGenerator:
                 senders = senders_for(self.apps)
                 writer = asyncio.create_task(self._write_stats_every_second(stop))
                 log.info(
-                    "traffic: %s rps per region to %s, apps %s",
+                    "traffic: %s rps per app and region to %s, apps %s",
                     self.rps,
                     [f"{r.name}@{LOOPBACK}:{r.lb_port}" for r in self.platform.regions],
                     self.apps,
@@ -136,13 +137,13 @@ class TrafficGenerator:
     async def _send_steadily(
         self, client: httpx.AsyncClient, region: Region, app: str, index: int, stop: asyncio.Event
     ) -> None:
-        """rps/len(apps) for this app, offset so the region's requests are evenly spaced; none before
-        the app is released in the region."""
+        """rps for this app, offset by its index so the region's requests are evenly spaced; none
+        before the app is released in the region."""
         limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         loop = asyncio.get_running_loop()
-        next_at = loop.time() + index / self.rps
+        interval_s = 1 / self.rps
+        next_at = loop.time() + (index % len(self.apps)) / (self.rps * len(self.apps))
         while not stop.is_set():
-            interval_s = len(self.apps) / self.rps
             delay_s = next_at - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
@@ -206,7 +207,7 @@ class TrafficGenerator:
             "pid": os.getpid(),
             "started": self.started,
             "updated": time.time(),
-            "rps_per_region": self.rps,
+            "rps_per_app_and_region": self.rps,
             "apps": self.apps,
             "totals": self.totals(),
             "regions": self.counters,

@@ -8,8 +8,9 @@ from typing import Any
 from immutable.app_spec import load_app_specs
 from immutable.base_policy import CANDIDATE_TAG, STABLE_TAG
 from immutable.config import load_base_spec
+from immutable.pipelines.release import bases_in_production
 from immutable.platforms import platform_for
-from immutable.provenance import LABEL_BASE_DIGEST, LABEL_CVES, LABEL_FAST_TRACK, LABEL_VERSION
+from immutable.provenance import LABEL_CVES, LABEL_FAST_TRACK, LABEL_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,12 @@ def check_promotion() -> dict[str, Any] | None:
     trial = [s for s in specs.values() if s.tier == "canary"]
     if not trial:
         return plan | {"why": "no canary-tier apps to trial it"}
-    waiting = []
-    for app in trial:
-        for region in app.rollout_regions(platform.config):
-            live = platform.production.live(app.name, region)
-            # The release's own provenance names its base; every region runs a copy of the same build.
-            on = images.verify_in(None, app.repository, live["digest"]).get(LABEL_BASE_DIGEST) if live else None
-            if on != candidate:
-                waiting.append(f"{app.name} in {region} runs base {on or 'nothing'}")
+    waiting = [
+        f"{app.name} in {region} runs " + (f"base {on}" if on else "nothing")
+        for app in trial
+        for region, on in bases_in_production(platform, app).items()
+        if on != candidate
+    ]
     if waiting:
         log.info(
             "candidate %s is not yet in production on every canary-tier app: %s", plan["version"], "; ".join(waiting)

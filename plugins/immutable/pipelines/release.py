@@ -19,7 +19,8 @@ from immutable.config import ConfigError, load_base_spec
 from immutable.naming import environment_name
 from immutable.payloads import Baked, BaseRef, Packaged, Plan, RegionCopy
 from immutable.platforms import platform_for
-from immutable.provenance import LABEL_VERSION, app_labels
+from immutable.platforms.interface import Platform
+from immutable.provenance import LABEL_BASE_DIGEST, LABEL_VERSION, app_labels
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,17 @@ class NothingToRelease(ReleaseError):
 
 def base_channel(spec: AppSpec) -> str:
     return "candidate" if spec.tier == "canary" else "stable"
+
+
+def bases_in_production(platform: Platform, spec: AppSpec) -> dict[str, str | None]:
+    """Per region of the app's rollout, the digest of the base under its live image (None: nothing
+    live), read from the image's verified provenance: every region runs a copy of the same build."""
+    bases: dict[str, str | None] = {}
+    for region in spec.rollout_regions(platform.config):
+        live = platform.production.live(spec.name, region)
+        labels = platform.images.verify_in(region, spec.repository, str(live["digest"])) if live else {}
+        bases[region] = labels.get(LABEL_BASE_DIGEST)
+    return bases
 
 
 def validate(
@@ -84,6 +96,11 @@ def validate(
                 f"{app} runs nothing in {pilot} yet; give a version such as 1.0.0"
             )
         version = str(live["version"])
+        if base_events and set(bases_in_production(platform, spec).values()) == {base_digest}:
+            raise NothingToRelease(
+                f"{app} already runs {version} on base {base_version} ({base_digest}) in every region; "
+                "nothing to re-release"
+            )
         rereleased = True
         log.info("re-releasing %s %s (in production) on base %s", app, version, base_version)
     plan = Plan(
