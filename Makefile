@@ -39,6 +39,7 @@ bench: engine
 	@$(PY) bench/production.py
 	@$(PY) bench/hostile_input.py
 	@$(PY) bench/flip_skew.py
+	@$(PY) bench/gates_triggerer.py
 
 down:
 	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi

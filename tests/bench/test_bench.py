@@ -32,5 +32,8 @@ def test_bench_prints_its_figures() -> None:
         "ratio redeploy / flip back",
         "Hostile config files: time and peak memory to refuse",
         "synchronized flip skew",
+        "triggerer CPU share of one core",
+        "Prometheus query latency, median / p95 / max",
+        "verdicts within one step of their due time",
     ):
         assert figure in output, output[-2000:]
