@@ -21,6 +21,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from immutable.assets import BASE_CANDIDATE
+from immutable.notifications import notifiers_for
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
 
@@ -100,7 +101,7 @@ def base_image() -> None:
 
         return steps.record_manifest(built)
 
-    @task(multiple_outputs=False, outlets=[BASE_CANDIDATE])
+    @task(multiple_outputs=False, outlets=[BASE_CANDIDATE], on_success_callback=notifiers_for("base_published"))
     def publish(
         upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any], **context: Any
     ) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from airflow.sdk import dag, task
 
 from immutable.app_spec import load_app_specs
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
+from immutable.notifications import notifiers_for
 
 _canary_tier = sorted(name for name, spec in load_app_specs()[0].items() if spec.tier == "canary")
 _schedule: Any = BASE_CANDIDATE
@@ -41,7 +42,7 @@ def promote_base() -> None:
 
         return promote.check_promotion()
 
-    @task(multiple_outputs=False, outlets=[BASE_STABLE])
+    @task(multiple_outputs=False, outlets=[BASE_STABLE], on_success_callback=notifiers_for("base_promoted"))
     def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Tag the candidate stable and emit base-image/stable for the critical-tier apps."""
         from immutable.pipelines import promote as steps

@@ -16,6 +16,7 @@ from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
+from immutable.notifications import notifiers_for
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.region_copy import CopyToRegionOperator
 from immutable.rollout import plan_rollout
@@ -64,7 +65,12 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             regions=", ".join(regions),
             rollout=rollout,
         ),
-        default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=15)},
+        default_args={
+            "retries": 1,
+            "retry_delay": pendulum.duration(seconds=15),
+            # The task that failed tells why: its error is the notice's cause.
+            "on_failure_callback": notifiers_for("release_failed", platform.notifications),
+        },
         params={
             "version": Param(
                 "",
@@ -240,7 +246,12 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             context["ti"].xcom_push(key="skew_s", value=skew_s)
             return flips
 
-        @task(multiple_outputs=False, trigger_rule="one_failed", retries=0)
+        @task(
+            multiple_outputs=False,
+            trigger_rule="one_failed",
+            retries=0,
+            on_success_callback=notifiers_for("rolled_back", platform.notifications),
+        )
         def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
             """After any failure: flip back every region this run flipped; remove its new fleets."""
             from immutable.pipelines import production

@@ -18,6 +18,7 @@ from airflow.sdk import DAG, Param, task
 from immutable.app_spec import AppSpec
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
+from immutable.notifications import notifiers_for
 from immutable.operators.gates import PostFlipGateOperator
 
 
@@ -74,7 +75,7 @@ def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.rollback_region(app, region, context["run_id"])
 
-        @task(multiple_outputs=False)
+        @task(multiple_outputs=False, on_success_callback=notifiers_for("rolled_back", platform.notifications))
         def redeployed(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             """The regions past their window, where the previous release was launched anew: watched."""
             from immutable.pipelines.production import REDEPLOYED
@@ -140,7 +141,7 @@ def stop_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 app, regions, by=by, reason=str(params["reason"]), marked_failed_run=params.get("marked_failed_run")
             )
 
-        @task(multiple_outputs=False, retries=0)
+        @task(multiple_outputs=False, retries=0, on_success_callback=notifiers_for("stopped", platform.notifications))
         def make_safe(requested: dict[str, Any], **context: Any) -> dict[str, str]:
             """Wait for those runs to end; undo what one that ended without its rollback changed."""
             from immutable.pipelines import production

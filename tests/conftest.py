@@ -32,6 +32,11 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # The SMTP server the test platform's notifications go to (tests/integration/conftest.py).
+        "AIRFLOW_CONN_IMMUTABLE_TEST_SMTP": (
+            '{"conn_type": "smtp", "host": "127.0.0.1", "port": 8697, "extra": {"disable_tls": true, '
+            '"disable_ssl": true, "from_email": "immutable@localhost", "retry_limit": 1, "timeout": 5}}'
+        ),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
 )

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -248,8 +248,13 @@ class Signing(_Strict):
     connection_id: str | None = None
 
 
-NotificationEvent = Literal["approval_waiting"]  # what a receiver can be told of
-NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = ("approval_waiting",)
+# What a receiver can be told of: a release failed (with its cause), a release or rollback put the
+# previous color back, a person stopped a release, an approval waits, a base was published or promoted.
+NotificationEvent = Literal[
+    "release_failed", "rolled_back", "stopped", "approval_waiting", "base_published", "base_promoted"
+]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = get_args(NotificationEvent)
+EMAIL_ADDRESS = r"^[^@\s]+@[^@\s]+$"
 
 
 class Webhook(_Strict):
@@ -259,13 +264,28 @@ class Webhook(_Strict):
     events: list[NotificationEvent] = Field(default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
 
 
+class Email(_Strict):
+    """Mail to people, through an Airflow SMTP connection (the smtp provider's notifier)."""
+
+    to: list[Annotated[str, StringConstraints(pattern=EMAIL_ADDRESS, max_length=254)]] = Field(
+        min_length=1, max_length=50
+    )
+    connection_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,200}$")] = "smtp_default"
+    from_email: Annotated[str, StringConstraints(pattern=EMAIL_ADDRESS, max_length=254)] | None = None
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
+
+
 class Notifications(_Strict):
     """Who hears of what, through Airflow's notifiers; nobody by default."""
 
     webhooks: list[Webhook] = Field(default_factory=list, max_length=20)
+    email: list[Email] = Field(default_factory=list, max_length=20)
 
     def webhook_urls(self, event: str) -> list[str]:
         return [hook.url for hook in self.webhooks if event in hook.events]
+
+    def mail_for(self, event: str) -> list[Email]:
+        return [mail for mail in self.email if event in mail.events]
 
 
 class TimingOverrides(_Strict):

@@ -24,6 +24,7 @@ APPS_DIR = ROOT / "var" / "e2e-apps"
 PLATFORM_FILE = Path(__file__).with_name("platform.yaml")
 AIRFLOW_PORT = 8089
 AIRFLOW_URL = f"http://127.0.0.1:{AIRFLOW_PORT}"
+WEBHOOK_PORT = 8798  # platform.yaml's notifications.webhooks: the approval and stop tests listen here
 PLATFORM_PORTS = [5700, 5701, 5702, 5703, 8701, 8702, 8703, 8751, 8752, 8753, 9790]
 REGIONS = ["eu-west", "us-east", "ap-south"]
 APP = "sample"  # the canary tier

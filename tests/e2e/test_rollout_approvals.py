@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AIRFLOW_URL, APP, APPS_DIR, REGIONS, api, live_versions
+from tests.e2e.conftest import AIRFLOW_URL, APP, APPS_DIR, REGIONS, WEBHOOK_PORT, api, live_versions
 from tests.http_receiver import json_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
@@ -62,7 +62,6 @@ def asks_twice(spec: str) -> str:
 
 
 Approvals = tuple[Any, list[dict[str, Any]]]  # the REST client, and what the webhook received so far
-WEBHOOK_PORT = 8798  # tests/e2e/platform.yaml's notifications.webhooks
 
 
 @pytest.fixture(scope="module")

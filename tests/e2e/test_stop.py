@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import APP, PLATFORM_FILE, REGIONS, STATE, api, live_versions
+from tests.e2e.conftest import APP, PLATFORM_FILE, REGIONS, STATE, WEBHOOK_PORT, api, live_versions
+from tests.http_receiver import json_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
 
@@ -59,10 +60,14 @@ def test_the_stop_form_stops_a_release_within_seconds_and_it_flips_back_what_it_
     run_id = client.trigger_ok(DAG_ID, {"version": VERSION, "note": "e2e: stopped by a person"})
     wait_for_task_state(client, run_id, "wave_1.post_flip_gate[0]", "deferred")  # the pilot is flipped
     assert live_versions()[PILOT] == VERSION
-    stop_run = client.trigger_ok(STOP_DAG_ID, {"reason": "e2e: the payment provider is down"})
-
-    assert client.wait_for_run(DAG_ID, run_id, timeout_s=600) == "failed"
-    assert client.wait_for_run(STOP_DAG_ID, stop_run, timeout_s=600) == "success"
+    with json_receiver(WEBHOOK_PORT) as (_, notified):
+        stop_run = client.trigger_ok(STOP_DAG_ID, {"reason": "e2e: the payment provider is down"})
+        assert client.wait_for_run(DAG_ID, run_id, timeout_s=600) == "failed"
+        assert client.wait_for_run(STOP_DAG_ID, stop_run, timeout_s=600) == "success"
+    # The webhook that asked for stops heard of this one once: who, why, where (tests/e2e/platform.yaml).
+    [told] = [n for n in notified if n["event"] == "stopped"]
+    assert told["app"] == APP and told["cause"] == "stopped by admin: e2e: the payment provider is down", told
+    assert told["run_id"] == stop_run and sorted(told["regions"]) == sorted(REGIONS), told
     states = client.task_states(DAG_ID, run_id)
     assert states["wave_1.post_flip_gate[0]"] == "failed" and states["rollback"] == "success", states
     gate = client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wave_1.post_flip_gate/0")

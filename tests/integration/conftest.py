@@ -6,11 +6,40 @@ the same two runs rather than each releasing its own. Waves after a canary run i
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
+from tests.http_receiver import json_receiver
 from tests.integration.helpers import run_dag, synchronized_rollout, xcom
+from tests.smtp_receiver import html_text, smtp_receiver
+
+WEBHOOK_PORT, SMTP_PORT = 8696, 8697  # tests/platform.yaml's notifications, tests/conftest.py's connection
+
+
+class Notified:
+    """What the test platform's notification receivers got: JSON posts and mails, as they came."""
+
+    def __init__(self, posts: list[dict[str, Any]], mails: list[EmailMessage]) -> None:
+        self.posts, self.mails = posts, mails
+
+    def posted(self, run_id: str, event: str) -> list[dict[str, Any]]:
+        return [p for p in self.posts if p["run_id"] == run_id and p["event"] == event]
+
+    def mailed(self, run_id: str, subject_part: str) -> list[EmailMessage]:
+        """Mails about this run (its link names it) whose subject says `subject_part`."""
+        from urllib.parse import quote
+
+        return [m for m in self.mails if quote(run_id, safe="") in html_text(m) and subject_part in m["Subject"]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def notified() -> Iterator[Notified]:
+    """The webhook and the SMTP server every integration run's notifications reach."""
+    with json_receiver(WEBHOOK_PORT) as (_, posts), smtp_receiver(SMTP_PORT) as (_, mails):
+        yield Notified(posts, mails)
 
 
 @pytest.fixture(scope="session")

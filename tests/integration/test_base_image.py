@@ -89,6 +89,16 @@ def test_asset_event_carries_digest_version_reason_and_cves(first_build: dict[st
     assert extra["cves"] == ["CVE-2026-4242"]
 
 
+def test_the_published_base_is_told_once_to_the_webhook_and_by_mail(first_build: dict[str, Any], notified: Any) -> None:
+    run_id, published = first_build["run"].run_id, first_build["published"]
+    [posted] = notified.posted(run_id, "base_published")
+    assert posted["version"] == published["version"] and posted["digest"] == published["digest"]
+    assert posted["cause"] == "security for CVE-2026-4242"
+    assert posted["task_id"] == "publish" and "/dags/base_image/runs/" in posted["link"]
+    [mail] = notified.mailed(run_id, f"Base image {published['version']} published")
+    assert mail["To"] == "release-team@example.com"
+
+
 def test_pushed_image_is_hardened(first_build: dict[str, Any]) -> None:
     from immutable.images.engine import docker_client
 

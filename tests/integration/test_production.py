@@ -93,8 +93,24 @@ def test_fleets_run_with_their_bases_network_tuning(two_good_releases: dict[str,
     assert code == 0 and differences(expected, dict(line.split("=", 1) for line in untuned.splitlines())), untuned
 
 
+def test_the_candidate_the_canary_tier_runs_everywhere_is_promoted_and_told(
+    two_good_releases: dict[str, Any], notified: Any
+) -> None:
+    from immutable.config import load_base_spec, load_platform
+    from immutable.registry import RegistryClient
+
+    registry, repository = RegistryClient(load_platform().build_registry), load_base_spec().repository
+    candidate = registry.manifest_digest(repository, "candidate")
+    run, states = run_dag("promote_base.py", "promote_base", {})
+    assert str(run.state) == "success" and states["promote"] == "success", states
+    assert registry.manifest_digest(repository, "stable") == candidate
+    [told] = notified.posted(run.run_id, "base_promoted")
+    assert told["digest"] == candidate and "canary-tier apps ['sample'] run it" in told["cause"], told
+    assert len(notified.mailed(run.run_id, "is stable")) == 1
+
+
 def test_a_bad_release_is_stopped_by_the_canary_after_retiring_what_expired(
-    two_good_releases: dict[str, Any], capfd: Any
+    two_good_releases: dict[str, Any], capfd: Any, notified: Any
 ) -> None:
     """The bad release's first production step retires kept colors past their window (us-east and
     ap-south here), never one still inside it (eu-west); then its canary stops it."""
@@ -115,6 +131,14 @@ def test_a_bad_release_is_stopped_by_the_canary_after_retiring_what_expired(
     # The cause sentence of the failed gate is asserted where users read it: the task log over REST
     # and in the browser (tests/e2e); dag.test() does not print an AirflowFailException's message.
     assert live_versions() == dict.fromkeys(REGIONS, "1.1.0")
+    # Whoever configured notifications heard of it once, with the cause; nothing was flipped, so no
+    # "rolled back" (the canary and baseline are removed by their teardown).
+    [told] = notified.posted(run.run_id, "release_failed")
+    assert told["app"] == APP and told["version"] == "1.2.0" and told["regions"] == REGIONS, told
+    assert "failed its analysis" in told["cause"] and told["task_id"] == "canary.analysis", told
+    assert told["link"].endswith("/tasks/canary.analysis")
+    assert len(notified.mailed(run.run_id, "The release of sample 1.2.0 failed at canary.analysis")) == 1
+    assert notified.posted(run.run_id, "rolled_back") == []
     retired = xcom(run, "retire_expired")
     assert {region: bool(names) for region, names in retired.items()} == {
         inside_window: False,
@@ -145,7 +169,7 @@ def test_a_marginal_canary_fails_the_release_when_the_spec_says_fail(two_good_re
 
 
 def test_the_rollback_dag_flips_back_or_redeploys_past_the_window_and_watches_it(
-    two_good_releases: dict[str, Any],
+    two_good_releases: dict[str, Any], notified: Any
 ) -> None:
     """eu-west still keeps 1.0.0: a flip back. us-east and ap-south retired theirs: 1.0.0 is launched
     anew by digest, flipped to, and watched by the post-flip gate."""
@@ -163,6 +187,10 @@ def test_the_rollback_dag_flips_back_or_redeploys_past_the_window_and_watches_it
     assert watched == redeployed
     assert [states[f"post_flip_gate[{i}]"] for i in range(len(redeployed))] == ["success"] * 2, states
     assert live_versions() == dict.fromkeys(REGIONS, "1.0.0")
+    [told] = notified.posted(run.run_id, "rolled_back")
+    assert told["app"] == APP and told["version"] == "1.0.0" and told["regions"] == sorted(REGIONS), told
+    assert REDEPLOYED in told["cause"] and "flipped back to the kept color" in told["cause"], told
+    assert len(notified.mailed(run.run_id, "sample was rolled back to 1.0.0")) == 1
 
 
 def test_prometheus_down_during_a_gate_is_waited_out_and_never_judged(two_good_releases: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ def new_fleets_anywhere() -> dict[str, dict[str, str]]:
 
 
 def test_a_regression_in_the_second_wave_flips_it_back_in_seconds_and_every_earlier_wave_too(
-    two_good_releases: dict[str, Any],
+    two_good_releases: dict[str, Any], notified: Any
 ) -> None:
     failing = SECOND_WAVE[0]
     before = live_versions()
@@ -97,6 +97,13 @@ def test_a_regression_in_the_second_wave_flips_it_back_in_seconds_and_every_earl
         assert "traffic went back" in undone[region], undone
     assert live_versions() == before
     assert new_fleets_anywhere() == {}
+    # Told once each: the failure with the failing gate's cause, the rollback with every region it undid.
+    [failed] = notified.posted(run.run_id, "release_failed")
+    assert failed["task_id"] == "wave_2.post_flip_gate" and "error_rate" in failed["cause"], failed
+    [rolled] = notified.posted(run.run_id, "rolled_back")
+    assert rolled["regions"] == sorted(region for region, what in undone.items() if "traffic went back" in what)
+    assert PILOT in rolled["regions"] and rolled["version"] == VERSION, rolled
+    assert len(notified.mailed(run.run_id, f"The release of sample {VERSION} was rolled back")) == 1
     # Users saw failures only in the broken region, between its flip and its flip back.
     failed_regions = {failure.get("region") for failure in failed_requests(started, ended)}
     assert failed_regions <= {failing}, failed_regions
