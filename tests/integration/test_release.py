@@ -187,5 +187,5 @@ def test_an_unknown_app_is_refused_at_validate() -> None:
     from immutable.config import ConfigError
     from immutable.pipelines import release as steps
 
-    with pytest.raises(ConfigError, match=r"unknown app 'nope'.*known apps: \['sample'\]"):
+    with pytest.raises(ConfigError, match=r"unknown app 'nope'.*known apps: \['sample', 'sample-critical'\]"):
         steps.validate("nope", {"version": "1.0.0"}, [], datetime.now(UTC))

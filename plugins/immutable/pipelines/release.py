@@ -30,7 +30,11 @@ class ReleaseError(RuntimeError):
 
 
 class NothingToRelease(ReleaseError):
-    """A run scheduled by a new base image for an app with nothing in production yet: skip, not fail."""
+    """A run scheduled by a new base image with nothing to re-release on it: skip, not fail."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        log.warning("nothing to release: %s", message)  # Airflow does not log a skip's own message
 
 
 def base_channel(spec: AppSpec) -> str:
