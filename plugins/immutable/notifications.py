@@ -74,12 +74,14 @@ def _release_failed(context: Any) -> dict[str, Any]:
 
 
 def _rolled_back(context: Any) -> dict[str, Any] | None:
-    from immutable.pipelines.production import NOTHING_TO_UNDO
+    from immutable.pipelines.production import TRAFFIC_WENT_BACK
 
     ti = context["ti"]
     done = _own_return(context)
     if isinstance(done, dict):  # a release's rollback task: region -> what it undid there
-        regions = sorted(region for region, what in done.items() if what != NOTHING_TO_UNDO)
+        # Only where traffic went back: removing idle fleets or a canary the teardown had not yet
+        # removed (the rollback and the canary's teardown may run in either order) changed nothing.
+        regions = sorted(region for region, what in done.items() if TRAFFIC_WENT_BACK in what)
         plan = ti.xcom_pull(task_ids="validate") or {}
         app, version = plan.get("app") or _app_of(ti.dag_id), plan.get("version")
         cause = "; ".join(f"{region}: {done[region]}" for region in regions)

@@ -351,6 +351,7 @@ def flip_back(app: str, flipped: dict[str, Any], *, reason: str) -> str:
 
 
 NOTHING_TO_UNDO = "nothing of this release took traffic here"
+TRAFFIC_WENT_BACK = "traffic went back to"  # a region counts as rolled back only where this happened
 
 
 def rollback_release(
@@ -380,7 +381,7 @@ def rollback_release(
         done = []
         if action.back_to is not None:
             production.set_shares(app, region, {action.back_to: 100})
-            done.append(f"traffic went back to {action.back_to} ({action.why})")
+            done.append(f"{TRAFFIC_WENT_BACK} {action.back_to} ({action.why})")
         if action.note_flip_back:
             back = record.get("previous") or {}
             production.note_flip_back(
