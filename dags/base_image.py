@@ -101,14 +101,26 @@ def base_image() -> None:
 
         return steps.record_manifest(built)
 
-    @task(multiple_outputs=False, outlets=[BASE_CANDIDATE], on_success_callback=notifiers_for("base_published"))
-    def publish(
-        upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any], **context: Any
-    ) -> dict[str, Any]:
-        """Push by digest, move the candidate tag, emit base-image/candidate with digest and version."""
+    @task(multiple_outputs=False)
+    def verify_cves(upstream: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
+        """A security rebuild proves its fixes against Debian's security tracker, or nothing is published."""
         from immutable.pipelines import base_image as steps
 
-        result = steps.publish(upstream, built, manifest)
+        return steps.verify_cves(upstream, built)
+
+    @task(multiple_outputs=False, outlets=[BASE_CANDIDATE], on_success_callback=notifiers_for("base_published"))
+    def publish(
+        upstream: dict[str, Any],
+        built: dict[str, Any],
+        manifest: dict[str, Any],
+        verified: dict[str, Any],
+        **context: Any,
+    ) -> dict[str, Any]:
+        """Push by digest, move the candidate tag, emit base-image/candidate with digest, version and
+        the CVE ids verified."""
+        from immutable.pipelines import base_image as steps
+
+        result = steps.publish(upstream, built, manifest, verified)
         context["outlet_events"][BASE_CANDIDATE].extra = result
         return result
 
@@ -118,7 +130,9 @@ def base_image() -> None:
     checks = test(built)
     manifest = record_manifest(built)
     checks >> manifest
-    publish(upstream, built, manifest)
+    verified = verify_cves(upstream, built)
+    manifest >> verified
+    publish(upstream, built, manifest, verified)
 
 
 base_image()

@@ -90,14 +90,21 @@ def parse_upgradable(apt_list_output: str) -> list[str]:
 
 
 def parse_package_manifest(tsv: str) -> dict[str, dict[str, str]]:
-    """`dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'` output as a JSON-ready dict."""
+    """include/base/scripts/90-cleanup.sh's package list (dpkg-query: package, version, architecture,
+    source package, source version, tab-separated) as a JSON-ready dict. Lists of older bases have
+    the first three fields only."""
     manifest: dict[str, dict[str, str]] = {}
     for number, line in enumerate(tsv.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) != 3 or not all(fields):
-            raise ValueError(f"package manifest line {number} is not 'name<TAB>version<TAB>arch': {line!r}")
-        name, version, arch = fields
+        if len(fields) not in (3, 5) or not all(fields):
+            raise ValueError(
+                f"package manifest line {number} is not 'name<TAB>version<TAB>arch[<TAB>source<TAB>source version]': "
+                f"{line!r}"
+            )
+        name, version, arch = fields[:3]
         manifest[name] = {"version": version, "architecture": arch}
+        if len(fields) == 5:
+            manifest[name] |= {"source": fields[3], "source_version": fields[4]}
     return manifest

@@ -72,6 +72,18 @@ class UpstreamImage(_Strict):
     suite: Annotated[str, StringConstraints(pattern=r"^[a-z]+$")] = "bookworm"
 
 
+class SecurityTracker(_Strict):
+    """Where a security rebuild's CVE ids are checked: Debian's security tracker data (its JSON).
+    Fetched and cached for `max_age_h`; where it cannot be reached, the last copy fetched, else the
+    recorded `excerpt` (which knows only the ids it holds: any other is refused as unknown)."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)] | None = (
+        "https://security-tracker.debian.org/tracker/data/json"
+    )
+    max_age_h: float = Field(24.0, gt=0, le=24 * 30)
+    excerpt: SafePath | None = "include/base/security-tracker-excerpt.json"
+
+
 class RuntimeUser(_Strict):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "app"
     uid: int = Field(10001, ge=1000, le=65533)
@@ -86,6 +98,7 @@ class BaseImageSpec(_Strict):
     remove_packages: list[PackageName] = Field([], max_length=1000)
     common_packages: list[PackageName] = Field([], max_length=1000)
     setuid_allowlist: list[SafeAbsolutePath] = Field([], max_length=500)
+    security_tracker: SecurityTracker = SecurityTracker()
 
     @field_validator("common_packages")
     @classmethod

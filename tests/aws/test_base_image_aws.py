@@ -38,7 +38,9 @@ def live_instances(account: AwsAccount) -> list[str]:
 
 @pytest.fixture(scope="module")
 def first_build(aws_account: AwsAccount) -> dict[str, Any]:
-    run, states = run_base({"reason": "security", "cves": ["CVE-2026-4242"], "force": True})
+    # No CVE ids: verifying them needs the builder's package list, which the emulator's SSM does not
+    # return (its commands print nothing); the local platform's tests verify them.
+    run, states = run_base({"reason": "security", "force": True})
     assert str(run.state) == "success", states
     assert set(states.values()) == {"success"}, states
     return {"run": run, "published": xcom(run, "publish"), "built": xcom(run, "build")}
@@ -57,7 +59,7 @@ def test_publish_makes_a_tagged_ami_and_moves_candidate(aws_account: AwsAccount,
     assert tags[f"{OCI}.version"] == published["version"]
     assert tags[f"{OCI}.base.digest"] == aws_account.upstream_image_id
     assert tags[f"{OCI}.base.name"] == aws_account.upstream_parameter
-    assert tags["io.immutable.base.cves"] == "CVE-2026-4242"
+    assert tags.get("io.immutable.base.cves", "") == ""
     assert tags["io.immutable.base.reason"] == "security"
     assert tags[f"{OCI}.revision"]
     assert tags["immutable:repository"] == load_base_spec().repository
@@ -91,7 +93,7 @@ def test_nothing_new_skips_and_a_new_upstream_rebuilds(aws_account: AwsAccount, 
     run, states = run_base({"reason": "weekly"})
     assert str(run.state) == "success", states
     assert states["check_updates"] == "success"
-    assert {states[t] for t in ("build", "test", "record_manifest", "publish")} == {"skipped"}, states
+    assert {states[t] for t in ("build", "test", "record_manifest", "verify_cves", "publish")} == {"skipped"}, states
 
     # The distribution publishes a new AMI: its SSM parameter moves and the next run rebuilds.
     ec2, ssm = aws_account.client("ec2"), aws_account.client("ssm")

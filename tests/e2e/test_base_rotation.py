@@ -152,7 +152,7 @@ def test_a_fast_tracked_security_rebuild_goes_to_stable_at_once_and_both_tiers_t
     before, _ = bases(demo["password"])
     since = now()
     candidate = rebuild_base(
-        client, {"reason": "security", "cves": ["CVE-2026-0001"], "force": True, "fast_track": True}
+        client, {"reason": "security", "cves": ["CVE-2023-4911"], "force": True, "fast_track": True}
     )
     # Both tiers were scheduled at once: the critical tier's release did not wait for the canary tier's.
     canary_run = next_scheduled_run(client, f"release_{APP}", since)

@@ -46,7 +46,7 @@ def run_in(image: str, command: str, user: str | None = None) -> tuple[int, str]
 
 @pytest.fixture(scope="module")
 def first_build() -> dict[str, Any]:
-    run, states = run_dag({"reason": "security", "cves": ["CVE-2026-4242"], "force": True})
+    run, states = run_dag({"reason": "security", "cves": ["CVE-2023-4911"], "force": True})
     assert str(run.state) == "success", states
     assert set(states.values()) == {"success"}, states
     return {"run": run, "published": xcom(run, "publish")}
@@ -75,7 +75,7 @@ def test_provenance_labels_on_the_pushed_image(first_build: dict[str, Any]) -> N
     assert labels[f"{OCI}.base.name"] == spec.upstream.image
     assert labels[f"{OCI}.base.digest"] == upstream_digest(spec.upstream.image)
     assert labels["io.immutable.base.reason"] == "security"
-    assert labels["io.immutable.base.cves"] == "CVE-2026-4242"
+    assert labels["io.immutable.base.cves"] == "CVE-2023-4911"
 
 
 def test_asset_event_carries_digest_version_reason_and_cves(first_build: dict[str, Any]) -> None:
@@ -86,14 +86,16 @@ def test_asset_event_carries_digest_version_reason_and_cves(first_build: dict[st
     assert extra["digest"] == published["digest"]
     assert extra["version"] == published["version"]
     assert extra["reason"] == "security"
-    assert extra["cves"] == ["CVE-2026-4242"]
+    assert extra["cves"] == ["CVE-2023-4911"]
+    assert extra["cves_verified"] == ["CVE-2023-4911"]  # glibc at or above 2.36-9+deb12u3 in the image
+    assert extra["security_tracker"].endswith("(recorded excerpt)")  # the tracker is not reachable here
 
 
 def test_the_published_base_is_told_once_to_the_webhook_and_by_mail(first_build: dict[str, Any], notified: Any) -> None:
     run_id, published = first_build["run"].run_id, first_build["published"]
     [posted] = notified.posted(run_id, "base_published")
     assert posted["version"] == published["version"] and posted["digest"] == published["digest"]
-    assert posted["cause"] == "security for CVE-2026-4242"
+    assert posted["cause"] == "security for CVE-2023-4911"
     assert posted["task_id"] == "publish" and "/dags/base_image/runs/" in posted["link"]
     [mail] = notified.mailed(run_id, f"Base image {published['version']} published")
     assert mail["To"] == "release-team@example.com"
@@ -133,7 +135,7 @@ def test_second_run_with_nothing_new_skips_then_force_builds_a_new_version(first
     run, states = run_dag({"reason": "weekly"})
     assert str(run.state) == "success"
     assert states["check_updates"] == "success"
-    for task in ("build", "test", "record_manifest", "publish"):
+    for task in ("build", "test", "record_manifest", "verify_cves", "publish"):
         assert states[task] == "skipped", states
     assert registry.tags(spec.repository) == tags_before
     assert asset_events(run.run_id) == []
@@ -147,6 +149,36 @@ def test_second_run_with_nothing_new_skips_then_force_builds_a_new_version(first
     assert registry.manifest_digest(spec.repository, "candidate") == published["digest"]
     # Nothing is deleted: the earlier candidate is still there by version and digest.
     assert registry.manifest_digest(spec.repository, first["version"]) == first["digest"]
+
+
+def test_a_cve_the_image_does_not_fix_stops_the_publish_with_a_line_per_package(
+    first_build: dict[str, Any], capfd: Any
+) -> None:
+    """apt's CVE-2011-3374 has no fix in bookworm (the tracker: open): a rebuild claiming it is stopped."""
+    spec, platform = load_base_spec(), load_platform()
+    registry = RegistryClient(platform.build_registry)
+    candidate = registry.manifest_digest(spec.repository, "candidate")
+    run, states = run_dag({"reason": "security", "cves": ["CVE-2023-4911", "CVE-2011-3374"], "force": True})
+    log = capfd.readouterr()
+    assert str(run.state) == "failed", states
+    assert states["build"] == "success" and states["verify_cves"] == "failed", states
+    assert states["publish"] == "upstream_failed", states
+    assert registry.manifest_digest(spec.repository, "candidate") == candidate  # nothing published
+    assert asset_events(run.run_id) == []
+    text = log.out + log.err
+    assert "CVE-2011-3374: apt installed " in text and "no fix in bookworm yet (open) (bookworm)" in text, text[-3000:]
+    assert "CVE-2023-4911: glibc installed " in text and "fixed in 2.36-9+deb12u3 (bookworm)" in text
+
+
+def test_a_cve_id_the_tracker_does_not_know_is_refused_before_anything_is_built() -> None:
+    run, states = run_dag({"reason": "security", "cves": ["CVE-2099-0001"], "force": True})
+    assert str(run.state) == "failed", states
+    assert states["resolve_upstream"] == "failed" and states["build"] == "upstream_failed", states
+    from immutable.config import ConfigError
+    from immutable.pipelines import base_image as steps
+
+    with pytest.raises(ConfigError, match=r"field 'cves': \['CVE-2099-0001'\] are not in Debian's security tracker"):
+        steps.resolve_upstream({"reason": "security", "cves": ["CVE-2099-0001"]})
 
 
 def test_a_failing_check_names_itself(first_build: dict[str, Any]) -> None:

@@ -66,6 +66,18 @@ def test_manifest_parses_every_package() -> None:
     }
 
 
+def test_manifest_names_each_packages_source_where_the_list_has_it() -> None:
+    manifest = parse_package_manifest("libc6\t2.36-9+deb12u10\tamd64\tglibc\t2.36-9+deb12u10\n")
+    assert manifest == {
+        "libc6": {
+            "version": "2.36-9+deb12u10",
+            "architecture": "amd64",
+            "source": "glibc",
+            "source_version": "2.36-9+deb12u10",
+        }
+    }
+
+
 def test_manifest_rejects_a_malformed_line_with_its_number() -> None:
     with pytest.raises(ValueError, match="line 2"):
         parse_package_manifest("bash\t5.2\tamd64\nbroken line\n")

@@ -4,5 +4,7 @@ set -eu
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/tmp/*
 mkdir -p /usr/share/immutable
-dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\n' | sort > /usr/share/immutable/packages.tsv
+# Each binary package with its source package and version: security data (Debian's tracker) is per source.
+dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n' \
+    | sort > /usr/share/immutable/packages.tsv
 echo "build version: ${BUILD_VERSION:-unknown}" > /usr/share/immutable/build.txt

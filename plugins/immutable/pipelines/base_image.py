@@ -4,20 +4,47 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immutable.base_policy import BaseImageError
-from immutable.config import BaseImageRunParams, load_base_spec, parse_base_params, state_dir
+from immutable.config import (
+    BaseImageRunParams,
+    BaseImageSpec,
+    ConfigError,
+    load_base_spec,
+    parse_base_params,
+    state_dir,
+)
 from immutable.payloads import BuiltBase
 from immutable.platforms import platform_for
 
+if TYPE_CHECKING:
+    from immutable.security_tracker import TrackerData
+
 log = logging.getLogger(__name__)
+
+
+def tracker_data(spec: BaseImageSpec) -> TrackerData:
+    """Debian's security tracker data for the base's suite (fetched, cached, or the recorded excerpt)."""
+    from immutable import security_tracker
+    from immutable.paths import PROJECT_ROOT
+
+    return security_tracker.load(spec.security_tracker, spec.upstream.suite, state_dir(), PROJECT_ROOT)
 
 
 def resolve_upstream(params: dict[str, Any]) -> dict[str, Any]:
     """Validate the trigger and the config, then find the upstream image's immutable id."""
     run_params = parse_base_params(params)
-    image, digest = platform_for().images.resolve_upstream(load_base_spec())
+    spec = load_base_spec()
+    if run_params.cves:  # an id the tracker does not know is refused before anything is built
+        tracker = tracker_data(spec)
+        unknown = [cve for cve in run_params.cves if not any(cve in cves for cves in tracker.entries.values())]
+        if unknown:
+            raise ConfigError(
+                f"base_image trigger: field 'cves': {unknown} are not in Debian's security tracker data for "
+                f"{spec.upstream.suite} ({tracker.source}); give the ids the tracker lists for this rebuild"
+            )
+    image, digest = platform_for().images.resolve_upstream(spec)
     log.info("upstream %s is %s", image, digest)
     return {"image": image, "digest": digest, "params": run_params.model_dump()}
 
@@ -103,7 +130,36 @@ def record_manifest(built: dict[str, Any]) -> dict[str, Any]:
     return {"path": str(path), "sha256": digest, "packages": len(manifest)}
 
 
-def publish(upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+def verify_cves(upstream: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
+    """A security rebuild proves its fixes: every package each CVE names is installed at or above its
+    fixed version in the base's suite, or absent. Otherwise nothing is published."""
+    from immutable.cve_check import check_fixes
+
+    params = BaseImageRunParams.model_validate(upstream["params"])
+    if not params.cves:
+        log.info("no CVE ids given: nothing to verify")
+        return {"verified": [], "tracker": None, "tracker_age_s": None}
+    spec = load_base_spec()
+    tracker = tracker_data(spec)
+    manifest = platform_for().images.base_packages(BuiltBase.of(built))
+    report = check_fixes(params.cves, spec.upstream.suite, tracker.entries, manifest)
+    for verdict in report.verdicts:
+        log.info("%s", verdict.line())
+    if not report.ok:
+        lines = [verdict.line() for verdict in report.unfixed]
+        lines += [f"{cve}: not in the tracker's data ({tracker.source})" for cve in report.unknown]
+        raise BaseImageError(
+            f"{built['version']} does not fix every CVE this security rebuild names, so nothing is published:\n"
+            + "\n".join(f"  {line}" for line in lines)
+            + "\nRebuild (force=true) once the fixed versions are in the archive, or leave these ids out."
+        )
+    log.info("verified against %s: %s", tracker.source, report.verified)
+    return {"verified": report.verified, "tracker": tracker.source, "tracker_age_s": tracker.age_s}
+
+
+def publish(
+    upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str, Any], verified: dict[str, Any]
+) -> dict[str, Any]:
     images = platform_for().images
     published = images.publish_base(spec=load_base_spec(), built=BuiltBase.of(built))
     params = upstream["params"]
@@ -117,4 +173,6 @@ def publish(upstream: dict[str, Any], built: dict[str, Any], manifest: dict[str,
         "fast_track": params["fast_track"],
         "upstream_digest": upstream["digest"],
         "manifest_sha256": manifest["sha256"],
+        "cves_verified": verified["verified"],
+        "security_tracker": verified["tracker"],
     }
