@@ -247,6 +247,16 @@ def current_candidate_summary() -> dict[str, object]:
     }
 
 
+def verified_text(candidate: dict[str, object]) -> str:
+    """What the candidate's security rebuild proved. A published candidate's CVE label lists what
+    `verify_cves` checked: publish never runs unless every id named is fixed."""
+    verified = candidate.get("cves_verified", candidate.get("cves")) or []
+    if not isinstance(verified, list) or not verified:
+        return "no CVE named (a routine rebuild): nothing to verify"
+    source = candidate.get("security_tracker") or "Debian's security tracker data"
+    return f"{', '.join(map(str, verified))} fixed in the image (checked against {source})"
+
+
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("-")[0].split("."))
 
@@ -354,6 +364,7 @@ def main() -> None:
     show("\n=== base image candidate ===")
     for key in ("version", "digest", "image", "reason", "cves"):
         show(f"  {key:<8} {candidate.get(key)}")
+    show(f"  verified {verified_text(candidate)}")
     print_summary(rolled_back)
     show("\n=== Airflow ===")
     show(f"  UI       {url}")

@@ -154,6 +154,8 @@ def test_a_fast_tracked_security_rebuild_goes_to_stable_at_once_and_both_tiers_t
     candidate = rebuild_base(
         client, {"reason": "security", "cves": ["CVE-2023-4911"], "force": True, "fast_track": True}
     )
+    # The rebuild proved its fix (glibc at or above the tracker's fixed version) before it published.
+    assert candidate["cves_verified"] == ["CVE-2023-4911"] and candidate["security_tracker"], candidate
     # Both tiers were scheduled at once: the critical tier's release did not wait for the canary tier's.
     canary_run = next_scheduled_run(client, f"release_{APP}", since)
     critical_run = next_scheduled_run(client, f"release_{CRITICAL_APP}", since)

@@ -124,7 +124,8 @@ def test_a_rollback_tells_where_it_put_the_previous_color_back_and_is_silent_whe
     assert notice("rolled_back", {"ti": FakeTaskInstance("release_sample", "rollback", {"rollback": nothing})}) is None
     # The rollback ran before the canary's teardown and removed the canary itself: nothing took traffic back.
     leftovers = {**nothing, "eu-west": "removed ['sample-eu-west-canary-1', 'sample-eu-west-baseline-1']"}
-    assert notice("rolled_back", {"ti": FakeTaskInstance("release_sample", "rollback", {"rollback": leftovers})}) is None
+    ti = FakeTaskInstance("release_sample", "rollback", {"rollback": leftovers})
+    assert notice("rolled_back", {"ti": ti}) is None
     # A rollback_<app> run: each region's outcome.
     outcomes = [
         {"region": "eu-west", "how": "flipped back to the kept color", "to": {"version": "1.0.0"}},
