@@ -59,9 +59,10 @@ TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-tes
 
 
 # `make test` runs two pytest-xdist workers, one group of layers each. The groups share nothing but
-# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e) and "local" (the rest:
-# unit, dags, integration and aws share var/test and its Airflow DB; compose has var/compose-test).
-STANDALONE_LAYERS = ("e2e",)
+# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e; then tests/bench, its own
+# platform in var/bench, which evens out the groups' lengths) and "local" (the rest: unit, dags,
+# integration and aws share var/test and its Airflow DB; compose has var/compose-test).
+STANDALONE_LAYERS = ("e2e", "bench")
 ENGINE_LOCKS = ROOT / "var" / "engine-locks"
 
 
@@ -84,7 +85,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return ByLayerGroup(config, log)
 
 
-LAST_LAYERS = ("bench",)  # the busiest on the CPU: after the tests whose gates time things
+LAST_LAYERS = ("bench",)  # the busiest on the CPU: after the demo's tests, whose gates time things
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
