@@ -73,12 +73,14 @@ def main() -> None:
     print("  every DAG = as the dag-processor parses it; a task = process start to its own DAG built")
     print(f"  {'apps':>5}  {'every DAG: parse':>16}  {'a task: parse':>13}  {'a task: start to DAG':>20}")
     task_wall: dict[int, float] = {}
+    every_ms: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as apps:
         for count in counts:
             with_apps(count, Path(apps))
             env = {"IMMUTABLE_APPS_DIR": apps, "PYTHONPATH": str(ROOT / "plugins")}
             _, everything_ms, built = in_a_fresh_process(env)
             assert built == count, f"{built} DAGs built from {count} apps"
+            every_ms[count] = everything_ms
             task = [in_a_fresh_process(env | {PARSING_CONTEXT: "release_app0000"}) for _ in range(rounds)]
             task_wall[count] = statistics.median(t[0] for t in task)
             task_parse = statistics.median(t[1] for t in task)
@@ -86,6 +88,12 @@ def main() -> None:
     print(
         f"  a task, process start to its DAG, 200 apps / 1 app: {task_wall[200] / task_wall[1]:.2f} (goal: at most 1.2)"
     )
+    print(f"  every DAG, 200 apps: {every_ms[200] / 1000:.1f} s (goal: at most 2 s)")
+    if 1000 in every_ms:
+        print(
+            f"  every DAG, 1,000 apps: {every_ms[1000] / 1000:.1f} s (goal: at most 10 s; Airflow's import "
+            "timeout: 30 s)"
+        )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,31 @@ Spec: `include/apps/{app}.yaml`. Failures say what failed, with which values, an
 """
 
 
+def release_form() -> dict[str, Param]:
+    """The trigger form. Set on the DAG once its tasks exist: Airflow deep-copies a DAG's params into
+    every task created after them (a third of this file's parse with hundreds of apps, measured by
+    bench/dag_parse.py), and a running task gets the DAG's params merged under its own in any case."""
+    return {
+        "version": Param(
+            "",
+            type="string",
+            pattern=f"^$|{SEMVER}",
+            maxLength=64,
+            title="Version",
+            description="Semantic version to release, such as 1.2.0. Empty: re-release the production version.",
+        ),
+        "ref": Param(
+            "",
+            type="string",
+            pattern=FORM_GIT_REF,
+            maxLength=200,
+            title="Git ref",
+            description="Branch, tag or commit, for apps built from a git URL. Empty: the spec's ref.",
+        ),
+        "note": Param("", type="string", maxLength=500, title="Note", description="Why this release (free text)."),
+    }
+
+
 def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
     channel_asset = BASE_CANDIDATE if spec.tier == "canary" else BASE_STABLE
     app = spec.name
@@ -70,25 +95,6 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             "retry_delay": pendulum.duration(seconds=15),
             # The task that failed tells why: its error is the notice's cause.
             "on_failure_callback": notifiers_for("release_failed", platform.notifications),
-        },
-        params={
-            "version": Param(
-                "",
-                type="string",
-                pattern=f"^$|{SEMVER}",
-                maxLength=64,
-                title="Version",
-                description="Semantic version to release, such as 1.2.0. Empty: re-release the production version.",
-            ),
-            "ref": Param(
-                "",
-                type="string",
-                pattern=FORM_GIT_REF,
-                maxLength=200,
-                title="Git ref",
-                description="Branch, tag or commit, for apps built from a git URL. Empty: the spec's ref.",
-            ),
-            "note": Param("", type="string", maxLength=500, title="Note", description="Why this release (free text)."),
         },
     ) as dag:
 
@@ -373,6 +379,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         undo = rollback(plan, baked)
         production_tasks >> undo
         [recorded, undo] >> release_leases()
+    dag.params = release_form()  # validated as it is set
     return dag
 
 

@@ -24,6 +24,8 @@ def test_bench_prints_its_figures() -> None:
         "base image size",
         "common libraries share",
         "parse time",
+        "a task, process start to its DAG, 200 apps / 1 app",
+        "every DAG, 200 apps:",
         "copy wall time, empty regions",
         "app layer(s) not in the base",
         "app-only change, warm cache",
