@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, TaskGroup, setup, task, teardown
+from airflow.sdk import DAG, Param, ParamsDict, TaskGroup, setup, task, teardown
 
 from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
@@ -379,7 +379,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         undo = rollback(plan, baked)
         production_tasks >> undo
         [recorded, undo] >> release_leases()
-    dag.params = release_form()  # validated as it is set
+    dag.params = ParamsDict(release_form())  # validated as it is set
     return dag
 
 
