@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, ParamsDict, TaskGroup, setup, task, teardown
+from airflow.sdk import DAG, Param, TaskGroup, setup, task, teardown
+from airflow.sdk.definitions.param import ParamsDict
 
 from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
