@@ -157,6 +157,14 @@ def test_fleets_flip_by_listener_weights_and_keep_the_old_color(
     assert listener_weights(aws_account, region) == {"sample-green": 100}
     assert production.live(APP, region)["version"] == "1.1.0"
     assert {"sample-eu-west-1-blue", "sample-eu-west-1-green"} <= groups(aws_account, region)
+    # Every fleet's instances answer IMDSv2 only (the template's current version, as launched).
+    ec2 = aws_account.client("ec2", region)
+    for color in ("blue", "green"):
+        [version] = ec2.describe_launch_template_versions(
+            LaunchTemplateName=f"{APP}-{region}-{color}", Versions=["$Default"]
+        )["LaunchTemplateVersions"]
+        options = version["LaunchTemplateData"].get("MetadataOptions", {})
+        assert options.get("HttpTokens") == "required" and options.get("HttpPutResponseHopLimit") == 1, options
     with pytest.raises(Exception, match="carries all of the app's traffic"):
         production.fleets.destroy(APP, region, "green")
     assert production.fleets.destroy(APP, region, "blue")

@@ -32,6 +32,9 @@ class AutoScalingHook(RegionalAwsHook):
             "ImageId": image_id,
             "InstanceType": instance_type,
             "SecurityGroupIds": security_group_ids,
+            # IMDSv2 only, as for the builders: a request forged through the app cannot read the
+            # instance role's credentials with a plain GET.
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
             ],
