@@ -114,6 +114,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             except release.NothingToRelease as exc:
                 from airflow.sdk.exceptions import AirflowSkipException
 
+                release.log.warning("nothing to release: %s", exc)  # Airflow does not log a skip's message
                 raise AirflowSkipException(str(exc)) from exc
 
         @task(multiple_outputs=False)

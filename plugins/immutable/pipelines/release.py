@@ -32,10 +32,6 @@ class ReleaseError(RuntimeError):
 class NothingToRelease(ReleaseError):
     """A run scheduled by a new base image with nothing to re-release on it: skip, not fail."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        log.warning("nothing to release: %s", message)  # Airflow does not log a skip's own message
-
 
 def base_channel(spec: AppSpec) -> str:
     return "candidate" if spec.tier == "canary" else "stable"
