@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: setup engine up airflow-up demo test lint bench down status
+.PHONY: setup engine up airflow-up demo test lint bench bench-release down status
 .PHONY: compose-up compose-down compose-status compose-test
 
 setup:
@@ -40,6 +40,10 @@ bench: engine
 	@$(PY) bench/hostile_input.py
 	@$(PY) bench/flip_skew.py
 	@$(PY) bench/gates_triggerer.py
+
+# Where a release's wall time went, read from the running demo's last good release (`make demo` first).
+bench-release: setup
+	@$(PY) bench/release_overhead.py
 
 down:
 	@if [[ -x $(PY) ]]; then $(PY) -m immutable.localctl down; else echo "[immutable] nothing to stop (no .venv)"; fi

@@ -135,12 +135,18 @@ class AirflowApi:
         body = self.get(path, deserialize=True, **({"map_index": map_index} if map_index >= 0 else {}))
         return body["value"]
 
+    def task_log_events(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> list[Any]:
+        """The task's log as Airflow stores it: structured events (dicts with `event`, `timestamp`,
+        `level`...), and plain strings for lines that are not."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        return list(self.get(path, full_content=True, map_index=map_index).get("content", []))
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """The task's log as plain lines (`level event`), as the UI's log view shows them."""
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        body = self.get(path, full_content=True, map_index=map_index)
         lines = []
-        for entry in body.get("content", []):
+        for entry in self.task_log_events(dag_id, run_id, task_id, try_number, map_index):
             if isinstance(entry, str):
                 lines.append(entry)
                 continue

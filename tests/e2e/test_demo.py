@@ -98,6 +98,25 @@ def test_the_scheduler_ran_the_base_rotation_the_demo_relied_on(demo: dict[str, 
     assert "runs nothing in eu-west yet" in reason or "already runs 1.0.0 on base" in reason, reason[-2000:]
 
 
+def test_bench_release_tells_where_the_demos_last_release_spent_its_time(
+    demo: dict[str, Any], demo_env: dict[str, str]
+) -> None:
+    """`make bench-release` as the README gives it, on the demo's last good release (sample 1.1.0)."""
+    output = make("bench-release", demo_env)
+    assert "{'version': '1.1.0'" in output, output
+    figures = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^  (wall time|work in|wall / work)\D*?([\d.]+)", output, re.M)
+    }
+    assert set(figures) == {"wall time", "work in", "wall / work"}, output
+    # Bodies on one chain never overlap and all lie inside the run: the work is less than the wall
+    # time, and it holds the canary's and both post-flip gates' windows (40 + 2 x 23 s here).
+    assert 86 < figures["work in"] < figures["wall time"] and figures["wall / work"] > 1.0, output
+    path = output.split("critical path (body s / start cost s):", 1)[1].split()
+    assert path[0] == "validate" and "release_leases" in path[-3:], path
+    assert "canary.analysis" in path and {"wave_2.post_flip_gate[0]", "wave_2.post_flip_gate[1]"} & set(path), path
+
+
 def test_the_rest_api_refuses_malformed_triggers_naming_the_field(demo: dict[str, Any]) -> None:
     client = api(demo["password"])
     for dag_id, conf, name in [

@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "network_tuning",
             "retention",
             "cve_check",
+            "run_timing",
         ),
     ),
     ("building blocks", ("images", "registry", "signing", "ui.links", "security_tracker")),
