@@ -74,3 +74,86 @@ def test_every_recorded_call_is_allowed(api_calls: ApiCallRecorder) -> None:
         f"{len(missing)} AWS call(s) made by the code are not allowed by {POLICY.relative_to(ROOT)}: {missing}; "
         "add them to the statement for their purpose"
     )
+
+
+# --- resources and conditions, not only action names --------------------------------------------
+# A small model of IAM's evaluation for what this policy uses: Allow statements, wildcard actions and
+# resources, and the StringEquals, StringLike and Null condition operators. A request is allowed when
+# one statement matches its action and resource and all of that statement's conditions hold.
+OPERATORS = {
+    "StringEquals": lambda have, want: have is not None and have in want,
+    "StringLike": lambda have, want: have is not None and any(fnmatchcase(have, w) for w in want),
+    "Null": lambda have, want: (have is None) == (want[0].lower() == "true"),
+}
+
+
+def listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def allows(policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None) -> bool:
+    context = context or {}
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Allow":
+            continue
+        if not any(fnmatchcase(action.lower(), a.lower()) for a in listed(statement["Action"])):
+            continue
+        if not any(fnmatchcase(resource, r) for r in listed(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {})
+        assert set(conditions) <= set(OPERATORS), f"{statement.get('Sid')}: the model lacks {set(conditions)}"
+        if all(
+            OPERATORS[operator](context.get(key), listed(want))
+            for operator, keys in conditions.items()
+            for key, want in keys.items()
+        ):
+            return True
+    return False
+
+
+INSTANCE = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0"
+RUN_SHELL = "arn:aws:ssm:eu-west-1::document/AWS-RunShellScript"
+
+
+def test_the_model_of_iam_evaluation_reads_resources_and_conditions() -> None:
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "ec2:Terminate*",
+                "Resource": "arn:aws:ec2:*:*:instance/*",
+                "Condition": {"StringLike": {"aws:ResourceTag/team": ["web-*"]}},
+            }
+        ]
+    }
+    assert allows(policy, "ec2:TerminateInstances", INSTANCE, {"aws:ResourceTag/team": "web-1"})
+    assert not allows(policy, "ec2:TerminateInstances", INSTANCE, {"aws:ResourceTag/team": "db"})
+    assert not allows(policy, "ec2:TerminateInstances", INSTANCE)
+    assert not allows(policy, "ec2:TerminateInstances", "arn:aws:ec2:eu-west-1:1:volume/vol-1")
+    assert not allows(policy, "ec2:StopInstances", INSTANCE, {"aws:ResourceTag/team": "web-1"})
+
+
+def test_commands_run_only_on_instances_the_pipeline_launched() -> None:
+    """SendCommand names the document and the instance: both must be allowed, and an instance only
+    when it carries `immutable:role` (builders, bakes, base tests, dev and staging)."""
+    policy = load_policy()
+    ours = {"aws:ResourceTag/immutable:role": "builder"}
+    assert allows(policy, "ssm:SendCommand", RUN_SHELL)
+    assert allows(policy, "ssm:SendCommand", INSTANCE, ours)
+    assert not allows(policy, "ssm:SendCommand", INSTANCE), "a command on any instance of the account"
+    assert not allows(policy, "ssm:SendCommand", "arn:aws:ssm:eu-west-1::document/AWS-ConfigureAWSPackage")
+    assert allows(policy, "ec2:TerminateInstances", INSTANCE, ours)
+    assert not allows(policy, "ec2:TerminateInstances", INSTANCE)
+
+
+def test_only_the_pipelines_own_roles_can_be_passed_and_only_to_ec2() -> None:
+    policy = load_policy()
+    to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+    assert allows(policy, "iam:PassRole", "arn:aws:iam::123456789012:role/immutable-builder", to_ec2)
+    assert not allows(policy, "iam:PassRole", "arn:aws:iam::123456789012:role/OrganizationAccountAccessRole", to_ec2)
+    assert not allows(
+        policy,
+        "iam:PassRole",
+        "arn:aws:iam::123456789012:role/immutable-builder",
+        {"iam:PassedToService": "lambda.amazonaws.com"},
+    )
