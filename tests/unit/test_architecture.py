@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "retention",
             "cve_check",
             "run_timing",
+            "sbom",
         ),
     ),
     ("building blocks", ("images", "registry", "signing", "ui.links", "security_tracker")),
