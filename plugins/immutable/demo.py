@@ -343,6 +343,11 @@ def print_summary(rolled_back: list[str]) -> None:
             f"{lead} {p.live['version']!s:<8} {p.live['color']!s:<6} {str(p.live['digest'])[:21]:<22} "
             f"{base_text(p.base):<35} {kept_text}"
         )
+    show("\n=== SBOMs (CycloneDX, signed with the image) ===")
+    for app in APPS:
+        sbom = next((p for p in placements if p.app == app and p.sbom), None)
+        if sbom is not None and sbom.live is not None:
+            show(f"  {app:<16} {sbom.live['version']!s:<8} {sbom.sbom}")
     show("\n=== bases ===")
     stable = stable_base()
     for line in lineage_text(stable, behind_stable(placements, stable)):

@@ -18,6 +18,12 @@ SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SPEC_VERSION = "1.6"
 
 
+def sbom_tag(digest: str) -> str:
+    """Where an image's SBOM is stored beside it in its repository, as its signature is."""
+    algorithm, hexdigest = digest.split(":", 1)
+    return f"{algorithm}-{hexdigest}.sbom"
+
+
 class SbomError(ValueError):
     """A document that is not a valid CycloneDX 1.6 bill of materials."""
 

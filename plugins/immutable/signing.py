@@ -29,13 +29,24 @@ def signature_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}.sig"
 
 
+def artifact_tags(digest: str) -> list[str]:
+    """The artifacts stored beside an image in its repository (its signature, its SBOM): they travel
+    with it to every region and go when it goes."""
+    from immutable.sbom import sbom_tag
+
+    return [signature_tag(digest), sbom_tag(digest)]
+
+
 def signed_labels(labels: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(labels.items()) if k.startswith(SIGNED_LABEL_PREFIXES)}
 
 
-def payload(repository: str, digest: str, labels: dict[str, str]) -> bytes:
-    """Canonical bytes that are signed: the digest and the provenance labels, nothing else."""
-    body = {"repository": repository, "digest": digest, "labels": signed_labels(labels)}
+def payload(repository: str, digest: str, labels: dict[str, str], sbom: str | None = None) -> bytes:
+    """Canonical bytes that are signed: the digest, the provenance labels and, where the image has
+    one, its SBOM's digest, nothing else."""
+    body: dict[str, Any] = {"repository": repository, "digest": digest, "labels": signed_labels(labels)}
+    if sbom is not None:
+        body["sbom"] = sbom
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -51,14 +62,14 @@ class Signer:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def sign(self, repository: str, digest: str, labels: dict[str, str]) -> dict[str, Any]:
+    def sign(self, repository: str, digest: str, labels: dict[str, str], sbom: str | None = None) -> dict[str, Any]:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         key = serialization.load_pem_private_key(self.private_pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise SignatureError("the signing key is not an ed25519 private key")
-        body = payload(repository, digest, labels)
+        body = payload(repository, digest, labels, sbom)
         return {
             "payload": base64.b64encode(body).decode(),
             "signature": base64.b64encode(key.sign(body)).decode(),
@@ -66,9 +77,16 @@ class Signer:
 
 
 def verify(
-    document: dict[str, Any] | None, *, repository: str, digest: str, labels: dict[str, str], public_pem: bytes
+    document: dict[str, Any] | None,
+    *,
+    repository: str,
+    digest: str,
+    labels: dict[str, str],
+    public_pem: bytes,
+    sbom: str | None = None,
 ) -> None:
-    """Raise SignatureError unless `document` signs exactly this digest and these labels with our key."""
+    """Raise SignatureError unless `document` signs exactly this digest and these labels with our key,
+    and, if it signs an SBOM, unless `sbom` (the digest of the one stored beside the image) is it."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -98,6 +116,12 @@ def verify(
             if expected.get(k) != signed.get("labels", {}).get(k)
         )
         raise SignatureError(f"the provenance of {where} differs from what was signed (labels {changed}); refusing")
+    signed_sbom = signed.get("sbom")
+    if signed_sbom is not None and signed_sbom != sbom:
+        raise SignatureError(
+            f"the SBOM beside {where} is not the one signed ({sbom or 'none is stored'}, signed {signed_sbom}); "
+            "refusing"
+        )
 
 
 def ensure_key(path: Path) -> str:

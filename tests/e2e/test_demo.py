@@ -3,6 +3,7 @@ restart while a gate is deferred, `make status`, `make down` and `make bench`.""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from immutable.local.services import _process_table, port_open
@@ -65,6 +67,17 @@ def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
         assert critical[1:4] == ["critical", region, "1.0.0"], critical
         assert critical[6:8] == [candidate, digest[:19]], critical
         assert critical[-1] == "-", critical  # a first release keeps nothing
+    # Each app's SBOM, where a person reads it: valid CycloneDX, describing the live image.
+    from immutable.sbom import validate
+
+    sboms = output.split("=== SBOMs (CycloneDX, signed with the image) ===", 1)[1].split("===", 1)[0]
+    for app, version in ((APP, "1.1.0"), (CRITICAL_APP, "1.0.0")):
+        [url] = re.findall(
+            rf"^\s+{re.escape(app)}\s+{version}\s+(http://\S+/blobs/sha256:[0-9a-f]{{64}})$", sboms, re.M
+        )
+        document = httpx.get(url, timeout=10).text
+        validate(document)
+        assert json.loads(document)["metadata"]["component"]["version"] == version, document[:500]
     bases = output.split("=== bases ===", 1)[1].split("===", 1)[0]
     assert f"Stable base: {candidate} ({digest})" in bases and "Every app runs on the stable base" in bases, bases
     rolled_back = output.split("=== rolled back ===", 1)[1]

@@ -71,3 +71,19 @@ def test_a_missing_signature_is_refused(signer: Signer) -> None:
 
 def test_signature_tag_is_a_valid_tag() -> None:
     assert signature_tag(DIGEST) == f"sha256-{'ab' * 32}.sig"
+
+
+SBOM = "sha256:" + "5b" * 32
+
+
+def test_the_signature_covers_the_sbom_stored_beside_the_image(signer: Signer) -> None:
+    document = signer.sign("apps/sample", DIGEST, LABELS, sbom=SBOM)
+    common: dict[str, object] = {"repository": "apps/sample", "digest": DIGEST, "labels": LABELS}
+    verify(document, **common, public_pem=signer.public_pem(), sbom=SBOM)  # type: ignore[arg-type]
+    with pytest.raises(SignatureError, match=r"the SBOM beside apps/sample@sha256:abab.* is not the one signed"):
+        verify(document, **common, public_pem=signer.public_pem(), sbom="sha256:" + "00" * 32)  # type: ignore[arg-type]
+    with pytest.raises(SignatureError, match="none is stored"):
+        verify(document, **common, public_pem=signer.public_pem(), sbom=None)  # type: ignore[arg-type]
+    # An image signed before SBOMs existed names none: whatever is stored beside it is not its promise.
+    older = signer.sign("apps/sample", DIGEST, LABELS)
+    verify(older, **common, public_pem=signer.public_pem(), sbom=SBOM)  # type: ignore[arg-type]

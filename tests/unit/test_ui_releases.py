@@ -13,6 +13,7 @@ DIGEST_B = "sha256:" + "b" * 64
 BASE_OLD = {"version": "2026.11.23.1", "digest": "sha256:" + "1" * 64}
 BASE_STABLE = {"version": "2026.11.30.1", "digest": "sha256:" + "2" * 64}
 BASE_CANDIDATE = {"version": "2026.12.01.1", "digest": "sha256:" + "3" * 64}
+SBOM_URL = "http://127.0.0.1:5601/v2/apps/sample/blobs/sha256:" + "5" * 64
 PLACEMENTS = [
     Placement(
         "sample",
@@ -20,6 +21,7 @@ PLACEMENTS = [
         {"color": "green", "version": "1.1.0", "digest": DIGEST_B, "size": 2},
         {"color": "blue", "version": "1.0.0", "digest": DIGEST_A},
         BASE_STABLE,
+        SBOM_URL,
     ),
     Placement(
         "sample", "us-east", {"color": "blue", "version": "1.0.0", "digest": DIGEST_A, "size": 2}, None, BASE_OLD
@@ -35,7 +37,8 @@ def test_the_page_shows_live_and_kept_per_app_and_region() -> None:
     assert "1.0.0 (blue)" in rows[0]
     assert f'title="{DIGEST_B}"' in rows[0]  # the whole digest on hover
     assert f'title="{BASE_STABLE["digest"]}">2026.11.30.1 {BASE_STABLE["digest"][:19]}</td>' in rows[0]  # its base
-    assert "us-east" in rows[1] and rows[1].endswith('<td title="">-</td>')  # nothing kept
+    assert rows[0].endswith(f'<td><a href="{SBOM_URL}">CycloneDX</a></td>')  # the SBOM, linked
+    assert "us-east" in rows[1] and rows[1].endswith('<td title="">-</td><td>-</td>')  # nothing kept, no SBOM
     assert "(nothing live)" in rows[2]
     assert "<b>app</b>" not in page and "&lt;b&gt;app&lt;/b&gt;" in page
 
@@ -58,6 +61,7 @@ def test_the_app_serves_the_page_and_json() -> None:
         "live": PLACEMENTS[0].live,
         "kept": PLACEMENTS[0].kept,
         "base": BASE_STABLE,
+        "sbom": SBOM_URL,
     }
     assert body["stable_base"] == BASE_STABLE
     assert body["behind_stable"] == [{"app": "sample", "region": "us-east", "base_version": "2026.11.23.1"}]

@@ -152,6 +152,10 @@ class AwsImages:
         )["labels"]
         return labels
 
+    def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
+        """AMIs carry no SBOM yet (issue #17: the artifact bucket, its digest in a tag)."""
+        return None
+
     def copy_to(self, region: str, image: Baked, *, wait: bool = True) -> RegionCopy:
         """`wait=False`: return once the copy is started. A copy started now is always pending (a real
         one takes minutes): the task hands it to the triggerer (`copy_waiter`), then `finish_copy`."""

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from immutable.registry import RegistryClient, RegistryError
-from immutable.signing import signature_tag
+from immutable.signing import artifact_tags
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def _copy_manifest(
 def copy_image(
     source: RegistryClient, target: RegistryClient, repository: str, digest: str, tags: list[str]
 ) -> CopyReport:
-    """Copy `repository@digest`, its tags and its signature. Safe to repeat: nothing present is sent."""
+    """Copy `repository@digest`, its tags, its signature and its SBOM. Safe to repeat: nothing present
+    is sent."""
     report = CopyReport(digest=digest)
     body, media_type, copied = _copy_manifest(source, target, repository, digest, report)
     if copied != digest:
@@ -73,12 +74,12 @@ def copy_image(
         if target.manifest_digest(repository, tag) != digest:
             target.put_manifest(repository, tag, body, media_type)
             report.manifests_pushed += 1
-    sig_tag = signature_tag(digest)
-    if source.manifest_digest(repository, sig_tag) is not None:
-        sig_body, sig_type, sig_digest = _copy_manifest(source, target, repository, sig_tag, report)
-        if target.manifest_digest(repository, sig_tag) != sig_digest:
-            target.put_manifest(repository, sig_tag, sig_body, sig_type)
-            report.manifests_pushed += 1
+    for beside in artifact_tags(digest):  # its signature and its SBOM
+        if source.manifest_digest(repository, beside) is not None:
+            beside_body, beside_type, beside_digest = _copy_manifest(source, target, repository, beside, report)
+            if target.manifest_digest(repository, beside) != beside_digest:
+                target.put_manifest(repository, beside, beside_body, beside_type)
+                report.manifests_pushed += 1
     served = target.manifest_digest(repository, digest)
     if served != digest:
         raise CopyError(f"after the copy {target.address} serves {served} for {repository}@{digest}")

@@ -26,12 +26,16 @@ from immutable.local import registry_retention
 from immutable.local.base_images import LocalBaseImages
 from immutable.payloads import Baked, ImageRef, Packaged, Plan, RegionCopy
 from immutable.registry import RegistryClient
+from immutable.sbom import SBOM_MEDIA_TYPE, sbom_tag
+from immutable.sbom import validate as validate_sbom
 from immutable.signing import SignatureError, load_signer, signature_tag, verify
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_MEDIA_TYPE = "application/vnd.immutable.signature.v1+json"
 SIGNATURE_ARTIFACT_TYPE = "application/vnd.immutable.signature.v1"
+SBOM_ARTIFACT_TYPE = "application/vnd.immutable.sbom.v1"
+SBOM_OF = "io.immutable.sbom.of"  # annotation: the image digest the SBOM describes
 
 
 class BakeError(RuntimeError):
@@ -77,7 +81,8 @@ class LocalImages(LocalBaseImages):
         if signature is not None and signature.get("layers"):
             document = json.loads(registry.blob(repository, signature["layers"][0]["digest"]))
         public_pem = load_signer(self.config).public_pem()
-        verify(document, repository=repository, digest=digest, labels=labels, public_pem=public_pem)
+        sbom = self.sbom_digest(region, repository, digest)
+        verify(document, repository=repository, digest=digest, labels=labels, public_pem=public_pem, sbom=sbom)
         return labels
 
     def retain(self, repository: str, now: datetime, *, protect: Sequence[str] = ()) -> dict[str, Any]:
@@ -121,14 +126,15 @@ class LocalImages(LocalBaseImages):
         build_tag = f"{plan.version}-b{plan.base.version}"
         tags = [plan.version, build_tag]
         existing = self.build.labels(spec.repository, build_tag)
+        extra = packaged.model_extra or {}
+        wheels = app_images.fetch_wheels(self.build, str(extra["artifact_repository"]), str(extra["artifact_digest"]))
         if existing is not None and existing.get(base_images.LABEL_RUN_ID) == run_id:
             digest = self.build.manifest_digest(spec.repository, build_tag)
             if digest is not None:
                 log.info("already baked by this run as %s; reusing it", digest)
+                self._store_sbom(spec.repository, digest, existing, wheels)
                 return self._baked(spec.repository, digest, existing, tags)
 
-        extra = packaged.model_extra or {}
-        wheels = app_images.fetch_wheels(self.build, str(extra["artifact_repository"]), str(extra["artifact_digest"]))
         if app_images.sha256(wheels[packaged.wheel]) != packaged.sha256:
             raise BakeError(f"artifact {packaged.artifact} no longer matches sha256 {packaged.sha256}; package again")
         context = app_images.bake_context(
@@ -145,7 +151,32 @@ class LocalImages(LocalBaseImages):
         if moved != digest:
             raise BakeError(f"pushing tag {plan.version} gave {moved}, expected {digest}; rerun bake")
         log.info("baked %s %s as %s@%s", spec.name, plan.version, repository, digest)
+        self._store_sbom(spec.repository, digest, labels, wheels)
         return self._baked(spec.repository, digest, labels, tags)
+
+    def _store_sbom(self, repository: str, digest: str, labels: dict[str, str], wheels: dict[str, bytes]) -> None:
+        """The image's SBOM beside it (an artifact under `sbom_tag(digest)`), read from the image itself;
+        the same image gives the same document, so a retried bake stores it again unchanged."""
+        document = app_images.image_sbom(
+            image=self.uri(None, repository, digest), repository=repository, digest=digest, labels=labels, wheels=wheels
+        )
+        validate_sbom(document.decode())
+        self.build.push_artifact(
+            repository, sbom_tag(digest), [(document, SBOM_MEDIA_TYPE, {SBOM_OF: digest})], SBOM_ARTIFACT_TYPE
+        )
+        log.info(
+            "stored the SBOM of %s@%s (%s, %d bytes)", repository, digest, app_images.sha256(document), len(document)
+        )
+
+    def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
+        """The SBOM document itself, served by the region's registry as a blob."""
+        sbom = self.sbom_digest(region, repository, digest)
+        return None if sbom is None else f"http://{self.address(region)}/v2/{repository}/blobs/{sbom}"
+
+    def sbom_digest(self, region: str | None, repository: str, digest: str) -> str | None:
+        """The digest of the SBOM document stored beside the image in `region` (None: no SBOM there)."""
+        manifest = self.registry(region).manifest(repository, sbom_tag(digest))
+        return str(manifest["layers"][0]["digest"]) if manifest and manifest.get("layers") else None
 
     def _baked(self, repository: str, digest: str, labels: dict[str, str], tags: list[str]) -> Baked:
         return Baked(
@@ -163,8 +194,9 @@ class LocalImages(LocalBaseImages):
         deterministic, so signing again stores the same artifact."""
         name = signature_tag(image.digest)
         labels = self.build.labels(image.repository, image.digest) or {}
+        sbom = self.sbom_digest(None, image.repository, image.digest)
         document = json.dumps(
-            load_signer(self.config).sign(image.repository, image.digest, labels), sort_keys=True
+            load_signer(self.config).sign(image.repository, image.digest, labels, sbom), sort_keys=True
         ).encode()
         self.build.push_artifact(
             image.repository,

@@ -31,7 +31,7 @@ from immutable.base_policy import CANDIDATE_TAG, STABLE_TAG
 from immutable.config import PlatformConfig, state_dir
 from immutable.registry import RegistryClient, RegistryError
 from immutable.retention import StoredImage, plan_retention
-from immutable.signing import signature_tag
+from immutable.signing import artifact_tags
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -182,9 +182,10 @@ def _retain_in(
     removed = []
     for image in plan.removed:
         registry.delete_manifest(repository, image.digest)
-        signature = registry.manifest_digest(repository, signature_tag(image.digest))
-        if signature:
-            registry.delete_manifest(repository, signature)
+        for beside in artifact_tags(image.digest):  # its signature and its SBOM go with it
+            artifact = registry.manifest_digest(repository, beside)
+            if artifact:
+                registry.delete_manifest(repository, artifact)
         if artifacts:  # the wheels the version was baked from (artifacts/<app>, tagged by version)
             _delete_wheels(registry, repository, [tag for tag in image.tags if tag not in kept_tags])
         removed.append({"digest": image.digest, "tags": list(image.tags)})

@@ -85,6 +85,10 @@ class Images(Protocol):
         returns its labels. Raises `signing.SignatureError`."""
         ...
 
+    def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
+        """Where a person reads the image's SBOM (CycloneDX JSON) in `region`; None: it has none there."""
+        ...
+
     def copy_to(self, region: str, image: Baked, *, wait: bool = True) -> RegionCopy:
         """Copy the image into `region`, idempotent. With `wait=False` a platform whose copies take
         long may return `pending=True`: the caller waits (`copy_waiter`) and calls `finish_copy`."""

@@ -30,6 +30,7 @@ class Placement:
     live: dict[str, Any] | None  # {"color", "version", "digest", "size"}; None when nothing serves
     kept: dict[str, Any] | None  # {"color", "version", "digest"} of the previous color, if it still runs
     base: dict[str, Any] | None = None  # {"version", "digest"} under the live image, or {"error"}
+    sbom: str | None = None  # where the live image's SBOM is read (its signature covers it)
 
 
 def base_under(labels: dict[str, str]) -> dict[str, Any]:
@@ -74,13 +75,14 @@ def what_runs_where(apps: list[str] | None = None, platform: PlatformConfig | No
         repository = app_spec(app).repository
         for region in app_spec(app).rollout_regions(platform):
             live = production.live(app, region)
-            base = None
+            base, sbom = None, None
             if live is not None:
                 try:  # the signature is checked too: a lineage read from unsigned labels proves nothing
                     base = base_under(seam.images.verify_in(region, repository, str(live["digest"])))
+                    sbom = seam.images.sbom_url(region, repository, str(live["digest"]))
                 except Exception as exc:
                     base = {"error": f"provenance unreadable: {exc}"}
-            placements.append(Placement(app, region, live, production.kept(app, region), base))
+            placements.append(Placement(app, region, live, production.kept(app, region), base, sbom))
     return placements
 
 
@@ -142,10 +144,11 @@ def render_page(placements: list[Placement], note: str = "", stable: dict[str, A
         base_title = str(base.get("error") or base.get("digest") or "")
         titles = ["", "", "", "", str(live.get("digest", "")), base_title, str(kept.get("digest", ""))]
         tds = "".join(f'<td title="{html.escape(t)}">{html.escape(c)}</td>' for c, t in zip(cells, titles, strict=True))
-        rows.append(f"<tr>{tds}</tr>")
+        sbom = f'<a href="{html.escape(p.sbom)}">CycloneDX</a>' if p.sbom else "-"
+        rows.append(f"<tr>{tds}<td>{sbom}</td></tr>")
     if not placements and not note:
         note = "No app has been released yet."
-    columns = ("app", "region", "version", "color", "digest", "base", "kept for rollback")
+    columns = ("app", "region", "version", "color", "digest", "base", "kept for rollback", "SBOM")
     head = "".join(f"<th>{h}</th>" for h in columns)
     lineage = "".join(f"<p>{html.escape(line)}</p>" for line in lineage_text(stable, behind_stable(placements, stable)))
     return (
