@@ -72,10 +72,19 @@ def test_the_stop_form_stops_a_release_within_seconds_and_it_flips_back_what_it_
     assert states["wave_1.post_flip_gate[0]"] == "failed" and states["rollback"] == "success", states
     gate = client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wave_1.post_flip_gate/0")
     recorded_at = client.xcom(STOP_DAG_ID, stop_run, "request_stop")["at"]
-    # The trigger looks every 2 s: its verdict comes within seconds of the stop.
     verdict = client.xcom(DAG_ID, run_id, "wave_1.post_flip_gate", key="verdict", map_index=0)
     assert verdict["status"] == "stopped", verdict
-    heard_s = verdict["failed_at"] - recorded_at
+    # The trigger looks every 2 s: it hears of the stop within seconds. Read from its log line in the
+    # gate's first try: Airflow may start a second one (a late executor event of the try's deferral,
+    # read after the resumed try had started, counts as "state changed externally": up for retry),
+    # and that one hears of the stop at once, after the retry delay, and overwrites the verdict.
+    heard = [
+        datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+        for event in client.task_log_events(DAG_ID, run_id, "wave_1.post_flip_gate", 1, map_index=0)
+        if isinstance(event, dict) and "the gate ends here" in str(event.get("event")) and event.get("timestamp")
+    ]
+    assert heard, "the gate's first try never logged the stop"
+    heard_s = min(heard) - recorded_at
     assert 0 < heard_s < 10, f"the gate heard of the stop {heard_s:.1f}s after it was recorded"
     # Then the task resumes on a worker and flips the pilot back (a drain): well under a minute.
     ended_s = datetime.fromisoformat(gate["end_date"]).timestamp() - recorded_at
