@@ -58,18 +58,19 @@ TEST_PLATFORMS = ("test", "e2e", "compose")  # the platform files' local.instanc
 TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-test"]
 
 
-# `make test` runs two pytest-xdist workers, one group of layers each. The groups share nothing but
-# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e; then tests/bench, its own
-# platform in var/bench, which evens out the groups' lengths) and "local" (the rest: unit, dags,
-# integration and aws share var/test and its Airflow DB; compose has var/compose-test).
-STANDALONE_LAYERS = ("e2e", "bench")
+# `make test` runs three pytest-xdist workers, one group of layers each. The groups share nothing but
+# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e), "bench" (`make bench`:
+# its own platform in var/bench) and "local" (the rest: unit, dags, integration and aws share var/test
+# and its Airflow DB; compose has var/compose-test but starts from the base the test platform built).
+# Most of the suite waits on gate windows and health checks: a third worker uses the idle CPU.
+STANDALONE_LAYERS = {"e2e": "demo", "bench": "bench"}
 ENGINE_LOCKS = ROOT / "var" / "engine-locks"
 
 
 def layer_group(nodeid: str) -> str:
     """tests/<layer>/... -> the group its layer runs in."""
     parts = nodeid.split("/")
-    return "demo" if len(parts) > 2 and parts[1] in STANDALONE_LAYERS else "local"
+    return STANDALONE_LAYERS.get(parts[1], "local") if len(parts) > 2 else "local"
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -83,14 +84,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return layer_group(nodeid)
 
     return ByLayerGroup(config, log)
-
-
-LAST_LAYERS = ("bench",)  # the busiest on the CPU: after the demo's tests, whose gates time things
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Layers in path order, but those in LAST_LAYERS at the end of their group."""
-    items.sort(key=lambda item: item.nodeid.split("/")[1] in LAST_LAYERS)
 
 
 def pytest_configure(config: pytest.Config) -> None:

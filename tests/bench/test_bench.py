@@ -1,6 +1,5 @@
 """`make bench` as the README gives it: every benchmark prints its figures. Its own platform and
-ports (bench/bench_platform.yaml), so it runs beside the other tests; last in its group, as it is
-the busiest."""
+ports (bench/bench_platform.yaml), so it runs in a worker of its own beside the other tests."""
 
 from __future__ import annotations
 
