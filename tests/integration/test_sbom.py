@@ -16,9 +16,14 @@ from tests.integration.helpers import APP, REGIONS, xcom
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db", "production_platform")]
 
 
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
 def wheel_key(filename: str) -> tuple[str, str]:
+    """A wheel file's (normalized name, version): its name holds no `-` (PEP 427)."""
     name, version = filename.split("-")[:2]
-    return re.sub(r"[-_.]+", "_", name).lower(), version
+    return normalized(name), version
 
 
 def test_every_region_holds_the_sbom_the_signature_names_and_it_lists_what_the_image_holds(
@@ -50,11 +55,11 @@ def test_every_region_holds_the_sbom_the_signature_names_and_it_lists_what_the_i
     document = documents[None]
     listed = listed_packages(document)
     assert listed["deb"] == {(name, package["version"]) for name, package in manifest.items()}
-    assert {wheel_key(f"{name}-{version}-") for name, version in listed["pypi"]} == wheels
+    assert {(normalized(name), version) for name, version in listed["pypi"]} == wheels
     body = json.loads(document)
     assert body["metadata"]["component"]["version"] == "1.1.0"
     [app_wheel] = [
-        c for c in body["components"] if wheel_key(f"{c['name']}-{c['version']}-") == wheel_key(packaged["wheel"])
+        c for c in body["components"] if (normalized(c["name"]), c["version"]) == wheel_key(packaged["wheel"])
     ]
     assert app_wheel["hashes"] == [{"alg": "SHA-256", "content": packaged["sha256"].removeprefix("sha256:")}]
 
