@@ -156,6 +156,7 @@ def build(
         "RUNTIME_USER": spec.runtime_user.name,
         "RUNTIME_UID": str(spec.runtime_user.uid),
         "BUILD_VERSION": version,
+        "BUILD_RUN": labels.get(LABEL_RUN_ID, ""),
     }
     tag = f"{spec.repository}:{version}"
     image_id: str | None = None
