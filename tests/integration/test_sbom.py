@@ -5,7 +5,6 @@ wheels the release packaged, with their sha256."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import httpx
@@ -16,19 +15,11 @@ from tests.integration.helpers import APP, REGIONS, xcom
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_platform", "airflow_db", "production_platform")]
 
 
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def wheel_key(filename: str) -> tuple[str, str]:
-    """A wheel file's (normalized name, version): its name holds no `-` (PEP 427)."""
-    name, version = filename.split("-")[:2]
-    return normalized(name), version
-
-
 def test_every_region_holds_the_sbom_the_signature_names_and_it_lists_what_the_image_holds(
     two_good_releases: dict[str, Any],
 ) -> None:
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
     from immutable.app_spec import app_spec
     from immutable.config import load_platform
     from immutable.images.base import package_manifest
@@ -43,7 +34,11 @@ def test_every_region_holds_the_sbom_the_signature_names_and_it_lists_what_the_i
     repository, digest = app_spec(APP).repository, baked["digest"]
     images = platform_for().images
     manifest = package_manifest(baked["image"])  # the package list the base build wrote into the image
-    wheels = {wheel_key(name) for name in [packaged["wheel"], *packaged.get("dependencies", [])]}
+    wheels = {
+        (str(name), str(version))
+        for name, version, _, _ in map(parse_wheel_filename, [packaged["wheel"], *packaged.get("dependencies", [])])
+    }
+    app_wheel_name, app_wheel_version, _, _ = parse_wheel_filename(packaged["wheel"])
     documents = {}
     for region in [None, *REGIONS]:
         url = images.sbom_url(region, repository, digest)
@@ -55,11 +50,13 @@ def test_every_region_holds_the_sbom_the_signature_names_and_it_lists_what_the_i
     document = documents[None]
     listed = listed_packages(document)
     assert listed["deb"] == {(name, package["version"]) for name, package in manifest.items()}
-    assert {(normalized(name), version) for name, version in listed["pypi"]} == wheels
+    assert {(canonicalize_name(name), version) for name, version in listed["pypi"]} == wheels
     body = json.loads(document)
     assert body["metadata"]["component"]["version"] == "1.1.0"
     [app_wheel] = [
-        c for c in body["components"] if (normalized(c["name"]), c["version"]) == wheel_key(packaged["wheel"])
+        c
+        for c in body["components"]
+        if (canonicalize_name(c["name"]), c["version"]) == (str(app_wheel_name), str(app_wheel_version))
     ]
     assert app_wheel["hashes"] == [{"alg": "SHA-256", "content": packaged["sha256"].removeprefix("sha256:")}]
 

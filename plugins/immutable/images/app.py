@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
 from immutable.app_spec import AppSpec
 from immutable.config import BaseImageSpec
 from immutable.images.engine import MANAGED_LABEL, docker_client
@@ -322,7 +324,7 @@ def image_sbom(*, image: str, repository: str, digest: str, labels: dict[str, st
     wheel_sha = {_wheel_key(name): sha256(data).removeprefix("sha256:") for name, data in wheels.items()}
     os_packages = [OsPackage(*line.split("\t")) for line in listing.splitlines() if line.count("\t") == 2]
     python_packages = [
-        PythonPackage(name, version, wheel_sha.get((_normalized(name), version)))
+        PythonPackage(name, version, wheel_sha.get((canonicalize_name(name), version)))
         for name, version in (line.split("\t") for line in python.splitlines() if line.count("\t") == 1)
     ]
     created = labels.get(LABEL_CREATED)
@@ -338,12 +340,7 @@ def image_sbom(*, image: str, repository: str, digest: str, labels: dict[str, st
     return document.encode()
 
 
-def _normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
 def _wheel_key(filename: str) -> tuple[str, str]:
-    """A wheel's (normalized name, version): `Sample_App-1.2.0-py3-none-any.whl` -> (sample_app, 1.2.0)
-    (a wheel's file name has no `-` inside its name or version)."""
-    name, version = filename.split("-")[:2]
-    return _normalized(name), version
+    """A wheel's (canonical name, version): `Sample_App-1.2.0-py3-none-any.whl` -> (sample-app, 1.2.0)."""
+    name, version, _, _ = parse_wheel_filename(filename)
+    return str(name), str(version)
