@@ -190,19 +190,27 @@ class UpstreamAmi(_Strict):
 
 
 class AwsPlacement(_Strict):
-    """Where an instance of ours runs: a subnet and its security groups."""
+    """Where an instance of ours runs: a subnet, its security groups and (optional) instance profile."""
 
     subnet_id: SubnetId
     security_group_ids: list[SecurityGroupId] = Field(..., min_length=1)
+    instance_profile: str | None = None
 
 
-class AwsBuilder(AwsPlacement):
-    instance_profile: str | None = None  # needs SSM (AmazonSSMManagedInstanceCore) and read on the artifact bucket
+class AwsManagedPlacement(AwsPlacement):
+    """A placement whose instances take commands over SSM Run Command: the SSM agent registers only
+    with an instance profile that allows it (AmazonSSMManagedInstanceCore), so one is required."""
+
+    instance_profile: str = Field(..., min_length=1)
+
+
+class AwsBuilder(AwsManagedPlacement):
+    """The builder: its profile also needs read on the artifact bucket (the bake fetches the wheel)."""
 
 
 class AwsEnvironments(_Strict):
     dev: AwsPlacement
-    staging: AwsPlacement
+    staging: AwsManagedPlacement  # the staging test command runs on the instance over SSM
 
     def get(self, name: str) -> AwsPlacement:
         if name not in ("dev", "staging"):
@@ -214,6 +222,21 @@ class AwsEnvironments(_Strict):
 class ImageRetention(_Strict):
     keep: int = Field(5, ge=1, le=1000)  # newest images per repository never deregistered
     min_age_days: int = Field(14, ge=0, le=3650)  # days; younger images are never deregistered
+
+
+class AlbMetrics(_Strict):
+    """How the ALB's CloudWatch metrics arrive: standard resolution, one point a minute, one to three
+    minutes late. The gates step by `period_s` and judge a window `delay_s` after it ends."""
+
+    period_s: int = Field(60, ge=1)
+    delay_s: float = Field(180.0, ge=0)
+
+    @field_validator("period_s")
+    @classmethod
+    def _a_cloudwatch_period(cls, value: int) -> int:
+        if value not in (1, 5, 10, 30) and value % 60:
+            raise ValueError(f"{value} is not a CloudWatch period: 1, 5, 10, 30 or a multiple of 60")
+        return value
 
 
 class AwsSettings(_Strict):
@@ -228,6 +251,7 @@ class AwsSettings(_Strict):
     artifact_bucket: BucketName  # in build_region: packaged wheels go here
     smoke_checks: Literal["http", "target_health"] = "http"  # an emulator's instances serve no HTTP
     image_retention: ImageRetention = ImageRetention()
+    alb_metrics: AlbMetrics = AlbMetrics()
 
 
 class Rollout(_Strict):

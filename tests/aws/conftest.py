@@ -4,6 +4,10 @@ Which fixture gives what:
 - `moto_server` (session): `moto_server` listening on 127.0.0.1 (port 5890, or $MOTO_PORT; a free
   port when that one is taken), in its own process group, stopped with its group at the end.
   Returns the endpoint URL.
+- `aws_endpoint` (session): the realism layer (tests/aws/realism.py) in front of that server, in
+  its own process: answers as AWS does where moto is more forgiving (target groups outside a
+  listener `unused`, a new AMI not found for a moment, snapshots in use after deregistration,
+  CopyImage's client token and tags). Every client of the tests and of the code under test uses it.
 - `api_calls` (session, autouse for tests/aws): every AWS call the code under test makes, as
   `service:Operation` (IAM action names), recorded with botocore's `before-call` event on every
   boto3 session created from then on (the hooks' sessions included). `tests/aws/test_zz_iam_policy.py`
@@ -45,11 +49,20 @@ REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
 ARTIFACT_BUCKET = "immutable-test-artifacts"
 UPSTREAM_PARAMETER = "/immutable/test/debian/bookworm/amd64"  # moto refuses the /aws/ prefix for our own
 MOTO_START_TIMEOUT_S = 30.0  # seconds
+ALB_PERIOD_S = 5  # seconds: one ALB point per period (60 on AWS)
+ALB_DELAY_S = 4.0  # seconds after its period ends that a point arrives (60-180 on AWS)
+# Instance profiles the account has for instances that take SSM commands (the agent needs one).
+BUILDER_PROFILE = "immutable-builder"
+STAGING_PROFILE = "immutable-staging"
 TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": BUILD_REGION,
+}
+EC2_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 # IAM action names that differ from the API operation (service prefix or action).
 IAM_SERVICE_PREFIX = {"monitoring": "cloudwatch"}
@@ -80,21 +93,33 @@ def moto_server() -> Iterator[str]:
     port = int(os.environ.get("MOTO_PORT", "5890"))
     if _port_taken(port):
         port = _free_port()  # another session's emulator: never share its state
-    log = (TEST_STATE / "moto").with_suffix(".log")
+    yield from _serve("moto", [str(moto), "-H", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(moto_server: str) -> Iterator[str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "tests.aws.realism", "--upstream", moto_server, "--port", str(port)]
+    yield from _serve("aws-realism", command, f"http://127.0.0.1:{port}")
+
+
+def _serve(name: str, command: list[str], endpoint: str) -> Iterator[str]:
+    """Start a server in its own process group, yield its endpoint once it answers, then stop the group."""
+    log = (TEST_STATE / name).with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],  # the repo, so `-m tests.aws.realism` imports
             start_new_session=True,  # its own process group: stopped as a whole below
         )
-    endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + MOTO_START_TIMEOUT_S
         while not _answers(endpoint):
             if process.poll() is not None or time.monotonic() > deadline:
-                require("moto server", False, f"it did not answer on {endpoint} (log: {log})")
+                require(name, False, f"it did not answer on {endpoint} (log: {log})")
             time.sleep(0.2)
         yield endpoint
     finally:
@@ -239,14 +264,17 @@ def platform_document(
             "build_region": BUILD_REGION,
             "instance_type": "t3.micro",
             "upstream_ami": {"ssm_parameter": UPSTREAM_PARAMETER, "image_id": None},
-            "builder": {"subnet_id": builder, "security_group_ids": [sg], "instance_profile": None},
+            "builder": {"subnet_id": builder, "security_group_ids": [sg], "instance_profile": BUILDER_PROFILE},
             "environments": {
                 "dev": {"subnet_id": dev, "security_group_ids": [sg]},
-                "staging": {"subnet_id": staging, "security_group_ids": [sg]},
+                "staging": {"subnet_id": staging, "security_group_ids": [sg], "instance_profile": STAGING_PROFILE},
             },
             "artifact_bucket": ARTIFACT_BUCKET,
             "smoke_checks": "target_health",  # moto's instances serve no HTTP
             "image_retention": {"keep": 2, "min_age_days": 0},
+            # An ALB's metrics come once a minute, minutes late; scaled down here, the same shape:
+            # the gates must step by the period and wait out the delay (the test's AlbMetrics obeys it).
+            "alb_metrics": {"period_s": ALB_PERIOD_S, "delay_s": ALB_DELAY_S},
         }
         | aws,
         "regions": [
@@ -266,22 +294,22 @@ def platform_document(
         "copy": {"attempts": 2, "backoff_s": 0.5},
         "signing": {"key_file": str(TEST_STATE / "keys" / "release-signing.pem")},
         # Shorter than tests/platform.yaml: the emulator answers at once and the test's ALB points
-        # come every second, so small windows still give the judge enough samples.
+        # come every ALB_PERIOD_S: an interval of six periods holds the five whole points per side a
+        # comparison at the spec's confidence needs (metric_timing.samples_for_confidence).
         "timing_overrides": {
             "canary": {
                 "warmup_s": 2,
-                "interval_s": 12,
-                "lifetime_s": 24,
-                "step_s": 1,
+                "interval_s": 6 * ALB_PERIOD_S,
+                "lifetime_s": 6 * ALB_PERIOD_S,
+                "step_s": 1,  # less than a period: the gate steps by the period
                 "rate_window": "5s",
-                # The newest points of an interval may still be on their way: ask for fewer than 12.
-                "min_samples": 6,
+                "min_samples": 6,  # more than an interval holds: the gate asks for what it can hold
             },
             "bluegreen": {
                 "size": 2,
                 "step_pause_s": 1,
                 "post_flip_warmup_s": 5,
-                "post_flip_window_s": 6,
+                "post_flip_window_s": 2 * ALB_PERIOD_S,
                 "post_flip_step_s": 1,
                 "rollback_window_s": 900,
             },
@@ -290,10 +318,10 @@ def platform_document(
 
 
 @pytest.fixture(scope="session")
-def aws_account(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> AwsAccount:
+def aws_account(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> AwsAccount:
     from immutable.signing import ensure_key
 
-    endpoint = moto_server
+    endpoint = aws_endpoint
     # The releases sign their AMIs with the test platform's key; on a fresh checkout nothing made it yet.
     ensure_key(TEST_STATE / "keys" / "release-signing.pem")
     regions = {name: _region_network(endpoint, name, index) for index, name in enumerate(REGIONS, start=1)}
@@ -308,6 +336,11 @@ def aws_account(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> A
     boto("s3", BUILD_REGION, endpoint).create_bucket(
         Bucket=ARTIFACT_BUCKET, CreateBucketConfiguration={"LocationConstraint": BUILD_REGION}
     )
+    iam = boto("iam", BUILD_REGION, endpoint)
+    for profile in (BUILDER_PROFILE, STAGING_PROFILE):
+        iam.create_role(RoleName=profile, AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
+        iam.create_instance_profile(InstanceProfileName=profile)
+        iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
     upstream = _upstream_image(ec2, boto("ssm", BUILD_REGION, endpoint), extra["builder"])
     document = platform_document(
         regions, extra["builder"], extra["dev"], extra["staging"], regions[BUILD_REGION].security_group_id

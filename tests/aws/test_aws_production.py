@@ -3,7 +3,9 @@ weighted target groups, flips by listener weights, and the gates reading CloudWa
 
 The emulator produces no ALB metrics, so `AlbMetrics` stands in for the load balancer's own
 reporting: it puts per-target-group request, 5xx and response-time points for the colors that
-exist, with the error rate the test asks of each version (see DESIGN.md's moto facts).
+exist, with the error rate the test asks of each version (see DESIGN.md's moto facts), as an ALB
+does: one point per period, put only `delay_s` after the period ends (the platform file's
+`aws.alb_metrics`; 60 s and one to three minutes on AWS, scaled down here to keep the suite short).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.aws.conftest import BUILD_REGION, REGIONS, AwsAccount
 
@@ -28,12 +31,14 @@ PUT_BATCH = 500
 
 
 class AlbMetrics:
-    """Puts what an ALB reports for each of the app's target groups, every second, until stopped."""
+    """Puts what an ALB reports for each of the app's target groups, once a period and late, until stopped."""
 
     def __init__(self, account: AwsAccount, error_rates: dict[str, float]) -> None:
         self.account = account
         self.error_rates = error_rates  # "version" or "version@region" -> share of 5xx
-        self.last_put: dict[str, int] = {}  # target group ARN -> last second put
+        alb = yaml.safe_load(account.platform_file.read_text())["aws"]["alb_metrics"]
+        self.timing = (int(alb["period_s"]), float(alb["delay_s"]))
+        self.last_put: dict[str, int] = {}  # target group ARN -> start of the next period to put
         self.errors: list[str] = []  # failed rounds, retried at the next one
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -49,11 +54,12 @@ class AlbMetrics:
                     self.errors.append(f"{region}: {exc!r}")
 
     def _put(self, region: str) -> None:
-        """One point per second per metric since the last put: an ALB reports every period, however
-        slowly this loop goes round the regions."""
+        """One point per period per metric for every period that ended `delay_s` ago or earlier and
+        was not put yet: an ALB reports every period, late, however slowly this loop goes round."""
         scaling = self.account.client("autoscaling", region)
         cloudwatch = self.account.client("cloudwatch", region)
-        now = int(time.time())
+        period, delay = self.timing
+        due = int((time.time() - delay) // period) * period  # the end of the newest period that may be put
         lb = self.account.regions[region].load_balancer_arn.split(":loadbalancer/", 1)[1]
         for group in scaling.describe_auto_scaling_groups()["AutoScalingGroups"]:
             tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
@@ -66,21 +72,22 @@ class AlbMetrics:
             ]
             version = tags.get("immutable:version", "")
             error_rate = self.error_rates.get(f"{version}@{region}", self.error_rates.get(version, 0.0))
-            # From the group's start: the ALB reports from the moment the targets register.
-            since = self.last_put.get(target_group, int(group["CreatedTime"].timestamp()) - 1)
+            # From the group's start: the ALB reports from the period the targets register in.
+            created = int(group["CreatedTime"].timestamp()) // period * period
+            since = self.last_put.get(target_group, created)
             data = []
-            for second in range(since + 1, now + 1):
-                requests = 50 + random.randint(-5, 5)
+            for start in range(since, due - period + 1, period):  # each period that ended by `due`
+                requests = period * (50 + random.randint(-5, 5))
+                stamp = datetime.fromtimestamp(start, UTC)  # a period's point is stamped at its start
                 for name, value in (
                     ("RequestCount", requests),
                     ("HTTPCode_Target_5XX_Count", round(requests * error_rate)),
                     ("TargetResponseTime", 0.02 + random.uniform(0, 0.004)),
                 ):
-                    stamp = datetime.fromtimestamp(second, UTC)
                     data.append({"MetricName": name, "Dimensions": dimensions, "Timestamp": stamp, "Value": value})
             for start in range(0, len(data), PUT_BATCH):  # PutMetricData takes at most 1,000 points a call
                 cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data[start : start + PUT_BATCH])
-            self.last_put[target_group] = now
+            self.last_put[target_group] = max(since, due)
 
     def __enter__(self) -> AlbMetrics:
         self.thread.start()
@@ -105,6 +112,14 @@ def listener_weights(account: AwsAccount, region: str) -> dict[str, int]:
             name = elb.describe_target_groups(TargetGroupArns=[group["TargetGroupArn"]])["TargetGroups"][0]
             weights[name["TargetGroupName"]] = int(group.get("Weight", 1))
     return weights
+
+
+def target_states(account: AwsAccount, region: str, target_group: str) -> set[str]:
+    elb = account.client("elbv2", region)
+    arn = elb.describe_target_groups(Names=[target_group])["TargetGroups"][0]["TargetGroupArn"]
+    return {
+        d["TargetHealth"]["State"] for d in elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    }
 
 
 def groups(account: AwsAccount, region: str) -> set[str]:
@@ -156,6 +171,9 @@ def test_fleets_flip_by_listener_weights_and_keep_the_old_color(
     production.set_shares(APP, region, {"green": 100})
     assert listener_weights(aws_account, region) == {"sample-green": 100}
     assert production.live(APP, region)["version"] == "1.1.0"
+    # The kept color takes no traffic yet is still health-checked (an ALB checks only the groups a
+    # listener forwards to), so a flip back finds it healthy.
+    assert target_states(aws_account, region, f"{APP}-blue") == {"healthy"}
     assert {"sample-eu-west-1-blue", "sample-eu-west-1-green"} <= groups(aws_account, region)
     # Every fleet's instances answer IMDSv2 only (the template's current version, as launched).
     ec2 = aws_account.client("ec2", region)
@@ -221,6 +239,68 @@ def test_the_record_and_lease_live_in_the_artifact_bucket(aws_account: AwsAccoun
     assert production.record(APP, "us-east-1")["previous"]["version"] == "1.0.0"
 
 
+def _after_reading_before_writing(client: Any, action: Any) -> None:
+    """Run `action` once: after the client's next read of an object and before its next write (a put
+    or a delete), the moment another writer could move in."""
+    writes = ("before-call.s3.PutObject", "before-call.s3.DeleteObject")
+
+    def before_write(**_: Any) -> None:
+        for event in writes:
+            client.meta.events.unregister(event, before_write)
+        action()
+
+    def after_read(**_: Any) -> None:
+        client.meta.events.unregister("after-call.s3.GetObject", after_read)
+        for event in writes:
+            client.meta.events.register(event, before_write)
+
+    client.meta.events.register("after-call.s3.GetObject", after_read)
+
+
+def test_a_stale_lock_is_taken_over_by_one_writer_only(aws_account: AwsAccount, production: Any) -> None:
+    """Two writers find the same stale lock; the other one replaces it first. This one must not
+    remove or overwrite the other's fresh lock: it waits until that one is released."""
+    s3, bucket = aws_account.client("s3"), aws_account.bucket
+    lock = "production/ap-south-1/sample.json.lock"
+    s3.put_object(Bucket=bucket, Key=lock, Body=str(time.time() - 3600).encode())  # a crashed writer's
+    other = str(time.time()).encode()
+    seen: list[bytes] = []
+
+    def other_takes_it_then_releases() -> None:
+        s3.put_object(Bucket=bucket, Key=lock, Body=other)
+        threading.Timer(2.0, lambda: seen.append(s3.get_object(Bucket=bucket, Key=lock)["Body"].read())).start()
+        threading.Timer(2.5, lambda: s3.delete_object(Bucket=bucket, Key=lock)).start()
+
+    # This writer reads the stale lock, then takes it over: the other writer moves in between.
+    _after_reading_before_writing(production._records().conn, other_takes_it_then_releases)
+    production.request_stop(APP, "ap-south-1", by="a person", reason="test", at=time.time())
+    assert seen == [other], "the other writer's fresh lock was removed or overwritten"
+    assert production.record(APP, "ap-south-1")["stop_requested"]["by"] == "a person"
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=lock)["KeyCount"] == 0, "this writer's lock was not released"
+
+
+def test_a_writer_whose_lock_was_taken_over_writes_nothing(aws_account: AwsAccount, production: Any) -> None:
+    """A writer paused past the stale limit wakes up after another took its lock and wrote the
+    record: its own write is refused and the other's lock stays."""
+    from immutable.aws.production import RecordLocked
+
+    s3, bucket = aws_account.client("s3"), aws_account.bucket
+    key = "production/ap-south-1/sample.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=b'{"note": "before"}')
+    other_lock = str(time.time()).encode()
+    with (
+        pytest.raises(RecordLocked, match="changed by another writer"),
+        production._locked(APP, "ap-south-1") as record,
+    ):
+        record["note"] = "from the paused writer"
+        s3.put_object(Bucket=bucket, Key=key + ".lock", Body=other_lock)  # the takeover
+        s3.put_object(Bucket=bucket, Key=key, Body=b'{"note": "from the other writer"}')
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b'{"note": "from the other writer"}'
+    assert s3.get_object(Bucket=bucket, Key=key + ".lock")["Body"].read() == other_lock
+    s3.delete_object(Bucket=bucket, Key=key + ".lock")
+    s3.delete_object(Bucket=bucket, Key=key)
+
+
 def test_a_metrics_client_opens_one_cloudwatch_client_for_the_whole_trigger_run(
     aws_account: AwsAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,27 +349,28 @@ def test_a_metrics_client_opens_one_cloudwatch_client_for_the_whole_trigger_run(
 def test_the_canary_gate_judges_cloudwatch_series(
     aws_account: AwsAccount, production: Any, upstream_ami: str, canary_error_rate: float, verdict: str
 ) -> None:
-    from immutable.app_spec import app_spec
-    from immutable.config import load_platform
+    from immutable.pipelines.production import canary_timing_for, spec_for
     from immutable.platforms import platform_for
     from immutable.triggers import CanaryAnalysisTrigger
 
-    spec = app_spec(APP).for_platform(load_platform())
+    platform = platform_for()
+    spec = spec_for(platform, APP)  # the test platform's windows: three ALB periods an interval
     region = BUILD_REGION
     for color, version in (("canary", "9.9.9"), ("baseline", "1.0.0")):
         production.fleets.launch(
             spec=spec, region=region, color=color, image=upstream_ami, digest=f"ami-{color}", version=version, size=1
         )
-    settings = spec.canary.model_copy(update={"interval_s": 12, "lifetime_s": 24, "min_samples": 8})
+    settings, timing = spec.canary, canary_timing_for(spec, platform)
     trigger = CanaryAnalysisTrigger(
-        backend=platform_for(load_platform()).metrics.backend(APP, region),
+        backend=platform.metrics.backend(APP, region),
         metrics=[m.model_dump() for m in settings.metrics],
-        analysis=settings.judge_settings(),
+        analysis=settings.judge_settings() | {"min_samples": timing.min_samples},
         labels={"app": APP, "region": region},
         start_at=time.time() + 2,
         interval_s=settings.interval_s,
         intervals=settings.intervals,
-        step_s=settings.step_s,
+        step_s=timing.step_s,
+        data_delay_s=timing.delay_s,
         rate_window=settings.rate_window,
     )
 

@@ -30,6 +30,9 @@ def new_ami(account: AwsAccount, name: str, tags: dict[str, str], region: str = 
         )["ImageId"]
     )
     ec2.terminate_instances(InstanceIds=[instance])
+    # As the pipeline does before it uses an AMI: a new one is not found for a moment, then pending.
+    ec2.get_waiter("image_exists").wait(ImageIds=[image_id], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    ec2.get_waiter("image_available").wait(ImageIds=[image_id], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     return image_id
 
 

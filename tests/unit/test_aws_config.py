@@ -95,6 +95,9 @@ def test_upstream_ami_is_exactly_one_source(tmp_path: Path, upstream: dict[str, 
         (("aws", "artifact_bucket"), "Bad_Bucket", "aws.artifact_bucket"),
         (("aws", "image_retention", "keep"), 0, "aws.image_retention.keep"),
         (("aws", "environments", "prod"), {"subnet_id": "subnet-1", "security_group_ids": ["sg-1"]}, "prod"),
+        # Instances that take SSM commands need a profile: without one the SSM agent never registers.
+        (("aws", "builder", "instance_profile"), None, "aws.builder.instance_profile"),
+        (("aws", "environments", "staging", "instance_profile"), None, "aws.environments.staging.instance_profile"),
     ],
 )
 def test_bad_aws_fields_are_named(tmp_path: Path, path: tuple[str, ...], value: object, field: str) -> None:
@@ -130,3 +133,22 @@ def test_local_platform_still_requires_its_ports(tmp_path: Path) -> None:
     data = {"platform": "local", "regions": [{"name": "eu-west", "registry_port": 5501, "lb_port": 8101}]}
     with pytest.raises(ConfigError, match=r"regions\.0 \(eu-west\): lb_admin_port required when platform is 'local'"):
         load_platform(write(tmp_path, data))
+
+
+def test_gate_windows_too_short_for_the_alb_metrics_are_refused_naming_the_field(tmp_path: Path) -> None:
+    """One ALB point a minute: a 2-minute canary interval holds 2 points, too few to compare."""
+    from immutable.pipelines.production import spec_for
+    from immutable.platforms import platform_for
+
+    data = copy.deepcopy(example())
+    data["timing_overrides"] = {"canary": {"interval_s": 120, "lifetime_s": 240}}
+    platform = platform_for(load_platform(write(tmp_path, data)))
+    with pytest.raises(ConfigError, match=r"app 'sample' on the aws platform: canary\.interval_s 120 .*at least 360s"):
+        spec_for(platform, "sample")
+    data["timing_overrides"] = {"bluegreen": {"post_flip_window_s": 30}}
+    platform = platform_for(load_platform(write(tmp_path, data)))
+    with pytest.raises(ConfigError, match=r"bluegreen\.post_flip_window_s 30 .*at least 60s"):
+        spec_for(platform, "sample")
+    data["timing_overrides"] = None
+    spec = spec_for(platform_for(load_platform(write(tmp_path, data))), "sample")
+    assert spec.canary.interval_s >= 360

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, ec2, ssm
 from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
+from immutable.paths import INCLUDE_DIR
 
 if TYPE_CHECKING:
     from immutable.aws.hooks.ssm import CommandResult
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 
 BUILD_SCRIPT_TIMEOUT_S = 3600  # seconds: a base build (dist-upgrade) or a bake on the builder
 CHECK_TIMEOUT_S = 600  # seconds: checks and probes on a test instance
+SSM_AGENT_USER_DATA = INCLUDE_DIR / "aws" / "ssm-agent-user-data.sh"
+
+
+def ssm_agent_user_data() -> str:
+    """The user data that installs and starts the SSM agent where the AMI has none (Debian's own)."""
+    return SSM_AGENT_USER_DATA.read_text()
 
 
 @contextmanager
@@ -47,6 +54,7 @@ def instance(
             subnet_id=subnet_id,
             security_group_ids=security_group_ids,
             instance_profile=instance_profile,
+            user_data=ssm_agent_user_data(),
             tags=tags,
         )
     except Exception as exc:

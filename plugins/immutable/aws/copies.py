@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,9 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str, w
     source = source_hook.get_image(image_id=source_image_id)
     if source is None:
         raise AwsImageError(f"the AMI {source_image_id} to copy does not exist in {source_region}")
+    tags = {k: v for k, v in source_hook.image_tags(source).items() if not k.startswith("aws:")}
+    tags = {k: v for k, v in tags.items() if not k.startswith(TAG_CHANNEL)}  # channels live in the build region only
+    tags |= {TAG_SOURCE_IMAGE: source_image_id, TAG_SOURCE_REGION: source_region}
     existing = find_copy(platform, region, source_image_id)
     if existing is not None and existing.get("State") in ("available", "pending"):
         image_id = str(existing["ImageId"])
@@ -67,17 +71,19 @@ def copy_image(platform: PlatformConfig, *, region: str, source_image_id: str, w
                 source_region=source_region,
                 name=str(source.get("Name", source_image_id)),
                 description=str(source.get("Description", "")),
-                client_token=f"immutable-{source_image_id}-{region}",
+                # One token per attempt: botocore's own retries of this call reuse it, but a copy
+                # that failed and was deregistered would come back for the same token.
+                client_token=f"immutable-{source_image_id}-{uuid.uuid4().hex}",
+                tags=tags,
                 kms_key_id=aws_region.kms_key_id,
             )
         except Exception as exc:
             raise AwsImageError(f"copying {source_image_id} from {source_region} to {region} failed: {exc}") from exc
         copied = True
-    tags = {k: v for k, v in source_hook.image_tags(source).items() if not k.startswith("aws:")}
-    tags = {k: v for k, v in tags.items() if not k.startswith(TAG_CHANNEL)}  # channels live in the build region only
-    tags |= {TAG_SOURCE_IMAGE: source_image_id, TAG_SOURCE_REGION: source_region}
     try:
-        hook.create_tags(resource_ids=[image_id], tags=tags)
+        if not copied:
+            hook.create_tags(resource_ids=[image_id], tags=tags)  # a copy an earlier version tagged after the fact
+        hook.wait_image_visible(image_id=image_id)
         if wait:
             hook.wait_image_available(image_id=image_id)
     except Exception as exc:

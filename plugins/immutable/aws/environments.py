@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from immutable.aws.amis import AwsImageError, ec2
-from immutable.aws.builders import CHECK_TIMEOUT_S, run_script
+from immutable.aws.builders import CHECK_TIMEOUT_S, run_script, ssm_agent_user_data
 from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class AwsEnvironments:
                     instance_type=platform.aws_settings.instance_type,
                     subnet_id=placement.subnet_id,
                     security_group_ids=list(placement.security_group_ids),
+                    instance_profile=placement.instance_profile,
+                    user_data=ssm_agent_user_data(),
                     tags={
                         TAG_ENVIRONMENT: name,
                         TAG_ROLE: kind,

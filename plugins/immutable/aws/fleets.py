@@ -122,6 +122,7 @@ class AwsFleets:
             tags={TAG_APP: spec.name, TAG_COLOR: color},
         )
         try:
+            self._keep_health_checked(spec.name, region)
             if existing is None:
                 template_id = scaling.put_launch_template(
                     name=name,
@@ -161,6 +162,14 @@ class AwsFleets:
             ) from exc
         return self.members(spec.name, region, color)
 
+    def _keep_health_checked(self, app: str, region: str, leaving: str | None = None) -> None:
+        """Every color's target group but `leaving` stays health-checked, whatever its share of traffic."""
+        elb = self.elb(region)
+        groups = [elb.target_group(target_group_name(app, c)) for c in COLORS if c != leaving]
+        elb.keep_health_checked(
+            self.platform.aws_region(region).listener_arn, [g["TargetGroupArn"] for g in groups if g is not None]
+        )
+
     def wait_healthy(self, spec: AppSpec, members: list[AwsMember]) -> None:
         if not members:
             return
@@ -197,6 +206,7 @@ class AwsFleets:
         deleted = scaling.delete_group(name, DELETE_TIMEOUT_S)
         scaling.delete_launch_template(name)
         if target_group is not None:
+            self._keep_health_checked(app, region, leaving=color)  # a group a rule forwards to cannot be deleted
             elb.delete_target_group(target_group_name(app, color))
         if deleted:
             log.info("%s %s: removed group %s (%s)", app, region, name, members)

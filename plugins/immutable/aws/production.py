@@ -46,21 +46,30 @@ class AwsProduction(ProductionState):
     # --- record ---------------------------------------------------------------------------
 
     def record(self, app: str, region: str) -> dict[str, Any]:
-        found = self._records().get_record(bucket=self.settings.artifact_bucket, key=self._key(app, region))
+        found, _ = self._records().get_record(bucket=self.settings.artifact_bucket, key=self._key(app, region))
         return found if found is not None else {}
 
     @contextlib.contextmanager
     def _locked(self, app: str, region: str) -> Generator[dict[str, Any]]:
-        """Read-modify-write under a lock object that only one writer can create (If-None-Match)."""
+        """Read-modify-write under a lock object only one writer can hold. Every write is conditional:
+        the lock is created only if absent, taken over only if it is still the stale one seen, and
+        released only if it is still ours; the record is written only if nobody changed it since it
+        was read. So a writer thought dead that wakes up can neither steal the lock nor overwrite."""
         records, bucket = self._records(), self.settings.artifact_bucket
-        lock_key = self._key(app, region) + ".lock"
+        key = self._key(app, region)
+        lock_key = key + ".lock"
         deadline = time.monotonic() + LOCK_WAIT_S
-        while not records.create_lock(bucket=bucket, key=lock_key, taken_at=time.time()):
-            held_since = records.lock_taken_at(bucket=bucket, key=lock_key)
+        while (ours := records.create_lock(bucket=bucket, key=lock_key, taken_at=time.time())) is None:
+            held = records.lock_state(bucket=bucket, key=lock_key)
+            if held is None:
+                continue  # released meanwhile: try again at once
+            held_since, held_etag = held
             if time.time() - held_since > LOCK_STALE_S:
                 log.warning("taking over the stale lock s3://%s/%s", bucket, lock_key)
-                records.delete_lock(bucket=bucket, key=lock_key)
-                continue
+                ours = records.take_over_lock(bucket=bucket, key=lock_key, stale_etag=held_etag, taken_at=time.time())
+                if ours is not None:
+                    break
+                continue  # another writer took it first, or it went: look again
             if time.monotonic() > deadline:
                 raise RecordLocked(
                     f"s3://{bucket}/{lock_key} has been held for {time.time() - held_since:.0f}s by another "
@@ -68,11 +77,17 @@ class AwsProduction(ProductionState):
                 )
             time.sleep(1.0)
         try:
-            record = self.record(app, region)
+            found, etag = records.get_record(bucket=bucket, key=key)
+            record = found if found is not None else {}
             yield record
-            records.put_record(bucket=bucket, key=self._key(app, region), record=record)
+            if not records.put_record(bucket=bucket, key=key, record=record, read_etag=etag):
+                raise RecordLocked(
+                    f"s3://{bucket}/{key} was changed by another writer while this one held its lock (the lock "
+                    "was taken over as stale); nothing was written: run the task again"
+                )
         finally:
-            records.delete_lock(bucket=bucket, key=lock_key)
+            if not records.delete_lock(bucket=bucket, key=lock_key, etag=ours):
+                log.warning("s3://%s/%s was taken over by another writer; left to it", bucket, lock_key)
 
     # --- traffic --------------------------------------------------------------------------
 

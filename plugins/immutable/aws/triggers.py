@@ -15,6 +15,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 COPY_POLL_S = 15.0  # seconds between DescribeImages calls while a copy is pending
+FIRST_POLL_S = 2.0  # seconds before the second look at a copy that has just begun
 COPY_TIMEOUT_S = 3 * 3600.0  # a large encrypted AMI copied across the world can take well over an hour
 FAILED_STATES = ("failed", "invalid", "error", "deregistered", "disabled")
 
@@ -93,4 +94,6 @@ class ImageAvailableTrigger(BaseTrigger):
                 yield TriggerEvent(event | {"status": "error", "message": message})
                 return
             self.log.info("%s in %s is %s after %.0fs", self.image_id, self.region, state, waited_s)
-            await asyncio.sleep(self.poll_s)
+            # Soon after the copy began, look again soon (a small AMI is done in seconds); later every
+            # poll_s: a copy of many minutes costs a handful of calls.
+            await asyncio.sleep(min(self.poll_s, FIRST_POLL_S + waited_s / 4))

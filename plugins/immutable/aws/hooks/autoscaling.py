@@ -8,6 +8,8 @@ from typing import Any
 from immutable.aws.hooks import RegionalAwsHook
 
 POLL_S = 5.0  # seconds between looks at a group that is filling or draining
+# Launch failures that pass by themselves: Auto Scaling tries again (another zone, a moment later).
+TRANSIENT_LAUNCH_ERRORS = ("InsufficientInstanceCapacity", "RequestLimitExceeded", "Server.InternalError")
 
 
 class AutoScalingHook(RegionalAwsHook):
@@ -100,19 +102,37 @@ class AutoScalingHook(RegionalAwsHook):
         )
 
     def wait_in_service(self, name: str, size: int, timeout_s: float) -> list[dict[str, Any]]:
-        """Until `size` instances of the group are InService; returns them."""
+        """Until `size` instances of the group are InService; returns them. A launch that fails (the
+        group's scaling activities say so) is an error at once, with AWS's reason: Auto Scaling
+        would only try again and again with the same template."""
         deadline = time.monotonic() + timeout_s
         while True:
             group = self.group(name)
             instances = [i for i in (group or {}).get("Instances", []) if i["LifecycleState"] == "InService"]
             if len(instances) >= size:
                 return instances
+            if failed := self.failed_launch(name):
+                raise RuntimeError(f"Auto Scaling group {name} cannot launch its instances: {failed}")
             if time.monotonic() > deadline:
                 states = [(i["InstanceId"], i["LifecycleState"]) for i in (group or {}).get("Instances", [])]
                 raise TimeoutError(
                     f"Auto Scaling group {name}: {len(instances)}/{size} in service after {timeout_s}s: {states}"
                 )
             time.sleep(POLL_S)
+
+    def failed_launch(self, name: str) -> str | None:
+        """The reason of the group's latest failed launch, unless it is one that a later attempt may
+        overcome (no capacity in the zone at this moment); None when none failed."""
+        activities = self.conn.describe_scaling_activities(AutoScalingGroupName=name, MaxRecords=10)["Activities"]
+        for activity in activities:  # newest first
+            if activity.get("StatusCode") == "Successful":
+                return None
+            message = str(activity.get("StatusMessage") or activity.get("Description") or "")
+            if activity.get("StatusCode") in ("Failed", "Cancelled") and not any(
+                transient in message for transient in TRANSIENT_LAUNCH_ERRORS
+            ):
+                return message
+        return None
 
     def delete_group(self, name: str, timeout_s: float) -> bool:
         """Delete the group and its instances; returns False when it did not exist."""

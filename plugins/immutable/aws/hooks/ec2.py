@@ -12,6 +12,7 @@ from immutable.aws.hooks.base import RegionalAwsHook, error_code, tag_dict, tag_
 
 WAITER_DELAY_S = 2  # seconds between polls of a boto3 waiter
 WAITER_MAX_ATTEMPTS = 450  # 15 minutes at WAITER_DELAY_S: an AMI of a few GB can take that long
+VISIBLE_MAX_ATTEMPTS = 60  # 2 minutes at WAITER_DELAY_S for a new AMI to be known to DescribeImages
 NOT_FOUND = ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable")
 
 
@@ -69,15 +70,21 @@ class Ec2ImageHook(RegionalAwsHook):
         name: str,
         description: str,
         client_token: str,
+        tags: dict[str, str],
         kms_key_id: str | None = None,
     ) -> str:
-        """Start a copy into this hook's region; `client_token` makes a retried call return the same copy."""
+        """Start a copy into this hook's region, tagged as it is created (so it is found again even if
+        this process dies at once); `client_token` makes a retried call return the same copy."""
         kwargs: dict[str, Any] = {
             "SourceImageId": source_image_id,
             "SourceRegion": source_region,
             "Name": name,
             "Description": description[:255],
             "ClientToken": client_token[:64],
+            "TagSpecifications": [
+                {"ResourceType": "image", "Tags": tag_list(tags)},
+                {"ResourceType": "snapshot", "Tags": tag_list(tags)},
+            ],
         }
         if kms_key_id:
             kwargs |= {"Encrypted": True, "KmsKeyId": kms_key_id}
@@ -93,28 +100,33 @@ class Ec2ImageHook(RegionalAwsHook):
         if keys:
             self.conn.delete_tags(Resources=resource_ids, Tags=[{"Key": k} for k in keys])
 
+    def wait_image_visible(self, *, image_id: str) -> None:
+        """Until DescribeImages knows the image: right after CreateImage or CopyImage it may answer
+        InvalidAMIID.NotFound for a while (eventual consistency), which is not a failure."""
+        self.conn.get_waiter("image_exists").wait(
+            ImageIds=[image_id], WaiterConfig={"Delay": WAITER_DELAY_S, "MaxAttempts": VISIBLE_MAX_ATTEMPTS}
+        )
+
     def wait_image_available(self, *, image_id: str, max_attempts: int = WAITER_MAX_ATTEMPTS) -> None:
         self.log.info("Waiting for image %s in %s to be available", image_id, self.region_name)
+        self.wait_image_visible(image_id=image_id)
         self.conn.get_waiter("image_available").wait(
             ImageIds=[image_id], WaiterConfig={"Delay": WAITER_DELAY_S, "MaxAttempts": max_attempts}
         )
 
     def deregister_image(self, *, image_id: str) -> list[str]:
-        """Deregister the image and delete its EBS snapshots; returns the snapshot ids deleted."""
+        """Deregister the image with its EBS snapshots; returns the snapshot ids.
+
+        AWS deletes the snapshots itself (DeleteAssociatedSnapshots): deleting them right after
+        the deregistration would meet InvalidSnapshot.InUse while the AMI still holds them."""
         image = self.get_image(image_id=image_id)
         if image is None:
             return []
         snapshots = [
             m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")
         ]
-        self.conn.deregister_image(ImageId=image_id)
-        for snapshot_id in snapshots:
-            try:
-                self.conn.delete_snapshot(SnapshotId=snapshot_id)
-            except Exception as exc:
-                if error_code(exc) != "InvalidSnapshot.NotFound":
-                    raise
-        self.log.info("Deregistered %s in %s and deleted snapshots %s", image_id, self.region_name, snapshots)
+        self.conn.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+        self.log.info("Deregistered %s in %s with its snapshots %s", image_id, self.region_name, snapshots)
         return snapshots
 
     # ---- instances -----------------------------------------------------------------------------

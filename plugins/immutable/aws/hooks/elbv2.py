@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 from immutable.aws.hooks import RegionalAwsHook
+
+# An ALB health-checks only the target groups a listener forwards to: any other reports its targets
+# `unused`, so a fleet that takes no traffic yet (a new color, the kept color after a flip) would
+# never turn healthy. One rule per listener, last in order and matching only a header with a secret
+# value nobody sends, forwards to every such group to keep it health-checked.
+STANDBY_RULE_PRIORITY = 50000  # the highest priority number an ALB rule may have: it is evaluated last
+STANDBY_HEADER = "X-Immutable-Standby"
+HEALTH_POLL_S = 5.0  # seconds between target health reads
 
 
 class ElbV2Hook(RegionalAwsHook):
@@ -45,11 +55,58 @@ class ElbV2Hook(RegionalAwsHook):
         return True
 
     def wait_targets_healthy(self, target_group_arn: str, instance_ids: list[str], timeout_s: float) -> None:
-        self.get_waiter("target_in_service").wait(
-            TargetGroupArn=target_group_arn,
-            Targets=[{"Id": i} for i in instance_ids],
-            WaiterConfig={"Delay": 5, "MaxAttempts": max(1, int(timeout_s // 5))},
+        """Until every target is healthy; at once an error when the group is not health-checked at all."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            health = {
+                d["Target"]["Id"]: d["TargetHealth"]
+                for d in self.conn.describe_target_health(
+                    TargetGroupArn=target_group_arn, Targets=[{"Id": i} for i in instance_ids]
+                )["TargetHealthDescriptions"]
+            }
+            if all(health.get(i, {}).get("State") == "healthy" for i in instance_ids):
+                return
+            not_checked = sorted(i for i, h in health.items() if h.get("Reason") == "Target.NotInUse")
+            if not_checked:
+                raise RuntimeError(
+                    f"target group {target_group_arn}: {not_checked} are 'unused': no listener forwards to the "
+                    "group, so the load balancer does not health-check it"
+                )
+            if time.monotonic() > deadline:
+                states = {i: f"{h.get('State')} ({h.get('Reason', '')})" for i, h in health.items()}
+                raise TimeoutError(f"target group {target_group_arn}: not all healthy after {timeout_s:.0f}s: {states}")
+            time.sleep(HEALTH_POLL_S)
+
+    def keep_health_checked(self, listener_arn: str, target_group_arns: list[str]) -> None:
+        """Make the listener's standby rule forward to exactly these groups (none: the rule goes)."""
+        rule = self._standby_rule(listener_arn)
+        if not target_group_arns:
+            if rule is not None:
+                self.conn.delete_rule(RuleArn=rule["RuleArn"])
+            return
+        actions = [
+            {
+                "Type": "forward",
+                "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": arn, "Weight": 1} for arn in target_group_arns]},
+            }
+        ]
+        if rule is not None:
+            self.conn.modify_rule(RuleArn=rule["RuleArn"], Actions=actions)
+            return
+        secret = uuid.uuid4().hex  # never sent by anyone: the rule matches no request
+        self.conn.create_rule(
+            ListenerArn=listener_arn,
+            Priority=STANDBY_RULE_PRIORITY,
+            Conditions=[
+                {"Field": "http-header", "HttpHeaderConfig": {"HttpHeaderName": STANDBY_HEADER, "Values": [secret]}}
+            ],
+            Actions=actions,
         )
+
+    def _standby_rule(self, listener_arn: str) -> dict[str, Any] | None:
+        rules = self.conn.describe_rules(ListenerArn=listener_arn)["Rules"]
+        found = [r for r in rules if r.get("Priority") == str(STANDBY_RULE_PRIORITY)]
+        return found[0] if found else None
 
     def listener(self, listener_arn: str) -> dict[str, Any]:
         return dict(self.conn.describe_listeners(ListenerArns=[listener_arn])["Listeners"][0])

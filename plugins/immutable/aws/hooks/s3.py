@@ -48,38 +48,69 @@ class RecordS3Hook(RegionalAwsHook):
 
     client_type = "s3"
 
-    # What S3 answers a conditional put (If-None-Match) when the object exists, or another is in flight.
-    LOCK_TAKEN_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
+    # What S3 answers a conditional write whose condition no longer holds (the object exists, or was
+    # changed, or another write of it is in flight), or an If-Match on an object that is gone.
+    CHANGED_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404")
 
-    def get_record(self, *, bucket: str, key: str) -> dict[str, Any] | None:
-        """The record stored under `key`, or None before the first write."""
+    def get_record(self, *, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The record stored under `key` and its ETag, or (None, None) before the first write."""
         try:
-            body = self.conn.get_object(Bucket=bucket, Key=key)["Body"]
+            found = self.conn.get_object(Bucket=bucket, Key=key)
         except self.conn.exceptions.NoSuchKey:
-            return None
-        return dict(json.loads(body.read()))
+            return None, None
+        return dict(json.loads(found["Body"].read())), str(found["ETag"])
 
-    def put_record(self, *, bucket: str, key: str, record: dict[str, Any]) -> None:
-        self.conn.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=json.dumps(record, indent=1, sort_keys=True).encode(),
-            ContentType="application/json",
-        )
-
-    def create_lock(self, *, bucket: str, key: str, taken_at: float) -> bool:
-        """Write the lock object only if none exists (a conditional put): False when another writer holds it."""
+    def put_record(self, *, bucket: str, key: str, record: dict[str, Any], read_etag: str | None) -> bool:
+        """Write the record only if it is still the one read (`read_etag`; None: there was none).
+        False when another writer changed it since: nothing is written."""
+        condition = {"IfMatch": read_etag} if read_etag else {"IfNoneMatch": "*"}
         try:
-            self.conn.put_object(Bucket=bucket, Key=key, Body=str(taken_at).encode(), IfNoneMatch="*")
+            self.conn.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=json.dumps(record, indent=1, sort_keys=True).encode(),
+                ContentType="application/json",
+                **condition,
+            )
         except Exception as exc:
-            if error_code(exc) not in self.LOCK_TAKEN_CODES:
+            if error_code(exc) not in self.CHANGED_CODES:
                 raise
             return False
         return True
 
-    def lock_taken_at(self, *, bucket: str, key: str) -> float:
-        """When the lock's holder took it (epoch seconds; 0 when the object is empty)."""
-        return float(self.conn.get_object(Bucket=bucket, Key=key)["Body"].read() or 0)
+    def create_lock(self, *, bucket: str, key: str, taken_at: float) -> str | None:
+        """Write the lock object only if none exists (a conditional put): its ETag, or None when
+        another writer holds it."""
+        return self._put_lock(bucket, key, taken_at, {"IfNoneMatch": "*"})
 
-    def delete_lock(self, *, bucket: str, key: str) -> None:
-        self.conn.delete_object(Bucket=bucket, Key=key)
+    def take_over_lock(self, *, bucket: str, key: str, stale_etag: str, taken_at: float) -> str | None:
+        """Replace the stale lock `stale_etag` with ours, only if it is still that one: of two writers
+        that found it stale, one gets it. Its ETag, or None when the lock changed or went meanwhile."""
+        return self._put_lock(bucket, key, taken_at, {"IfMatch": stale_etag})
+
+    def _put_lock(self, bucket: str, key: str, taken_at: float, condition: dict[str, str]) -> str | None:
+        try:
+            put = self.conn.put_object(Bucket=bucket, Key=key, Body=str(taken_at).encode(), **condition)
+        except Exception as exc:
+            if error_code(exc) not in self.CHANGED_CODES:
+                raise
+            return None
+        return str(put["ETag"])
+
+    def lock_state(self, *, bucket: str, key: str) -> tuple[float, str] | None:
+        """When the lock's holder took it (epoch seconds; 0 when empty) and its ETag; None when free."""
+        try:
+            found = self.conn.get_object(Bucket=bucket, Key=key)
+        except self.conn.exceptions.NoSuchKey:
+            return None
+        return float(found["Body"].read() or 0), str(found["ETag"])
+
+    def delete_lock(self, *, bucket: str, key: str, etag: str) -> bool:
+        """Delete the lock only if it is still ours (`etag`); False when another writer took it over."""
+        try:
+            self.conn.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        except Exception as exc:
+            if error_code(exc) not in self.CHANGED_CODES:
+                raise
+            return False
+        return True

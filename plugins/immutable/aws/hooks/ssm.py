@@ -9,6 +9,8 @@ from immutable.aws.hooks.base import RegionalAwsHook, error_code
 
 RUN_SHELL_DOCUMENT = "AWS-RunShellScript"
 COMMAND_POLL_S = 2.0  # seconds between polls of a command's status
+AGENT_POLL_S = 2.0  # seconds between reads of an SSM agent's registration
+AGENT_TIMEOUT_S = 900.0  # an agent installed by user data registers within a few minutes
 DONE = ("Success", "Failed", "Cancelled", "TimedOut", "DeliveryTimedOut", "ExecutionTimedOut", "Undeliverable")
 
 
@@ -36,8 +38,30 @@ class SsmHook(RegionalAwsHook):
                 return None
             raise
 
+    def wait_agent_online(self, *, instance_id: str, timeout_s: float = AGENT_TIMEOUT_S) -> None:
+        """Until the instance's SSM agent has registered and pings (PingStatus Online): commands sent
+        before that fail with InvalidInstanceId. The agent starts with the instance (or its user
+        data installs it) and then takes from seconds to minutes to register."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.conn.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])[
+                "InstanceInformationList"
+            ]
+            status = str(found[0].get("PingStatus")) if found else "not registered"
+            if status == "Online":
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the SSM agent of {instance_id} in {self.region_name} is {status} after {timeout_s:.0f}s: "
+                    "the instance needs the agent (its user data installs it), an instance profile allowing "
+                    "AmazonSSMManagedInstanceCore, and HTTPS out to the SSM endpoints (a NAT or VPC endpoints)"
+                )
+            self.log.info("SSM agent of %s in %s: %s; waiting", instance_id, self.region_name, status)
+            time.sleep(AGENT_POLL_S)
+
     def run_shell(self, *, instance_id: str, commands: list[str], comment: str, timeout_s: int) -> CommandResult:
         """Run a shell script as root on the instance and wait for it (status, exit code, output)."""
+        self.wait_agent_online(instance_id=instance_id)
         command_id = str(
             self.conn.send_command(
                 InstanceIds=[instance_id],
