@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from immutable.metric_timing import duration_s
 from immutable.platforms import metrics_client_for
 
 QUERY_FIELDS = ("query", "cloudwatch")  # how a check is fetched, not how it is judged
@@ -34,11 +35,6 @@ STOP_POLL_S = 2.0  # seconds between looks at the app's production record for a 
 
 def _clock(epoch_s: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(epoch_s))
-
-
-def duration_s(window: str) -> float:
-    """Seconds in a Prometheus-style duration such as 30s, 5m or 1h."""
-    return float(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
 
 
 class _GateTrigger(BaseTrigger):
@@ -153,6 +149,7 @@ class CanaryAnalysisTrigger(_GateTrigger):
         intervals: int,
         step_s: float,
         rate_window: str,
+        data_delay_s: float = 0.0,
         outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
         retry_s: float = BACKEND_RETRY_S,
         stop_watch: dict[str, Any] | None = None,
@@ -167,6 +164,7 @@ class CanaryAnalysisTrigger(_GateTrigger):
         self.intervals = intervals
         self.step_s = step_s
         self.rate_window = rate_window
+        self.data_delay_s = data_delay_s  # the backend's points come this late: judge each interval then
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -181,6 +179,7 @@ class CanaryAnalysisTrigger(_GateTrigger):
                 "intervals": self.intervals,
                 "step_s": self.step_s,
                 "rate_window": self.rate_window,
+                "data_delay_s": self.data_delay_s,
                 **self._outage_settings(),
             },
         )
@@ -213,7 +212,7 @@ class CanaryAnalysisTrigger(_GateTrigger):
         probe = metrics.query(self.metrics[0], **self.labels, color="canary", window=self.rate_window)
         while len(judged) < self.intervals:
             end = window_start + self.interval_s
-            failure = await self._sleep_watching(metrics, probe, end, self.step_s)
+            failure = await self._sleep_watching(metrics, probe, end + self.data_delay_s, self.step_s)
             cause = f"the metrics backend failed: {failure}" if failure else None
             if cause is None:
                 try:
@@ -265,6 +264,8 @@ class ThresholdGateTrigger(_GateTrigger):
         step_s: float,
         rate_window: str,
         failures_allowed: int,
+        data_delay_s: float = 0.0,
+        lookback_s: float | None = None,
         outage_limit_s: float = BACKEND_OUTAGE_LIMIT_S,
         retry_s: float = BACKEND_RETRY_S,
         stop_watch: dict[str, Any] | None = None,
@@ -278,6 +279,10 @@ class ThresholdGateTrigger(_GateTrigger):
         self.step_s = step_s
         self.rate_window = rate_window
         self.failures_allowed = failures_allowed
+        # The backend's points come this late: the evaluation of moment `at` happens at `at + delay`.
+        self.data_delay_s = data_delay_s
+        # The newest point within this look-back is the value judged (a backend's newest may lag a little).
+        self.lookback_s = lookback_s if lookback_s is not None else max(step_s, duration_s(rate_window))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -291,15 +296,15 @@ class ThresholdGateTrigger(_GateTrigger):
                 "step_s": self.step_s,
                 "rate_window": self.rate_window,
                 "failures_allowed": self.failures_allowed,
+                "data_delay_s": self.data_delay_s,
+                "lookback_s": self.lookback_s,
                 **self._outage_settings(),
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         planned = max(1, int(self.window_s // self.step_s))
-        # The newest point a backend has may lag a little (CloudWatch's do): judge the latest one
-        # within a rate window rather than exactly the one at `at`.
-        lookback_s = max(self.step_s, duration_s(self.rate_window))
+        lookback_s = self.lookback_s
         limits = {c["name"]: (float(c["max"]), bool(c.get("must_have_data", True))) for c in self.checks}
         async with metrics_client_for(self.backend) as metrics:
             event = await self._first_of(self._watch(metrics, planned, lookback_s, limits))
@@ -316,7 +321,7 @@ class ThresholdGateTrigger(_GateTrigger):
         at = self.start_at
         while evaluated < planned:
             at += self.step_s
-            await asyncio.sleep(max(0.0, at - time.time()))
+            await asyncio.sleep(max(0.0, at + self.data_delay_s - time.time()))
             values: dict[str, float | None] = {}
             try:
                 for check in self.checks:

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "cve_check",
             "run_timing",
             "sbom",
+            "metric_timing",
         ),
     ),
     ("building blocks", ("images", "registry", "signing", "ui.links", "security_tracker")),

@@ -12,6 +12,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from immutable.aws.fleets import COLORS, AwsFleets, target_group_name
+from immutable.metric_timing import BackendTiming
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -44,6 +45,11 @@ class AwsMetrics:
             "connection_id": self.config.aws_settings.connection_id,
             "dimensions": dimensions,
         }
+
+    def timing(self) -> BackendTiming:
+        """The ALB's metrics are standard resolution: a point per `alb_metrics.period_s`, that late."""
+        settings = self.config.aws_settings.alb_metrics
+        return BackendTiming(period_s=settings.period_s, delay_s=settings.delay_s)
 
 
 class CloudWatchMetricsClient:

@@ -14,6 +14,7 @@ import httpx
 
 from immutable.config import PlatformConfig
 from immutable.local.prometheus import HAPROXY_JOB, HTTP_TIMEOUT_S, SCRAPE_INTERVAL, AsyncPrometheusClient
+from immutable.metric_timing import BackendTiming
 
 if TYPE_CHECKING:
     from immutable.platforms.interface import Metrics, MetricsClient
@@ -78,6 +79,10 @@ class LocalMetrics:
 
     def backend(self, app: str, region: str) -> dict[str, Any]:
         return {"kind": KIND, "url": f"http://127.0.0.1:{self.config.local.prometheus_port}", "region": region}
+
+    def timing(self) -> BackendTiming:
+        """Prometheus computes a rate at any step from samples scraped every second: no period, no delay."""
+        return BackendTiming()
 
 
 if TYPE_CHECKING:

@@ -134,10 +134,13 @@ class CanaryGateOperator(_GateOperator):
         if self.canary.get("skipped"):
             self.log.info("no canary analysis: %s", self.canary.get("reason"))
             return {"status": "skipped", "reason": self.canary.get("reason")}
+        from immutable.pipelines.production import canary_timing_for
+
         platform, spec = _platform_and_spec(self.app)
         settings = spec.canary
+        timing = canary_timing_for(spec, platform)
         start_at = time.time() + settings.warmup_s
-        planned_s = settings.warmup_s + settings.intervals * settings.interval_s
+        planned_s = settings.warmup_s + settings.intervals * settings.interval_s + timing.delay_s
         self.log.info(
             "judging canary %s against baseline %s: %d interval(s) of %.0fs after %.0fs warmup, %d metric(s)",
             self.canary["canary_version"],
@@ -147,6 +150,16 @@ class CanaryGateOperator(_GateOperator):
             settings.warmup_s,
             len(settings.metrics),
         )
+        if (timing.step_s, timing.delay_s, timing.min_samples) != (settings.step_s, 0, settings.min_samples):
+            self.log.info(
+                "the metrics come one per %.0fs and %.0fs late: each interval is judged %.0fs after it ends, "
+                "at least %d sample(s) per side (the spec asks %d)",
+                timing.step_s,
+                timing.delay_s,
+                timing.delay_s,
+                timing.min_samples,
+                settings.min_samples,
+            )
         backend = platform.metrics.backend(self.app, self.region)
         labels = {"app": self.app, "region": self.region, "window": settings.rate_window}
         found = platform.links.gate_links(
@@ -163,12 +176,13 @@ class CanaryGateOperator(_GateOperator):
             trigger=CanaryAnalysisTrigger(
                 backend=backend,
                 metrics=[m.model_dump() for m in settings.metrics],
-                analysis=settings.judge_settings(),
+                analysis=settings.judge_settings() | {"min_samples": timing.min_samples},
                 labels={"app": self.app, "region": self.region},
                 start_at=start_at,
                 interval_s=settings.interval_s,
                 intervals=settings.intervals,
-                step_s=settings.step_s,
+                step_s=timing.step_s,
+                data_delay_s=timing.delay_s,
                 rate_window=settings.rate_window,
                 stop_watch=_stop_watch(context, self.app, self.region),
             ),
@@ -281,10 +295,12 @@ class PostFlipGateOperator(_GateOperator):
         return str(self.flipped["region"]) if isinstance(self.flipped, dict) else "its region"
 
     def execute(self, context: Any) -> Any:
+        from immutable.pipelines.production import threshold_timing_for
         from immutable.triggers import ThresholdGateTrigger, duration_s
 
         platform, spec = _platform_and_spec(self.app)
         settings = spec.bluegreen
+        timing = threshold_timing_for(spec, platform)
         region, color = self.flipped["region"], self.flipped["color"]
         self.log.info(
             "watching %s in %s (%s) for %.0fs: %s",
@@ -314,7 +330,9 @@ class PostFlipGateOperator(_GateOperator):
                 labels={"app": self.app, "region": region, "color": color},
                 start_at=start_at,
                 window_s=settings.post_flip_window_s,
-                step_s=settings.post_flip_step_s,
+                step_s=timing.step_s,
+                data_delay_s=timing.delay_s,
+                lookback_s=timing.lookback_s,
                 rate_window=spec.canary.rate_window,
                 failures_allowed=settings.post_flip_failures,
                 stop_watch=_stop_watch(context, self.app, region),
@@ -322,7 +340,8 @@ class PostFlipGateOperator(_GateOperator):
             method_name="execute_complete",
             timeout=timedelta(
                 seconds=gate_timeout_s(
-                    settings.post_flip_warmup_s + settings.post_flip_window_s, duration_s(spec.canary.rate_window)
+                    settings.post_flip_warmup_s + settings.post_flip_window_s + timing.delay_s,
+                    duration_s(spec.canary.rate_window),
                 )
             ),
         )

@@ -18,6 +18,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from immutable.app_spec import AppSpec, app_spec
+from immutable.config import ConfigError
+from immutable.metric_timing import (
+    CanaryTiming,
+    GateTimingError,
+    ThresholdTiming,
+    canary_timing,
+    duration_s,
+    threshold_timing,
+)
 from immutable.payloads import Flipped, Launched
 from immutable.platforms import platform_for
 from immutable.production_state import digests_named
@@ -75,10 +84,39 @@ def run_state(dag_id: str, run_id: str) -> str | None:
 
 
 def spec_for(platform: Platform, app: str) -> AppSpec:
-    """The app's spec with the platform's timings, checked to have a query for every gate metric."""
+    """The app's spec with the platform's timings, checked to have a query for every gate metric and
+    gate windows that can hold the metrics backend's points."""
     spec = app_spec(app)
     spec.check_metrics_for(platform.config.platform, platform.metrics.query_field)
-    return spec.for_platform(platform.config)
+    timed = spec.for_platform(platform.config)
+    try:
+        canary_timing_for(timed, platform)
+        threshold_timing_for(timed, platform)
+    except GateTimingError as exc:
+        raise ConfigError(f"app '{app}' on the {platform.config.platform} platform: {exc}") from exc
+    return timed
+
+
+def canary_timing_for(spec: AppSpec, platform: Platform) -> CanaryTiming:
+    """The canary gate's step, delay and samples on this platform's metrics backend."""
+    settings = spec.canary
+    return canary_timing(
+        platform.metrics.timing(),
+        step_s=settings.step_s,
+        interval_s=settings.interval_s,
+        min_samples=settings.min_samples,
+        confidence=settings.confidence,
+    )
+
+
+def threshold_timing_for(spec: AppSpec, platform: Platform) -> ThresholdTiming:
+    """The post-flip gate's step, delay and look-back on this platform's metrics backend."""
+    return threshold_timing(
+        platform.metrics.timing(),
+        step_s=spec.bluegreen.post_flip_step_s,
+        window_s=spec.bluegreen.post_flip_window_s,
+        rate_window_s=duration_s(spec.canary.rate_window),
+    )
 
 
 def live_version(app: str, region: str) -> str | None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from immutable.app_spec import AppSpec, SmokeCheck
     from immutable.config import BaseImageSpec, PlatformConfig
     from immutable.images.base import CandidateInfo, CheckResult
+    from immutable.metric_timing import BackendTiming
     from immutable.payloads import Baked, BuiltBase, ImageRef, Packaged, Plan, PublishedBase, RegionCopy
     from immutable.production_state import ProductionState
 
@@ -173,6 +174,10 @@ class Metrics(Protocol):
 
     def backend(self, app: str, region: str) -> dict[str, Any]:
         """What a trigger needs to open a `MetricsClient` (JSON-able; `metrics_client_for` reads it)."""
+        ...
+
+    def timing(self) -> BackendTiming:
+        """How often the backend has a point and how late it comes (the gates step and wait by it)."""
         ...
 
 
