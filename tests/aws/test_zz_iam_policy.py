@@ -157,3 +157,22 @@ def test_only_the_pipelines_own_roles_can_be_passed_and_only_to_ec2() -> None:
         "arn:aws:iam::123456789012:role/immutable-builder",
         {"iam:PassedToService": "lambda.amazonaws.com"},
     )
+
+
+IMAGE = "arn:aws:ec2:eu-west-1::image/ami-0123456789abcdef0"
+
+
+def test_tags_are_set_only_as_resources_are_made_or_on_our_own_images() -> None:
+    """CreateTags is allowed inside the calls that make a resource (tag-on-create: instances, AMIs,
+    copies, launch templates), and afterwards only on an AMI of ours (signature and channel tags);
+    never on anything else of the account."""
+    policy = load_policy()
+    for action in ("RunInstances", "CreateImage", "CopyImage"):
+        assert allows(policy, "ec2:CreateTags", IMAGE, {"ec2:CreateAction": action}), action
+    ours = {"aws:ResourceTag/immutable:repository": "apps/sample"}
+    assert allows(policy, "ec2:CreateTags", IMAGE, ours)
+    assert allows(policy, "ec2:DeleteTags", IMAGE, ours)
+    assert not allows(policy, "ec2:CreateTags", IMAGE), "tags on an AMI that is not ours"
+    assert not allows(policy, "ec2:DeleteTags", IMAGE), "tags removed from an AMI that is not ours"
+    assert not allows(policy, "ec2:CreateTags", INSTANCE, ours), "tags on an existing instance"
+    assert not allows(policy, "ec2:CreateTags", IMAGE, {"ec2:CreateAction": "CreateVolume"})
