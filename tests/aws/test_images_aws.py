@@ -366,3 +366,65 @@ def test_a_signed_ami_is_copied_waited_for_verified_and_described(aws_account: A
     other = done.model_copy(update={"region": "ap-south-1"}).dump() | {"source_image_id": "ami-0other"}
     with pytest.raises(AwsImageError, match=rf"different AMIs: .*ami-0other.*; expected {source}"):
         images.describe_copies(baked, [here, RegionCopy.of(other)])
+
+
+def test_a_long_command_output_is_read_whole_from_the_bucket(aws_account: AwsAccount) -> None:
+    """SSM keeps 24,000 characters of a command's output in the invocation; a dist-upgrade's failure
+    is at the end. The instance writes the whole to the artifact bucket and that is what the step reads.
+    moto's commands print nothing, so this one invocation is stubbed (botocore's Stubber)."""
+    from botocore.stub import ANY, Stubber
+
+    from immutable.aws.builders import run_script
+    from immutable.aws.hooks.ssm import CONTENT_LIMIT, SsmHook
+
+    whole = "".join(f"Unpacking libexample{n} (1.0-{n}) ...\n" for n in range(1500))
+    whole += "E: Sub-process /usr/bin/dpkg returned an error code (1)\n"
+    assert len(whole) > CONTENT_LIMIT
+    command = "0f4c1b5e-6d2a-4c8e-9b1f-3a7d2e5c8b90"
+    key = f"ssm-output/{command}/i-0123456789abcdef0/awsrunShellScript/0.awsrunShellScript/stdout"
+    aws_account.client("s3").put_object(Bucket=aws_account.bucket, Key=key, Body=whole.encode())
+    hook = SsmHook.for_region(platform(), BUILD_REGION)
+    with Stubber(hook.conn) as stub:
+        online = {"InstanceInformationList": [{"InstanceId": "i-0123456789abcdef0", "PingStatus": "Online"}]}
+        stub.add_response("describe_instance_information", online, {"Filters": ANY})
+        sent = {"OutputS3BucketName": aws_account.bucket, "OutputS3KeyPrefix": "ssm-output"}
+        stub.add_response(
+            "send_command",
+            {"Command": {"CommandId": command}},
+            {
+                "InstanceIds": ["i-0123456789abcdef0"],
+                "DocumentName": "AWS-RunShellScript",
+                "Comment": ANY,
+                "TimeoutSeconds": ANY,
+                "Parameters": ANY,
+            }
+            | sent,
+        )
+        stub.add_response(
+            "get_command_invocation",
+            {
+                "Status": "Failed",
+                "ResponseCode": 100,
+                "StandardOutputContent": whole[:CONTENT_LIMIT],
+                "StandardOutputUrl": f"https://s3.{BUILD_REGION}.amazonaws.com/{aws_account.bucket}/{key}",
+                "StandardErrorContent": "",
+            },
+            {"CommandId": command, "InstanceId": "i-0123456789abcdef0"},
+        )
+        result = run_script(platform(), "i-0123456789abcdef0", ["apt-get -y dist-upgrade"], "dist-upgrade", 60)
+    assert result.stdout == whole
+    assert result.stdout.endswith("returned an error code (1)\n")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://s3.eu-west-1.amazonaws.com/my-bucket/ssm-output/c/i/stdout",
+        "https://s3.amazonaws.com/my-bucket/ssm-output/c/i/stdout",
+        "https://my-bucket.s3.eu-west-1.amazonaws.com/ssm-output/c/i/stdout",
+    ],
+)
+def test_an_s3_url_of_either_style_names_bucket_and_key(url: str) -> None:
+    from immutable.aws.builders import s3_location
+
+    assert s3_location(url) == ("my-bucket", "ssm-output/c/i/stdout")

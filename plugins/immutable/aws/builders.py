@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
-from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, ec2, ssm
+from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, ec2, s3, ssm
 from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
 from immutable.paths import INCLUDE_DIR
 
@@ -90,7 +92,42 @@ def terminate_leftovers(platform: PlatformConfig, *, role: str, run_id: str) -> 
 def run_script(
     platform: PlatformConfig, instance_id: str, script: list[str], comment: str, timeout_s: int
 ) -> CommandResult:
-    return ssm(platform).run_shell(instance_id=instance_id, commands=script, comment=comment, timeout_s=timeout_s)
+    """Run the script over SSM; its output whole, however long (a dist-upgrade's failure is at the end,
+    past what the invocation keeps: the rest is read from the artifact bucket, where the instance put it)."""
+    bucket = platform.aws_settings.artifact_bucket
+    result = ssm(platform).run_shell(
+        instance_id=instance_id, commands=script, comment=comment, timeout_s=timeout_s, output_bucket=bucket
+    )
+    return replace(
+        result,
+        stdout=_whole(platform, result.stdout, result.stdout_url),
+        stderr=_whole(platform, result.stderr, result.stderr_url),
+    )
+
+
+def _whole(platform: PlatformConfig, content: str, url: str) -> str:
+    from immutable.aws.hooks.ssm import CONTENT_LIMIT
+
+    if len(content) < CONTENT_LIMIT or not url:
+        return content
+    bucket, key = s3_location(url)
+    try:
+        return s3(platform).get_artifact(bucket=bucket, key=key).decode(errors="replace")
+    except Exception as exc:  # the cut output still says most; say why the rest is missing
+        log.warning("could not read the complete output at %s: %s", url, exc)
+        return content + f"\n[output cut at {CONTENT_LIMIT} characters; the rest at {url} could not be read: {exc}]"
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """Bucket and key of an S3 object URL, path style (s3.<region>.amazonaws.com/<bucket>/<key>) or
+    virtual-hosted (<bucket>.s3.<region>.amazonaws.com/<key>)."""
+    parsed = urlparse(url)
+    path = unquote(parsed.path).lstrip("/")
+    host = parsed.hostname or ""
+    if host.startswith("s3.") or host.startswith("s3-") or host == "s3.amazonaws.com":
+        bucket, _, key = path.partition("/")
+        return bucket, key
+    return host.split(".s3", 1)[0], path
 
 
 def make_image(platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:

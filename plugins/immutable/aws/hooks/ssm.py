@@ -9,6 +9,7 @@ from immutable.aws.hooks.base import RegionalAwsHook, error_code
 
 RUN_SHELL_DOCUMENT = "AWS-RunShellScript"
 COMMAND_POLL_S = 2.0  # seconds between polls of a command's status
+CONTENT_LIMIT = 24_000  # characters of each stream GetCommandInvocation returns; the rest only in S3
 AGENT_POLL_S = 2.0  # seconds between reads of an SSM agent's registration
 AGENT_TIMEOUT_S = 900.0  # an agent installed by user data registers within a few minutes
 DONE = ("Success", "Failed", "Cancelled", "TimedOut", "DeliveryTimedOut", "ExecutionTimedOut", "Undeliverable")
@@ -19,8 +20,10 @@ class CommandResult:
     command_id: str
     status: str
     exit_code: int
-    stdout: str
+    stdout: str  # at most the first CONTENT_LIMIT characters (SSM's); the whole at stdout_url
     stderr: str
+    stdout_url: str = ""  # the complete output in S3, when the command was sent with an output bucket
+    stderr_url: str = ""
 
     @property
     def ok(self) -> bool:
@@ -59,9 +62,22 @@ class SsmHook(RegionalAwsHook):
             self.log.info("SSM agent of %s in %s: %s; waiting", instance_id, self.region_name, status)
             time.sleep(AGENT_POLL_S)
 
-    def run_shell(self, *, instance_id: str, commands: list[str], comment: str, timeout_s: int) -> CommandResult:
-        """Run a shell script as root on the instance and wait for it (status, exit code, output)."""
+    def run_shell(
+        self,
+        *,
+        instance_id: str,
+        commands: list[str],
+        comment: str,
+        timeout_s: int,
+        output_bucket: str | None = None,
+        output_prefix: str = "ssm-output",
+    ) -> CommandResult:
+        """Run a shell script as root on the instance and wait for it (status, exit code, output).
+
+        With `output_bucket` the instance also writes its complete output there (the invocation
+        keeps only the first CONTENT_LIMIT characters of each stream; the result's urls say where)."""
         self.wait_agent_online(instance_id=instance_id)
+        output = {"OutputS3BucketName": output_bucket, "OutputS3KeyPrefix": output_prefix} if output_bucket else {}
         command_id = str(
             self.conn.send_command(
                 InstanceIds=[instance_id],
@@ -69,6 +85,7 @@ class SsmHook(RegionalAwsHook):
                 Comment=comment[:100],
                 TimeoutSeconds=max(30, timeout_s),
                 Parameters={"commands": commands, "executionTimeout": [str(timeout_s)]},
+                **output,
             )["Command"]["CommandId"]
         )
         self.log.info("SSM command %s (%s) sent to %s in %s", command_id, comment, instance_id, self.region_name)
@@ -88,5 +105,7 @@ class SsmHook(RegionalAwsHook):
                     exit_code=int(invocation.get("ResponseCode", -1)),
                     stdout=str(invocation.get("StandardOutputContent", "")),
                     stderr=str(invocation.get("StandardErrorContent", "")),
+                    stdout_url=str(invocation.get("StandardOutputUrl") or ""),
+                    stderr_url=str(invocation.get("StandardErrorUrl") or ""),
                 )
             time.sleep(COMMAND_POLL_S)
