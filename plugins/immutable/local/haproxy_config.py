@@ -84,6 +84,10 @@ def render_config(
         "    timeout server 10s",
         "    timeout http-request 5s",
         "    timeout http-keep-alive 10s",
+        # A reload (a new app's backend) soft-stops the old process: by default it closes its idle
+        # keep-alive connections at once, and a request a client sends on one at that moment fails
+        # ("server disconnected"). With this it answers that request, then closes the connection.
+        "    option idle-close-on-response",
         "    timeout queue 5s",
         "    timeout check 1s",
         "",
