@@ -18,14 +18,17 @@ def _error_code(call: Any, **kwargs: Any) -> str:
     return str(raised.value.response["Error"]["Code"])  # type: ignore[attr-defined]
 
 
-def _image(account: AwsAccount, name: str) -> tuple[str, list[str]]:
+def _image(account: AwsAccount, name: str, ask_at_once: Any = None) -> str:
+    """A new AMI; `ask_at_once(image_id)` runs right after CreateImage (the layer's windows are seconds)."""
     ec2 = account.client("ec2")
     instance = ec2.run_instances(
         ImageId=account.upstream_image_id, MinCount=1, MaxCount=1, SubnetId=account.builder_subnet
     )["Instances"][0]["InstanceId"]
     image_id = str(ec2.create_image(InstanceId=instance, Name=name)["ImageId"])
+    if ask_at_once is not None:
+        ask_at_once(image_id)
     ec2.terminate_instances(InstanceIds=[instance])
-    return image_id, [instance]
+    return image_id
 
 
 def _wait_visible(ec2: Any, image_id: str) -> dict[str, Any]:
@@ -35,15 +38,20 @@ def _wait_visible(ec2: Any, image_id: str) -> dict[str, Any]:
 
 def test_a_new_ami_is_not_found_then_pending_then_available(aws_account: AwsAccount) -> None:
     ec2 = aws_account.client("ec2")
-    image_id, _ = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
-    assert _error_code(ec2.describe_images, ImageIds=[image_id]) == "InvalidAMIID.NotFound"
+    codes: list[str] = []
+    image_id = _image(
+        aws_account,
+        f"realism-{uuid.uuid4().hex[:8]}",
+        lambda new: codes.append(_error_code(ec2.describe_images, ImageIds=[new])),
+    )
+    assert codes == ["InvalidAMIID.NotFound"]
     assert _wait_visible(ec2, image_id)["State"] == "pending"
     ec2.get_waiter("image_available").wait(ImageIds=[image_id], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
 
 def test_a_snapshot_is_in_use_right_after_deregistration(aws_account: AwsAccount) -> None:
     ec2 = aws_account.client("ec2")
-    image_id, _ = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
+    image_id = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
     image = _wait_visible(ec2, image_id)
     snapshots = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
     assert snapshots
@@ -53,7 +61,7 @@ def test_a_snapshot_is_in_use_right_after_deregistration(aws_account: AwsAccount
 
 def test_deregistering_with_its_snapshots_deletes_them(aws_account: AwsAccount) -> None:
     ec2 = aws_account.client("ec2")
-    image_id, _ = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
+    image_id = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
     snapshots = [m["Ebs"]["SnapshotId"] for m in _wait_visible(ec2, image_id)["BlockDeviceMappings"] if "Ebs" in m]
     ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
     left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
@@ -61,7 +69,7 @@ def test_deregistering_with_its_snapshots_deletes_them(aws_account: AwsAccount) 
 
 
 def test_a_copy_client_token_returns_the_first_copy_even_deregistered(aws_account: AwsAccount) -> None:
-    source, _ = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
+    source = _image(aws_account, f"realism-{uuid.uuid4().hex[:8]}")
     target = aws_account.client("ec2", REGIONS[1])
     token = uuid.uuid4().hex
     copy = {"SourceImageId": source, "SourceRegion": BUILD_REGION, "Name": "copy", "ClientToken": token}
