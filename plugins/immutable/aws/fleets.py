@@ -162,13 +162,16 @@ class AwsFleets:
             ) from exc
         return self.members(spec.name, region, color)
 
+    def target_group_arns(self, app: str, region: str) -> dict[str, str]:
+        """Color -> ARN of the app's target groups that exist in the region."""
+        elb = self.elb(region)
+        groups = {color: elb.target_group(target_group_name(app, color)) for color in COLORS}
+        return {color: group["TargetGroupArn"] for color, group in groups.items() if group}
+
     def _keep_health_checked(self, app: str, region: str, leaving: str | None = None) -> None:
         """Every color's target group but `leaving` stays health-checked, whatever its share of traffic."""
-        elb = self.elb(region)
-        groups = [elb.target_group(target_group_name(app, c)) for c in COLORS if c != leaving]
-        elb.keep_health_checked(
-            self.platform.aws_region(region).listener_arn, [g["TargetGroupArn"] for g in groups if g is not None]
-        )
+        arns = [arn for color, arn in self.target_group_arns(app, region).items() if color != leaving]
+        self.elb(region).keep_health_checked(self.platform.aws_region(region).listener_arn, arns)
 
     def wait_healthy(self, spec: AppSpec, members: list[AwsMember]) -> None:
         if not members:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws.fleets import NO_RELEASE_ACTION, AwsFleets, target_group_name
+from immutable.aws.fleets import NO_RELEASE_ACTION, AwsFleets
 from immutable.config import PlatformConfig
 from immutable.production_state import ProductionState
 
@@ -91,24 +91,15 @@ class AwsProduction(ProductionState):
 
     # --- traffic --------------------------------------------------------------------------
 
-    def _color_arns(self, app: str, region: str) -> dict[str, str]:
-        elb = self.fleets.elb(region)
-        found = {}
-        for color in ("blue", "green", "canary", "baseline"):
-            target_group = elb.target_group(target_group_name(app, color))
-            if target_group:
-                found[color] = target_group["TargetGroupArn"]
-        return found
-
     def shares(self, app: str, region: str) -> dict[str, float]:
         weights = self.fleets.elb(region).forward_weights(self.platform.aws_region(region).listener_arn)
-        colors = {arn: color for color, arn in self._color_arns(app, region).items()}
+        colors = {arn: color for color, arn in self.fleets.target_group_arns(app, region).items()}
         total = sum(weights.values())
         return {colors[arn]: 100.0 * w / total for arn, w in weights.items() if arn in colors and total}
 
     def set_shares(self, app: str, region: str, shares: dict[str, float]) -> None:
         """One listener change: the colors named take these percentages, every other color none."""
-        arns = self._color_arns(app, region)
+        arns = self.fleets.target_group_arns(app, region)
         missing = sorted(c for c, share in shares.items() if share > 0 and c not in arns)
         if missing:
             raise RuntimeError(f"{app} in {region}: no target group for {missing}; launch those fleets first")
