@@ -61,13 +61,22 @@ def load_dag(file_name: str, dag_id: str) -> Any:
     return bag.dags[dag_id]
 
 
-def run_dag(file_name: str, dag_id: str, conf: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+class TaskStates(dict[str, str]):
+    """{task_id or task_id[map_index]: state}, shown in an assertion message with the tasks that did
+    not succeed first: pytest cuts a long message, and those are the ones a failure is about."""
+
+    def __repr__(self) -> str:
+        unsuccessful = {task: state for task, state in self.items() if state != "success"}
+        return f"not successful: {unsuccessful!r}; {len(self) - len(unsuccessful)} successful"
+
+
+def run_dag(file_name: str, dag_id: str, conf: dict[str, Any]) -> tuple[Any, TaskStates]:
     """Run to the end; returns the run and {task_id or task_id[map_index]: state}."""
     run = load_dag(file_name, dag_id).test(run_conf=conf)
-    states = {
+    states = TaskStates({
         ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
         for ti in run.get_task_instances()
-    }
+    })
     return run, states
 
 
