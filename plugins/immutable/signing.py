@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,17 @@ def ensure_key(path: Path) -> str:
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.write_bytes(pem)
-    path.chmod(0o600)
+    # Written whole under another name, then linked: two processes starting at once (a scheduler and
+    # a CLI, or two test workers) end with one key, and neither reads a half-written file.
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    draft.write_bytes(pem)
+    draft.chmod(0o600)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return f"{path} present"
+    finally:
+        draft.unlink()
     return f"{path} created"
 
 
