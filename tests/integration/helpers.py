@@ -73,10 +73,12 @@ class TaskStates(dict[str, str]):
 def run_dag(file_name: str, dag_id: str, conf: dict[str, Any]) -> tuple[Any, TaskStates]:
     """Run to the end; returns the run and {task_id or task_id[map_index]: state}."""
     run = load_dag(file_name, dag_id).test(run_conf=conf)
-    states = TaskStates({
-        ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
-        for ti in run.get_task_instances()
-    })
+    states = TaskStates(
+        {
+            ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
+            for ti in run.get_task_instances()
+        }
+    )
     return run, states
 
 
