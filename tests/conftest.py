@@ -27,7 +27,9 @@ os.environ.update(
     {
         "IMMUTABLE_STATE_DIR": str(TEST_STATE),
         "IMMUTABLE_PLATFORM_FILE": str(ROOT / "tests" / "platform.yaml"),
-        "AIRFLOW_HOME": str(TEST_STATE / "airflow"),
+        # One Airflow metadata DB per xdist worker: each group of layers wipes and migrates its own
+        # (`airflow_db`), and the groups run at once.
+        "AIRFLOW_HOME": str(TEST_STATE / f"airflow-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -58,12 +60,14 @@ TEST_PLATFORMS = ("test", "e2e", "compose")  # the platform files' local.instanc
 TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-test"]
 
 
-# `make test` runs three pytest-xdist workers, one group of layers each. The groups share nothing but
+# `make test` runs four pytest-xdist workers, one group of layers each. The groups share nothing but
 # the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e), "bench" (`make bench`:
-# its own platform in var/bench) and "local" (the rest: unit, dags, integration and aws share var/test
-# and its Airflow DB; compose has var/compose-test but starts from the base the test platform built).
-# Most of the suite waits on gate windows and health checks: a third worker uses the idle CPU.
-STANDALONE_LAYERS = {"e2e": "demo", "bench": "bench"}
+# its own platform in var/bench), "aws" (tests/aws: its own moto server on a free port, no engine) and
+# "local" (the rest: unit, dags and integration share var/test's platform; compose has
+# var/compose-test but starts from the base the test platform built). Each worker has its own Airflow
+# DB. Most of the suite waits on gate windows, health checks and the emulator's modelled delays, so
+# four workers use two cores' idle time.
+STANDALONE_LAYERS = {"e2e": "demo", "bench": "bench", "aws": "aws"}
 ENGINE_LOCKS = ROOT / "var" / "engine-locks"
 
 
