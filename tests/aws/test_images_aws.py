@@ -125,6 +125,37 @@ def test_an_instance_is_terminated_whatever_happens_inside(aws_account: AwsAccou
     assert {t["Key"]: t["Value"] for t in state["Tags"]}["immutable:run"] == "test-cleanup"
 
 
+def test_an_ami_still_pending_when_the_wait_ends_is_kept_and_the_retry_waits_for_it(
+    aws_account: AwsAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The realism layer keeps a new AMI pending for 3 s; a wait of 0.5 s ends while it is. AWS may
+    still finish it, so it must not be deregistered: the task's retry finds it and waits for it."""
+    from immutable.aws import builders
+    from immutable.aws.amis import AwsImageError
+
+    ec2 = aws_account.client("ec2")
+    instance_id = ec2.run_instances(
+        ImageId=aws_account.upstream_image_id, MinCount=1, MaxCount=1, SubnetId=aws_account.builder_subnet
+    )["Instances"][0]["InstanceId"]
+    tags = {"immutable:repository": "immutable/pending-test", "io.immutable.airflow.run-id": "test-pending"}
+    monkeypatch.setattr(builders, "IMAGE_CREATE_TIMEOUT_S", 0.5)
+    try:
+        with pytest.raises(AwsImageError, match=r"is still pending in eu-west-1 after 0.5s; it is kept") as failed:
+            builders.make_image(
+                platform(), instance_id=instance_id, name="immutable-pending-test", description="pending", tags=tags
+            )
+    finally:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    filters = [{"Name": "tag:immutable:repository", "Values": ["immutable/pending-test"]}]
+    kept = ec2.describe_images(Filters=filters)["Images"]
+    assert [image["ImageId"] for image in kept] == [str(failed.value).split()[1]], kept
+
+    monkeypatch.setattr(builders, "IMAGE_CREATE_TIMEOUT_S", 60.0)
+    assert builders.own_image(platform(), kept[0]) == kept[0]["ImageId"]
+    assert ec2.describe_images(ImageIds=[kept[0]["ImageId"]])["Images"][0]["State"] == "available"
+    ec2.deregister_image(ImageId=kept[0]["ImageId"], DeleteAssociatedSnapshots=True)
+
+
 def test_a_missing_upstream_parameter_names_parameter_and_region(
     aws_account: AwsAccount, aws_platform_file: Any
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from immutable.aws.amis import AwsImageError, ec2, s3
-from immutable.aws.builders import BUILD_SCRIPT_TIMEOUT_S, builder_instance, make_image, run_script
+from immutable.aws.builders import BUILD_SCRIPT_TIMEOUT_S, builder_instance, make_image, own_image, run_script
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY
 
 if TYPE_CHECKING:
@@ -137,8 +137,10 @@ def bake_app(
     hook = ec2(platform)
     for existing in hook.find_images(tags={TAG_REPOSITORY: spec.repository, "immutable:build-tag": build_tag}):
         if hook.image_tags(existing).get("io.immutable.airflow.run-id") == run_id:
-            log.info("already baked by this run as %s; reusing it", existing["ImageId"])
-            return str(existing["ImageId"])
+            reused = own_image(platform, existing)
+            if reused is not None:  # None: it failed and is deregistered; bake again
+                log.info("already baked by this run as %s; reusing it", reused)
+                return reused
     if hook.get_image(image_id=base_image_id) is None:
         raise AwsImageError(f"the base AMI {base_image_id} does not exist in {region}; run base_image first")
     metadata = s3(platform).artifact_metadata(bucket=artifact["bucket"], key=artifact["key"])

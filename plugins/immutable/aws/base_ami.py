@@ -18,6 +18,7 @@ from immutable.aws.builders import (
     builder_instance,
     instance,
     make_image,
+    own_image,
     run_script,
 )
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY
@@ -85,8 +86,11 @@ def build_base(
     for existing in hook.find_images(tags=identity):
         tags = hook.image_tags(existing)
         if tags.get("io.immutable.airflow.run-id") == labels.get("io.immutable.airflow.run-id"):
-            log.info("version %s was already built by this run as %s; reusing it", version, existing["ImageId"])
-            return {"image_id": existing["ImageId"], "package_list": ""}
+            reused = own_image(platform, existing)
+            if reused is None:  # it failed and is deregistered: build again
+                continue
+            log.info("version %s was already built by this run as %s; reusing it", version, reused)
+            return {"image_id": reused, "package_list": ""}
         raise AwsImageError(
             f"version {version} of {spec.repository} already exists in {settings.build_region} as "
             f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, ec2, s3, ssm
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 BUILD_SCRIPT_TIMEOUT_S = 3600  # seconds: a base build (dist-upgrade) or a bake on the builder
 CHECK_TIMEOUT_S = 600  # seconds: checks and probes on a test instance
+# AWS sets no limit on CreateImage: the first snapshot of a large or busy volume can take most of an
+# hour. An image still pending after this is kept for the task's retry, never deregistered.
+IMAGE_CREATE_TIMEOUT_S = 3600.0
 SSM_AGENT_USER_DATA = INCLUDE_DIR / "aws" / "ssm-agent-user-data.sh"
 
 
@@ -131,19 +134,46 @@ def s3_location(url: str) -> tuple[str, str]:
 
 
 def make_image(platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:
-    """Stop the instance, create the AMI, wait until it is available; a failed image is deregistered."""
+    """Stop the instance, create the AMI (tagged as it is created), wait until it is available."""
     hook = ec2(platform)
-    region = platform.aws_settings.build_region
     hook.stop_instance(instance_id=instance_id)
     image_id = hook.create_image(instance_id=instance_id, name=name, description=description, tags=ami_tags(tags))
-    try:
-        hook.wait_image_available(image_id=image_id)
-    except Exception as exc:
-        hook.deregister_image(image_id=image_id)
+    return settle_image(platform, image_id=image_id, name=name)
+
+
+def settle_image(platform: PlatformConfig, *, image_id: str, name: str) -> str:
+    """Wait for an AMI this run is making. One that failed is deregistered (a retry builds again); one
+    still pending when the wait ends is kept, since AWS may yet finish it: the task's retry finds it
+    by its run tag (`own_image`) and waits for it instead of building another."""
+    region = platform.aws_settings.build_region
+    hook = ec2(platform)
+    image = hook.wait_image_settled(image_id=image_id, timeout_s=IMAGE_CREATE_TIMEOUT_S)
+    state = str((image or {}).get("State", "missing"))
+    if state == "available":
+        return image_id
+    if state == "pending":
         raise AwsImageError(
-            f"AMI {image_id} ({name}) never became available in {region}: {exc}; it was deregistered"
-        ) from exc
-    return image_id
+            f"AMI {image_id} ({name}) is still pending in {region} after {IMAGE_CREATE_TIMEOUT_S:g}s; it is "
+            "kept, since AWS may yet finish it: a retry of this task waits for it instead of building again"
+        )
+    reason = (image or {}).get("StateReason", {}).get("Message") or "no reason given"
+    if image is not None:
+        hook.deregister_image(image_id=image_id)
+    raise AwsImageError(
+        f"AMI {image_id} ({name}) is {state} in {region} ({reason}); it was deregistered, a retry builds it again"
+    )
+
+
+def own_image(platform: PlatformConfig, image: dict[str, Any]) -> str | None:
+    """An AMI an earlier try of this run made: its id once available (waited for while pending), or
+    None when it failed, after deregistering it, so the caller builds again."""
+    image_id, name = str(image["ImageId"]), str(image.get("Name", image["ImageId"]))
+    state = str(image.get("State", ""))
+    if state in ("available", "pending"):
+        return settle_image(platform, image_id=image_id, name=name)
+    log.warning("%s (%s) from an earlier try is %s; deregistering it and building again", image_id, name, state)
+    ec2(platform).deregister_image(image_id=image_id)
+    return None
 
 
 @contextmanager

@@ -6,6 +6,7 @@ keyword arguments, lazy logging, boto3 waiters, one region per hook.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from immutable.aws.hooks.base import RegionalAwsHook, error_code, tag_dict, tag_list
@@ -13,6 +14,7 @@ from immutable.aws.hooks.base import RegionalAwsHook, error_code, tag_dict, tag_
 WAITER_DELAY_S = 2  # seconds between polls of a boto3 waiter
 WAITER_MAX_ATTEMPTS = 450  # 15 minutes at WAITER_DELAY_S: an AMI of a few GB can take that long
 VISIBLE_MAX_ATTEMPTS = 60  # 2 minutes at WAITER_DELAY_S for a new AMI to be known to DescribeImages
+SETTLE_POLL_MAX_S = 15.0  # seconds between DescribeImages calls once an AMI has been pending a while
 NOT_FOUND = ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable")
 
 
@@ -113,6 +115,20 @@ class Ec2ImageHook(RegionalAwsHook):
         self.conn.get_waiter("image_available").wait(
             ImageIds=[image_id], WaiterConfig={"Delay": WAITER_DELAY_S, "MaxAttempts": max_attempts}
         )
+
+    def wait_image_settled(self, *, image_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The image once it is no longer `pending` (available, failed...), or as it is when `timeout_s`
+        has passed; None if it vanished. Looks again soon at first (a small AMI takes seconds), then
+        every SETTLE_POLL_MAX_S: an image of most of an hour costs a few hundred calls."""
+        self.wait_image_visible(image_id=image_id)
+        started = time.monotonic()
+        while True:
+            image = self.get_image(image_id=image_id)
+            waited = time.monotonic() - started
+            if image is None or image.get("State") != "pending" or waited >= timeout_s:
+                return image
+            self.log.info("%s in %s is pending after %.0fs", image_id, self.region_name, waited)
+            time.sleep(min(SETTLE_POLL_MAX_S, WAITER_DELAY_S + waited / 4, timeout_s - waited))
 
     def deregister_image(self, *, image_id: str) -> list[str]:
         """Deregister the image with its EBS snapshots; returns the snapshot ids.
