@@ -118,13 +118,12 @@ CLOUDWATCH_HELP = (
     "CloudWatch metric for the aws platform; dimension values may use $app, $region, $color, "
     "$target_group and $load_balancer (the color's ALB target group and load balancer dimensions)"
 )
-CLOUDWATCH_STATS = ("Sum", "Average", "Minimum", "Maximum", "SampleCount")
 
 
 class CloudWatchMetric(_Strict):
     namespace: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    # Percentiles (p90) are valid on AWS; the emulator crashes on them, so the sample uses Average.
+    # A percentile (p90) is what a latency check wants: an ALB reports each request's response time.
     stat: Annotated[str, StringConstraints(pattern=r"^(Sum|Average|Minimum|Maximum|SampleCount|p\d{1,2}(\.\d+)?)$")] = (
         "Average"
     )

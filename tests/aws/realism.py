@@ -23,6 +23,10 @@ these answers are changed on the way, each as the AWS documentation describes it
   request, not the launch: when the instances fail to launch (a security group or AMI that is
   gone, a KMS key the service role may not use), the group exists without instances and
   DescribeScalingActivities says why (`Failed`). moto refuses the CreateAutoScalingGroup itself.
+- **CloudWatch keeps every point for percentiles.** A percentile statistic (`p90`) of a metric put
+  as values and counts (a distribution, as an ALB reports response times) is the nearest-rank
+  value of the period's points. moto fails on any percentile; this layer answers GetMetricData
+  itself when a query asks for one, from the points it saw go to moto.
 - **CopyImage honours its client token and tags.** The same ClientToken returns the same copy
   (even one deregistered since); with other parameters it is `IdempotentParameterMismatch`.
   TagSpecifications tag the copy when it is created. moto ignores both.
@@ -37,6 +41,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -44,15 +49,20 @@ import traceback
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import boto3
+import botocore.session
 import httpx
+from botocore.parsers import RpcV2CBORParser
+from botocore.serialize import create_serializer
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"  # what this layer's own answers declare
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
+PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")  # CloudWatch's pNN statistics
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
 
 
@@ -80,6 +90,10 @@ class AwsBehaviour:
     instances: dict[str, tuple[bool, float]] = field(default_factory=dict)  # id -> (agent can register, launched)
     # (region, client token) -> (the call's other parameters, the copy's AMI id)
     copy_tokens: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    # (region, namespace, metric, dimensions) -> every point put: (epoch seconds, values, counts)
+    metric_points: dict[
+        tuple[str, str, str, tuple[tuple[str, str], ...]], list[tuple[float, list[float], list[float]]]
+    ] = field(default_factory=dict)
 
     def post(self, call: Call, params: dict[str, str]) -> Answer:
         """Send a Query-protocol call with these parameters to moto (which routes by the signed scope)."""
@@ -110,6 +124,7 @@ class Call:
     region: str
     action: str
     params: dict[str, Any]
+    protocol: str = "query"  # or "json", "cbor": an answer this layer makes is in the call's protocol
 
 
 @dataclass(frozen=True)
@@ -119,19 +134,70 @@ class Answer:
     body: bytes
 
 
-def parse_call(headers: Any, body: bytes) -> Call | None:
+def parse_call(headers: Any, body: bytes, path: str = "/") -> Call | None:
     scope = CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
     if scope is None:
         return None
     region, service = scope.group(1), scope.group(2)
     if target := headers.get("X-Amz-Target"):
-        return Call(service, region, target.rsplit(".", 1)[-1], json.loads(body or b"{}"))
+        return Call(service, region, target.rsplit(".", 1)[-1], json.loads(body or b"{}"), "json")
+    if headers.get("Content-Type", "").startswith("application/cbor") and "/operation/" in path:
+        # Smithy RPC v2 CBOR (CloudWatch): /service/<service>/operation/<operation>
+        return Call(service, region, path.rsplit("/operation/", 1)[1], cbor_decode(body) if body else {}, "cbor")
     if not headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
         return None
     params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
     if "Action" not in params:
         return None
     return Call(service, region, params["Action"], params)
+
+
+def cbor_decode(body: bytes) -> Any:
+    parser = RpcV2CBORParser()
+    return parser.parse_data_item(parser.get_peekable_stream_from_bytes(body))
+
+
+CLOUDWATCH = botocore.session.get_session().get_service_model("cloudwatch")
+
+
+def cloudwatch_answer(call: Call, value: dict[str, Any]) -> Answer:
+    """`value` as CloudWatch's answer to the call, in the call's protocol (botocore picks CBOR or JSON)."""
+    if call.protocol == "json":
+
+        def plain(item: Any) -> Any:
+            return item.timestamp() if isinstance(item, datetime) else item
+
+        body = json.dumps(value, default=plain).encode()
+        return Answer(200, {"Content-Type": "application/x-amz-json-1.0"}, body)
+    serializer: Any = create_serializer("smithy-rpc-v2-cbor", include_validation=False)
+    cbor = bytearray()
+    serializer._serialize_data_item(cbor, value, CLOUDWATCH.operation_model(call.action).output_shape)
+    return Answer(200, {"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor"}, bytes(cbor))
+
+
+def statistic(points: list[tuple[float, float]], stat: str) -> float:
+    """One CloudWatch statistic of (value, count) points; a percentile is the nearest-rank value."""
+    total = sum(count for _, count in points)
+    if found := PERCENTILE.fullmatch(stat):
+        rank, seen = math.ceil(float(found.group(1)) / 100 * total), 0.0
+        for value, count in sorted(points):
+            seen += count
+            if seen >= rank:
+                return value
+        return max(value for value, _ in points)
+    if stat == "Sum":
+        return sum(value * count for value, count in points)
+    if stat == "Average":
+        return sum(value * count for value, count in points) / total
+    if stat == "SampleCount":
+        return total
+    if stat in ("Minimum", "Maximum"):
+        return (min if stat == "Minimum" else max)(value for value, _ in points)
+    raise ValueError(f"statistic {stat!r} is not modelled by the realism layer")
+
+
+def _epoch(moment: Any) -> float:
+    return moment.timestamp() if isinstance(moment, datetime) else float(moment)
 
 
 def json_error(code: str, message: str) -> Answer:
@@ -440,6 +506,52 @@ class Realism:
                     found |= {g["TargetGroupArn"] for g in groups}
         return found
 
+    # ---- CloudWatch percentiles ----------------------------------------------------------------------
+
+    def before_monitoring_PutMetricData(self, call: Call) -> Answer | None:
+        namespace = call.params["Namespace"]
+        with self.state.lock:
+            for item in call.params.get("MetricData", []):
+                dimensions = tuple(sorted((d["Name"], d["Value"]) for d in item.get("Dimensions", [])))
+                values = item.get("Values") or [item["Value"]]
+                counts = item.get("Counts") or [1.0] * len(values)
+                moment = _epoch(item["Timestamp"]) if "Timestamp" in item else time.time()
+                key = (call.region, namespace, item["MetricName"], dimensions)
+                self.state.metric_points.setdefault(key, []).append((moment, list(values), list(counts)))
+        return None  # moto stores them too, for every other statistic
+
+    def before_monitoring_GetMetricData(self, call: Call) -> Answer | None:
+        queries = call.params["MetricDataQueries"]
+        if not any(PERCENTILE.fullmatch(q.get("MetricStat", {}).get("Stat", "")) for q in queries):
+            return None
+        start, end = _epoch(call.params["StartTime"]), _epoch(call.params["EndTime"])
+        ascending = call.params.get("ScanBy") == "TimestampAscending"
+        results = [self._metric_result(call.region, query, start, end, ascending) for query in queries]
+        return cloudwatch_answer(call, {"MetricDataResults": results, "Messages": []})
+
+    def _metric_result(
+        self, region: str, query: dict[str, Any], start: float, end: float, ascending: bool
+    ) -> dict[str, Any]:
+        stat, metric = query["MetricStat"], query["MetricStat"]["Metric"]
+        period = int(stat["Period"])
+        dimensions = tuple(sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
+        with self.state.lock:
+            points = list(
+                self.state.metric_points.get((region, metric["Namespace"], metric["MetricName"], dimensions), [])
+            )
+        periods: dict[int, list[tuple[float, float]]] = {}
+        for moment, values, counts in points:
+            if start <= moment < end:
+                periods.setdefault(int(moment // period * period), []).extend(zip(values, counts, strict=True))
+        stamps = sorted(periods, reverse=not ascending)
+        return {
+            "Id": query["Id"],
+            "Label": f"{metric['MetricName']} {stat['Stat']}",
+            "Timestamps": [datetime.fromtimestamp(stamp, UTC) for stamp in stamps],
+            "Values": [statistic(periods[stamp], stat["Stat"]) for stamp in stamps],
+            "StatusCode": "Complete",
+        }
+
 
 # What moto answers a CreateAutoScalingGroup whose instances cannot launch; AWS creates the group
 # and fails each launch (a scaling activity) instead.
@@ -498,7 +610,7 @@ def serve(upstream: str, port: int, windows: Windows) -> None:
                 self.wfile.write(answer.body)
 
         def _answer(self, body: bytes) -> Answer:
-            call = parse_call(self.headers, body)
+            call = parse_call(self.headers, body, self.path)
             answer = realism.before(call) if call else None
             if answer is None:
                 headers = {

@@ -169,3 +169,58 @@ def test_a_group_whose_instances_cannot_launch_exists_and_says_why(aws_account: 
     finally:
         scaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
         ec2.delete_launch_template(LaunchTemplateId=template)
+
+
+def test_a_percentile_is_the_nearest_rank_of_the_periods_distribution(aws_account: AwsAccount) -> None:
+    """moto fails on any percentile statistic; the layer answers it from the points put, as
+    CloudWatch does: per period, the value at the percentile's rank among the values' counts."""
+    from datetime import UTC, datetime, timedelta
+
+    cloudwatch = aws_account.client("cloudwatch")
+    metric = {
+        "Namespace": "Realism/Test",
+        "MetricName": f"Latency{uuid.uuid4().hex[:6]}",
+        "Dimensions": [{"Name": "Group", "Value": "a"}],
+    }
+    period_start = datetime.fromtimestamp(int(time.time()) // 60 * 60 - 120, UTC)
+    second_period = period_start + timedelta(seconds=60)
+    cloudwatch.put_metric_data(
+        Namespace=metric["Namespace"],
+        MetricData=[
+            {
+                "MetricName": metric["MetricName"],
+                "Dimensions": metric["Dimensions"],
+                "Timestamp": period_start + timedelta(seconds=5),
+                "Values": [0.01, 0.02, 0.5],
+                "Counts": [50.0, 40.0, 10.0],
+            },
+            {
+                "MetricName": metric["MetricName"],
+                "Dimensions": metric["Dimensions"],
+                "Timestamp": period_start + timedelta(seconds=30),
+                "Values": [0.03],
+                "Counts": [100.0],
+            },
+            {
+                "MetricName": metric["MetricName"],
+                "Dimensions": metric["Dimensions"],
+                "Timestamp": second_period,
+                "Values": [0.2],
+                "Counts": [1.0],
+            },
+        ],
+    )
+
+    def series(stat: str) -> dict[datetime, float]:
+        answer = cloudwatch.get_metric_data(
+            MetricDataQueries=[{"Id": "m", "MetricStat": {"Metric": metric, "Period": 60, "Stat": stat}}],
+            StartTime=period_start,
+            EndTime=second_period + timedelta(seconds=60),
+            ScanBy="TimestampAscending",
+        )["MetricDataResults"][0]
+        return {t.astimezone(UTC): v for t, v in zip(answer["Timestamps"], answer["Values"], strict=True)}
+
+    # The first period: 50 x 10 ms, 40 x 20 ms, 10 x 500 ms and 100 x 30 ms; rank 180 of 200 is 30 ms.
+    assert series("p90") == {period_start: 0.03, second_period: 0.2}
+    assert series("p99") == {period_start: 0.5, second_period: 0.2}
+    assert series("p45") == {period_start: 0.02, second_period: 0.2}
