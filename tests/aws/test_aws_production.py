@@ -26,7 +26,7 @@ import yaml
 from tests.aws.conftest import ALB_ARRIVAL_S, BUILD_REGION, REGIONS, AwsAccount
 
 APP = "sample"
-STEP_S = 0.5  # seconds between the rounds that put the points that are due
+STEP_S = 1.0  # seconds between the rounds that put the points that are due
 LOG = logging.getLogger(__name__)
 
 
@@ -59,19 +59,21 @@ class AlbMetrics:
         self.threads = [threading.Thread(target=self._run, args=(region,), daemon=True) for region in REGIONS]
 
     def _run(self, region: str) -> None:
+        # Clients made once: making one costs tens of milliseconds of CPU, which a round a second
+        # per region would take from the code under test.
+        scaling = self.account.client("autoscaling", region)
+        cloudwatch = self.account.client("cloudwatch", region)
         while not self.stop.wait(STEP_S):
             # One failed call (the emulator busy, a group deleted under the loop) must not end the
             # thread: every later gate would find no data. The next round puts what was missed.
             try:
-                self._put(region)
+                self._put(region, scaling, cloudwatch)
             except Exception as exc:
                 LOG.warning("ALB points for %s not put this round: %r", region, exc)
 
-    def _put(self, region: str) -> None:
+    def _put(self, region: str, scaling: Any, cloudwatch: Any) -> None:
         """One point per period per metric for every period that ended ALB_ARRIVAL_S ago or earlier
         and was not put yet: an ALB reports every period, late, however slowly this loop goes round."""
-        scaling = self.account.client("autoscaling", region)
-        cloudwatch = self.account.client("cloudwatch", region)
         period = self.period_s
         due = int((time.time() - ALB_ARRIVAL_S) // period) * period  # the end of the newest period that may be put
         lb = self.account.regions[region].load_balancer_arn.split(":loadbalancer/", 1)[1]
