@@ -169,7 +169,9 @@ def own_image(platform: PlatformConfig, image: dict[str, Any]) -> str | None:
     None when it failed, after deregistering it, so the caller builds again."""
     image_id, name = str(image["ImageId"]), str(image.get("Name", image["ImageId"]))
     state = str(image.get("State", ""))
-    if state in ("available", "pending"):
+    if state == "available":  # already known: no need to ask EC2 again
+        return image_id
+    if state == "pending":
         return settle_image(platform, image_id=image_id, name=name)
     log.warning("%s (%s) from an earlier try is %s; deregistering it and building again", image_id, name, state)
     ec2(platform).deregister_image(image_id=image_id)
