@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from immutable.config import PlatformConfig, Region, load_platform, state_dir
 from immutable.local.loadbalancer import (
     LoadBalancer,
     LoadBalancerError,
+    ServerState,
     backend_name,
     compute_weights,
     haproxy_binary,
@@ -115,6 +119,19 @@ def region(platform: PlatformConfig) -> Region:
     return platform.regions[0]
 
 
+def standin(name: str) -> Service:
+    """A stand-in app container for the server `name` (<color>-<n>), on a free port, not started."""
+    port = free_port()
+    return Service(
+        name=f"standin-{name}",
+        argv=[sys.executable, "-c", BACKEND, str(port), name.split("-")[0]],
+        run_dir=state_dir() / "run",
+        ready=functools.partial(port_open, port),
+        ready_timeout_s=10,
+        port=port,
+    )
+
+
 @pytest.fixture(scope="module")
 def backends() -> Iterator[dict[str, int]]:
     """Stand-in app containers: {server name: port}."""
@@ -122,16 +139,8 @@ def backends() -> Iterator[dict[str, int]]:
     ports = {}
     try:
         for name in ("blue-1", "green-1", "green-2"):
-            port = free_port()
-            color = name.split("-")[0]
-            service = Service(
-                name=f"standin-{name}",
-                argv=[sys.executable, "-c", BACKEND, str(port), color],
-                run_dir=state_dir() / "run",
-                ready=functools.partial(port_open, port),
-                ready_timeout_s=10,
-                port=port,
-            )
+            service = standin(name)
+            port = service.port
             service.stop()
             service.start()
             services[name], ports[name] = service, port
@@ -362,6 +371,37 @@ def test_flips_under_traffic_lose_no_request(
     assert stats["totals"]["failed"] == 0, stats
     counts = stats["regions"][region.name]
     assert sum(counts[app]["by_class"]["2xx"] for app in APPS) == sent, counts
+
+
+def test_a_server_whose_last_check_timed_out_is_waited_for_not_refused(lb: LoadBalancer) -> None:
+    """On a busy machine one health check can time out: the server is then "UP 1/2", neither healthy
+    nor down. A flip to its color waits for the next check instead of refusing at once."""
+    service = standin("canary-1")
+    service.stop()
+    before = lb.shares("other")
+    try:
+        service.start()
+        lb.add_server("other", "canary-1", "127.0.0.1", service.port)
+        pid = service.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # it stops answering; its next check times out
+        try:
+            wait_for("a failed check on an UP server", lambda: _undecided(lb.server("other", "canary-1")), 10)
+        finally:
+            threading.Timer(0.3, os.kill, (pid, signal.SIGCONT)).start()
+        weights = lb.set_shares("other", {"canary": 100})
+        assert weights["canary-1"] > 0 and sum(weights.values()) == weights["canary-1"], weights
+        server = lb.server("other", "canary-1")
+        assert server is not None and server.healthy, server
+    finally:
+        if sum(before.values()) > 0:
+            lb.set_shares("other", before)
+        lb.remove_server("other", "canary-1", force=True)
+        service.stop()
+
+
+def _undecided(server: ServerState | None) -> bool:
+    return server is not None and server.up and not server.healthy
 
 
 @pytest.fixture

@@ -101,6 +101,9 @@ HEALTH_WAIT_S = 15.0  # how long add_server waits for the first passing health c
 DRAIN_TIMEOUT_S = 30.0  # how long remove_server waits for in-flight requests on a drained server
 DELETE_TIMEOUT_S = 10.0  # how long remove_server retries `del server` while connections close
 POLL_INTERVAL_S = 0.2
+# How long an UP server whose last check failed may take to be healthy again or DOWN: a fall's
+# checks, one interval more for the check under way, and that check's own timeout (1 s).
+SETTLE_S = (CHECK_FALL + 1) * CHECK_INTERVAL_MS / 1000 + 1.0
 RELOAD_WAIT_S = 20.0  # how long ensure_app waits for the reloaded worker to answer with the new backend
 PASSING_CHECKS = ("L7OK", "L7OKC")
 
@@ -354,6 +357,8 @@ class LoadBalancer:
         for color in shares:
             _checked_name(color, "color")
         current = self.servers(app)
+        if require_healthy:
+            current = self._settled(app, current, [c for c, s in shares.items() if s > 0])
         by_color: dict[str, list[str]] = {}
         for server in current:
             by_color.setdefault(server.color, []).append(server.name)
@@ -375,6 +380,23 @@ class LoadBalancer:
         self._remember(app, shares=recorded)
         log.info("region %s: %s shares %s -> weights %s", self.region.name, app, recorded, weights)
         return weights
+
+    def _settled(self, app: str, current: list[ServerState], colors: list[str]) -> list[ServerState]:
+        """The servers once no color in `colors` is undecided: a color with no healthy server but one
+        still UP whose last check failed (a check that timed out on a busy machine, "UP 1/2 L4TOUT")
+        gets the next checks to say whether it is back or down, never longer than a fall takes."""
+
+        def undecided(servers: list[ServerState]) -> bool:
+            return any(
+                not any(x.healthy for x in servers if x.color == c) and any(x.up for x in servers if x.color == c)
+                for c in colors
+            )
+
+        deadline = time.monotonic() + SETTLE_S
+        while undecided(current) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+            current = self.servers(app)
+        return current
 
     def restore(self, app: str) -> dict[str, float]:
         """After an HAProxy restart: re-add the recorded servers, then re-apply the recorded shares."""
