@@ -198,9 +198,11 @@ def failure_cause(api: AirflowApi, dag_id: str, run_id: str, states: dict[str, s
     """The cause of a failed run: a failed gate's first sentence first, else the first failed task's error."""
     causes: list[tuple[int, str]] = []
     for task, state in states.items():
-        if state != "failed" or "[" in task:
+        if state != "failed":
             continue
-        for line in api.task_log(dag_id, run_id, task).splitlines():
+        task_id, _, index = task.partition("[")  # a mapped task is "<task_id>[<map_index>]"
+        map_index = int(index.rstrip("]")) if index else -1
+        for line in api.task_log(dag_id, run_id, task_id, map_index=map_index).splitlines():
             for rank, marker in enumerate(("GateFailed: ", "Error: ")):
                 if marker in line:
                     causes.append((rank, f"{task}: {line.split(marker, 1)[1].strip()}"))

@@ -165,6 +165,7 @@ def test_stack_is_healthy_with_real_auth(stack: Stack) -> None:
 
 
 def test_release_spreads_over_workers_and_survives_restarts(stack: Stack) -> None:
+    from immutable.demo import failure_cause
     from immutable.images.engine import docker_client
 
     api = stack.api()
@@ -187,7 +188,7 @@ def test_release_spreads_over_workers_and_survives_restarts(stack: Stack) -> Non
     state = api.wait_for_run(DAG_ID, run_id, timeout_s=RELEASE_TIMEOUT_S)
     tis = task_instances(api, run_id)
     summary = {f"{ti['task_id']}[{ti['map_index']}]": (ti["state"], ti.get("hostname")) for ti in tis}
-    assert state == "success", summary
+    assert state == "success", (summary, failure_cause(api, DAG_ID, run_id, api.task_states(DAG_ID, run_id)))
 
     workers = {container_hostname(c) for c in service_containers("airflow-worker")}
     ran_on = {ti["hostname"] for ti in tis if ti["state"] == "success" and ti.get("hostname")}

@@ -76,6 +76,13 @@ def api(password: str) -> Any:
     return AirflowApi(AIRFLOW_URL, "admin", password)
 
 
+def why_failed(client: Any, dag_id: str, run_id: str) -> str:
+    """A run's cause as the demo tells it (a failed gate's sentence first): an assertion's message."""
+    from immutable.demo import failure_cause
+
+    return failure_cause(client, dag_id, run_id, client.task_states(dag_id, run_id))
+
+
 def releases_api(password: str) -> dict[str, Any]:
     """The Releases page's JSON, as a signed-in user reads it: what runs where, on which base."""
     import httpx

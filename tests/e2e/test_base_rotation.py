@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import APP, CRITICAL_APP, api, releases_api
+from tests.e2e.conftest import APP, CRITICAL_APP, api, releases_api, why_failed
 from tests.integration.helpers import faults_in_new_containers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
@@ -25,8 +25,8 @@ SCHEDULED_WITHIN_S = 120  # the scheduler creates an Asset-triggered run within 
 def rebuild_base(client: Any, conf: dict[str, Any]) -> dict[str, Any]:
     """Trigger base_image as a person does; returns what it published (version, digest, ...)."""
     run_id = client.trigger_ok("base_image", conf)
-    assert client.wait_for_run("base_image", run_id, timeout_s=RUN_TIMEOUT_S) == "success", client.task_states(
-        "base_image", run_id
+    assert client.wait_for_run("base_image", run_id, timeout_s=RUN_TIMEOUT_S) == "success", why_failed(
+        client, "base_image", run_id
     )
     assert client.task_states("base_image", run_id)["publish"] == "success"
     published: dict[str, Any] = client.xcom("base_image", run_id, "publish")

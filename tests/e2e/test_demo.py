@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     api,
     field,
     make,
+    why_failed,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("docker_engine")]
@@ -169,7 +170,9 @@ def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_
     assert stopped.returncode == 0, stopped.stderr
     make("airflow-up", demo_env)
     client = api(demo["password"])
-    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success"
+    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success", why_failed(
+        client, "release_sample", run_id
+    )
     from immutable.images.engine import docker_client
 
     for region in REGIONS:
@@ -322,7 +325,9 @@ def test_faults_during_a_good_release_lose_nothing(demo: dict[str, Any], demo_en
         time.sleep(0.1)
     os.kill(task_process(str(flip["id"])), signal.SIGKILL)
 
-    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success"
+    assert client.wait_for_run("release_sample", run_id, timeout_s=1200) == "success", why_failed(
+        client, "release_sample", run_id
+    )
     states = client.task_states("release_sample", run_id)
     assert states["canary.analysis"] == "success" and states["wave_1.flip[0]"] == "success", states
     assert client.get(path)["try_number"] >= 2  # the killed try, then the one that flipped

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AIRFLOW_URL, APP, APPS_DIR, REGIONS, WEBHOOK_PORT, api, live_versions
+from tests.e2e.conftest import AIRFLOW_URL, APP, APPS_DIR, REGIONS, WEBHOOK_PORT, api, live_versions, why_failed
 from tests.http_receiver import json_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
@@ -153,7 +153,7 @@ def test_a_release_approved_after_a_marginal_canary_and_after_its_pilot_goes_eve
     waiting = live_versions()
     assert waiting[PILOT] == "1.7.0" and "1.7.0" not in [waiting[r] for r in REGIONS[1:]], waiting
     answer(client, run_id, "Approve")
-    assert client.wait_for_run(DAG_ID, run_id, timeout_s=900) == "success"
+    assert client.wait_for_run(DAG_ID, run_id, timeout_s=900) == "success", why_failed(client, DAG_ID, run_id)
     assert live_versions() == dict.fromkeys(REGIONS, "1.7.0")
     assert "Approved by" in approval_log(client, run_id)
 

@@ -54,6 +54,22 @@ def test_a_failed_gate_is_named_before_a_failed_cleanup() -> None:
     assert failure_cause(api, "release_sample", "run", states) == f"canary.analysis: {CAUSE}"
 
 
+def test_a_mapped_gates_cause_is_read_from_its_own_map_index() -> None:
+    """A post-flip gate runs once per region of a wave (a mapped task): its log is per map index."""
+
+    def logs(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        if request.url.params.get("map_index") != "1":
+            return httpx.Response(404, json={"detail": "TaskInstance not found"})
+        detail = {"exc_type": "GateFailed", "exc_value": CAUSE}
+        return httpx.Response(200, json={"content": [{"event": "failed", "level": "error", "error_detail": [detail]}]})
+
+    api = AirflowApi("http://airflow.invalid", "admin", "pw", transport=httpx.MockTransport(logs))
+    states = {"wave_1.post_flip_gate[0]": "success", "wave_1.post_flip_gate[1]": "failed"}
+    assert failure_cause(api, "release_sample", "run", states) == f"wave_1.post_flip_gate[1]: {CAUSE}"
+
+
 class FlakyAirflow:
     """An API whose database is locked now and then: the first trigger answers HTTP 500, after
     creating the run (`created_anyway`) or not."""
