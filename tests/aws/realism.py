@@ -275,16 +275,22 @@ class Realism:
         return None
 
     def after_ec2_DescribeImages(self, call: Call, answer: Answer) -> Answer:
+        # Every young image in the answer is pending, however it was asked for (by id, by filter or by owner).
         pending_until = self.state.windows.image_not_found_s + self.state.windows.image_pending_s
-        ages = {i: self._age(i) for i in numbered(call.params, "ImageId")}
-        young = {i for i, age in ages.items() if age is not None and age < pending_until}
-        if not young:
-            return answer
+
+        def young(image_id: str | None) -> bool:
+            age = None if image_id is None else self._age(image_id)
+            return age is not None and age < pending_until
+
+        with self.state.lock:
+            now = time.monotonic()
+            if not any(now - created < pending_until for created in self.state.images_created.values()):
+                return answer  # nothing young: spare parsing a long answer
 
         def to_pending(root: ET.Element, tag: Any) -> None:
             for item in root.iter(tag("item")):
                 image_id, state = item.find(tag("imageId")), item.find(tag("imageState"))
-                if image_id is not None and state is not None and image_id.text in young:
+                if image_id is not None and state is not None and young(image_id.text):
                     state.text = "pending"
 
         return Answer(answer.status, answer.headers, rewrite_xml(answer.body, to_pending))
