@@ -119,10 +119,10 @@ def region(platform: PlatformConfig) -> Region:
     return platform.regions[0]
 
 
-def standin(name: str) -> Service:
-    """A stand-in app container for the server `name` (<color>-<n>), on a free port, not started."""
+def standin(name: str) -> tuple[int, Service]:
+    """A stand-in app container for the server `name` (<color>-<n>) and its free port; not started."""
     port = free_port()
-    return Service(
+    return port, Service(
         name=f"standin-{name}",
         argv=[sys.executable, "-c", BACKEND, str(port), name.split("-")[0]],
         run_dir=state_dir() / "run",
@@ -139,8 +139,7 @@ def backends() -> Iterator[dict[str, int]]:
     ports = {}
     try:
         for name in ("blue-1", "green-1", "green-2"):
-            service = standin(name)
-            port = service.port
+            port, service = standin(name)
             service.stop()
             service.start()
             services[name], ports[name] = service, port
@@ -376,12 +375,12 @@ def test_flips_under_traffic_lose_no_request(
 def test_a_server_whose_last_check_timed_out_is_waited_for_not_refused(lb: LoadBalancer) -> None:
     """On a busy machine one health check can time out: the server is then "UP 1/2", neither healthy
     nor down. A flip to its color waits for the next check instead of refusing at once."""
-    service = standin("canary-1")
+    port, service = standin("canary-1")
     service.stop()
     before = lb.shares("other")
     try:
         service.start()
-        lb.add_server("other", "canary-1", "127.0.0.1", service.port)
+        lb.add_server("other", "canary-1", "127.0.0.1", port)
         pid = service.pid()
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # it stops answering; its next check times out
