@@ -61,13 +61,14 @@ TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-tes
 
 
 # `make test` runs four pytest-xdist workers, one group of layers each. The groups share nothing but
-# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e), "bench" (`make bench`:
-# its own platform in var/bench), "aws" (tests/aws: its own moto server on a free port, no engine) and
-# "local" (the rest: unit, dags and integration share var/test's platform; compose has
-# var/compose-test but starts from the base the test platform built). Each worker has its own Airflow
-# DB. Most of the suite waits on gate windows, health checks and the emulator's modelled delays, so
-# four workers use two cores' idle time.
-STANDALONE_LAYERS = {"e2e": "demo", "bench": "bench", "aws": "aws"}
+# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e), "quick" (`make bench`
+# on its own platform in var/bench, then the unit and DAG tests, which need no platform: the bench
+# ends long before the others, so they wait there instead of in the longest group), "aws" (tests/aws:
+# its own moto server on a free port, no engine) and "local" (integration on var/test's platform;
+# compose has var/compose-test but starts from the base the test platform built). Each worker has its
+# own Airflow DB. Most of the suite waits on gate windows, health checks and the emulator's modelled
+# delays, so four workers use two cores' idle time.
+STANDALONE_LAYERS = {"e2e": "demo", "bench": "quick", "unit": "quick", "dags": "quick", "aws": "aws"}
 ENGINE_LOCKS = ROOT / "var" / "engine-locks"
 
 
