@@ -259,6 +259,15 @@ def verified_text(candidate: dict[str, object]) -> str:
     return f"{', '.join(map(str, verified))} fixed in the image (checked against {source})"
 
 
+def base_sbom_text(candidate: dict[str, object]) -> str:
+    """Where the candidate's SBOM is read (CycloneDX, its Debian packages)."""
+    from immutable.config import load_base_spec
+    from immutable.platforms import platform_for
+
+    url = platform_for().images.sbom_url(None, load_base_spec().repository, str(candidate["digest"]))
+    return url or "none stored beside it"
+
+
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("-")[0].split("."))
 
@@ -372,6 +381,7 @@ def main() -> None:
     for key in ("version", "digest", "image", "reason", "cves"):
         show(f"  {key:<8} {candidate.get(key)}")
     show(f"  verified {verified_text(candidate)}")
+    show(f"  sbom     {base_sbom_text(candidate)}")
     print_summary(rolled_back)
     show("\n=== Airflow ===")
     show(f"  UI       {url}")

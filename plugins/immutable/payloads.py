@@ -81,6 +81,7 @@ class BuiltBase(Payload):
 class PublishedBase(ImageRef):
     version: str
     reused: bool = False
+    sbom: str | None = None  # the digest of the SBOM stored beside it (None: this platform stores none yet)
 
 
 class RegionCopy(Payload):

@@ -80,6 +80,10 @@ def test_the_demo_tells_the_whole_story(demo: dict[str, Any]) -> None:
         document = httpx.get(url, timeout=10).text
         validate(document)
         assert json.loads(document)["metadata"]["component"]["version"] == version, document[:500]
+    # The base's SBOM too: its Debian packages, for the candidate's version.
+    base_sbom = httpx.get(field(output, "sbom"), timeout=10).text
+    validate(base_sbom)
+    assert json.loads(base_sbom)["metadata"]["component"]["version"] == candidate, base_sbom[:500]
     bases = output.split("=== bases ===", 1)[1].split("===", 1)[0]
     assert f"Stable base: {candidate} ({digest})" in bases and "Every app runs on the stable base" in bases, bases
     rolled_back = output.split("=== rolled back ===", 1)[1]

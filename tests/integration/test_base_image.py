@@ -127,6 +127,31 @@ def test_package_manifest_is_recorded(first_build: dict[str, Any]) -> None:
     assert manifest["packages"] == len(body["packages"]) > 50
 
 
+def test_the_published_base_has_its_sbom_beside_it_listing_exactly_its_recorded_packages(
+    first_build: dict[str, Any],
+) -> None:
+    import hashlib
+
+    import httpx
+
+    from immutable.platforms import platform_for
+    from immutable.sbom import listed_packages, validate
+
+    spec, published = load_base_spec(), first_build["published"]
+    url = platform_for().images.sbom_url(None, spec.repository, published["digest"])
+    assert url is not None, f"no SBOM beside {spec.repository}@{published['digest']}"
+    document = httpx.get(url, timeout=10).text
+    validate(document)
+    assert published["sbom"] == f"sha256:{hashlib.sha256(document.encode()).hexdigest()}"
+    assert asset_events(first_build["run"].run_id)[0]["sbom"] == published["sbom"]
+    recorded = json.loads(Path(xcom(first_build["run"], "record_manifest")["path"]).read_text())["packages"]
+    listed = listed_packages(document)
+    assert listed["deb"] == {(name, package["version"]) for name, package in recorded.items()}
+    assert "pypi" not in listed  # a base holds no app environment
+    body = json.loads(document)
+    assert body["metadata"]["component"]["version"] == published["version"]
+
+
 def test_second_run_with_nothing_new_skips_then_force_builds_a_new_version(first_build: dict[str, Any]) -> None:
     spec, platform = load_base_spec(), load_platform()
     registry = RegistryClient(platform.build_registry)

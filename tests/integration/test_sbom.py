@@ -23,7 +23,7 @@ def test_every_region_holds_the_sbom_the_signature_names_and_it_lists_what_the_i
     from immutable.app_spec import app_spec
     from immutable.config import load_platform
     from immutable.images.base import package_manifest
-    from immutable.local.images import SBOM_ARTIFACT_TYPE, SBOM_OF
+    from immutable.local.base_images import SBOM_ARTIFACT_TYPE, SBOM_OF
     from immutable.platforms import platform_for
     from immutable.registry import RegistryClient
     from immutable.sbom import SBOM_MEDIA_TYPE, listed_packages, sbom_tag, validate

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
-
 from immutable.app_spec import AppSpec
 from immutable.config import BaseImageSpec
 from immutable.images.engine import MANAGED_LABEL, docker_client
@@ -295,52 +293,3 @@ def image_labels(image_id: str) -> dict[str, Any]:
 
 def with_tempdir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="immutable-package-")
-
-
-# Run in the baked image: its Debian packages, its distribution, and the app's Python distributions.
-LIST_PACKAGES = r"""
-dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n'
-echo '--- os'
-. /etc/os-release && echo "${ID}-${VERSION_ID}"
-echo '--- python'
-/opt/app/bin/python -c 'import importlib.metadata as m
-for d in m.distributions(): print(d.metadata["Name"], d.version, sep="\t")'
-"""
-
-
-def image_sbom(*, image: str, repository: str, digest: str, labels: dict[str, str], wheels: dict[str, bytes]) -> bytes:
-    """The baked image's CycloneDX SBOM, from what is installed in it (read by running it), with the
-    sha256 of each wheel the bake installed."""
-    from datetime import UTC, datetime
-
-    from immutable.provenance import LABEL_CREATED, LABEL_VERSION
-    from immutable.sbom import OsPackage, PythonPackage, cyclonedx_json
-
-    output = docker_client().containers.run(
-        image, entrypoint=["/bin/sh", "-c"], command=[LIST_PACKAGES], remove=True, network_disabled=True
-    )
-    listing, _, rest = output.decode().partition("--- os\n")
-    distro, _, python = rest.partition("--- python\n")
-    wheel_sha = {_wheel_key(name): sha256(data).removeprefix("sha256:") for name, data in wheels.items()}
-    os_packages = [OsPackage(*line.split("\t")) for line in listing.splitlines() if line.count("\t") == 2]
-    python_packages = [
-        PythonPackage(name, version, wheel_sha.get((canonicalize_name(name), version)))
-        for name, version in (line.split("\t") for line in python.splitlines() if line.count("\t") == 1)
-    ]
-    created = labels.get(LABEL_CREATED)
-    document = cyclonedx_json(
-        repository=repository,
-        version=labels.get(LABEL_VERSION, ""),
-        digest=digest,
-        created=datetime.fromisoformat(created) if created else datetime.fromtimestamp(0, UTC),
-        distro=distro.strip(),
-        os_packages=os_packages,
-        python_packages=python_packages,
-    )
-    return document.encode()
-
-
-def _wheel_key(filename: str) -> tuple[str, str]:
-    """A wheel's (canonical name, version): `Sample_App-1.2.0-py3-none-any.whl` -> (sample-app, 1.2.0)."""
-    name, version, _, _ = parse_wheel_filename(filename)
-    return str(name), str(version)

@@ -7,6 +7,8 @@ use; `LocalImages` adds the app images and the regions.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 from immutable.config import BaseImageSpec, PlatformConfig
@@ -14,6 +16,13 @@ from immutable.images import base
 from immutable.local.registry_retention import writes_registries
 from immutable.payloads import BuiltBase, PublishedBase
 from immutable.registry import RegistryClient
+from immutable.sbom import SBOM_MEDIA_TYPE, sbom_tag
+from immutable.sbom import validate as validate_sbom
+
+log = logging.getLogger(__name__)
+
+SBOM_ARTIFACT_TYPE = "application/vnd.immutable.sbom.v1"
+SBOM_OF = "io.immutable.sbom.of"  # annotation: the image digest the SBOM describes
 
 
 class LocalBaseImages:
@@ -50,14 +59,36 @@ class LocalBaseImages:
 
     @writes_registries
     def publish_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> PublishedBase:
+        """The version and `candidate` tags, then the base's SBOM beside it (before the task ends and
+        its `base-image/candidate` event starts the releases that take it)."""
         published = base.publish(image_id=built.image_id, spec=spec, platform=self.config, version=built.version)
+        sbom = self.store_sbom(spec.repository, published.digest, built.labels)
         return PublishedBase(
             repository=spec.repository,
             digest=published.digest,
             version=published.version,
             reused=published.reused,
             image=published.image,
+            sbom=sbom,
         )
+
+    def store_sbom(
+        self, repository: str, digest: str, labels: dict[str, str], wheels: dict[str, bytes] | None = None
+    ) -> str:
+        """The image's SBOM beside it in the build registry (an artifact under `sbom_tag(digest)`),
+        read from the image itself; the same image gives the same document, so a retry stores it
+        again unchanged. Returns the document's digest."""
+        from immutable.images.inventory import image_sbom
+
+        image = f"{self.config.build_registry}/{repository}@{digest}"
+        document = image_sbom(image=image, repository=repository, digest=digest, labels=labels, wheels=wheels)
+        validate_sbom(document.decode())
+        self.build.push_artifact(
+            repository, sbom_tag(digest), [(document, SBOM_MEDIA_TYPE, {SBOM_OF: digest})], SBOM_ARTIFACT_TYPE
+        )
+        sbom = f"sha256:{hashlib.sha256(document).hexdigest()}"
+        log.info("stored the SBOM of %s@%s (%s, %d bytes)", repository, digest, sbom, len(document))
+        return sbom
 
     def channel(self, repository: str, channel: str) -> tuple[str, dict[str, str]] | None:
         digest = self.build.manifest_digest(repository, channel)

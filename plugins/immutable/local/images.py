@@ -26,16 +26,13 @@ from immutable.local import registry_retention
 from immutable.local.base_images import LocalBaseImages
 from immutable.payloads import Baked, ImageRef, Packaged, Plan, RegionCopy
 from immutable.registry import RegistryClient
-from immutable.sbom import SBOM_MEDIA_TYPE, sbom_tag
-from immutable.sbom import validate as validate_sbom
+from immutable.sbom import sbom_tag
 from immutable.signing import SignatureError, load_signer, signature_tag, verify
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_MEDIA_TYPE = "application/vnd.immutable.signature.v1+json"
 SIGNATURE_ARTIFACT_TYPE = "application/vnd.immutable.signature.v1"
-SBOM_ARTIFACT_TYPE = "application/vnd.immutable.sbom.v1"
-SBOM_OF = "io.immutable.sbom.of"  # annotation: the image digest the SBOM describes
 
 
 class BakeError(RuntimeError):
@@ -132,7 +129,7 @@ class LocalImages(LocalBaseImages):
             digest = self.build.manifest_digest(spec.repository, build_tag)
             if digest is not None:
                 log.info("already baked by this run as %s; reusing it", digest)
-                self._store_sbom(spec.repository, digest, existing, wheels)
+                self.store_sbom(spec.repository, digest, existing, wheels)
                 return self._baked(spec.repository, digest, existing, tags)
 
         if app_images.sha256(wheels[packaged.wheel]) != packaged.sha256:
@@ -151,22 +148,8 @@ class LocalImages(LocalBaseImages):
         if moved != digest:
             raise BakeError(f"pushing tag {plan.version} gave {moved}, expected {digest}; rerun bake")
         log.info("baked %s %s as %s@%s", spec.name, plan.version, repository, digest)
-        self._store_sbom(spec.repository, digest, labels, wheels)
+        self.store_sbom(spec.repository, digest, labels, wheels)
         return self._baked(spec.repository, digest, labels, tags)
-
-    def _store_sbom(self, repository: str, digest: str, labels: dict[str, str], wheels: dict[str, bytes]) -> None:
-        """The image's SBOM beside it (an artifact under `sbom_tag(digest)`), read from the image itself;
-        the same image gives the same document, so a retried bake stores it again unchanged."""
-        document = app_images.image_sbom(
-            image=self.uri(None, repository, digest), repository=repository, digest=digest, labels=labels, wheels=wheels
-        )
-        validate_sbom(document.decode())
-        self.build.push_artifact(
-            repository, sbom_tag(digest), [(document, SBOM_MEDIA_TYPE, {SBOM_OF: digest})], SBOM_ARTIFACT_TYPE
-        )
-        log.info(
-            "stored the SBOM of %s@%s (%s, %d bytes)", repository, digest, app_images.sha256(document), len(document)
-        )
 
     def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
         """The SBOM document itself, served by the region's registry as a blob."""
