@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -132,6 +133,49 @@ def test_copies_in_every_region_carry_tags_and_signature(aws_account: AwsAccount
         assert images.digest_in(region, release["baked"]["repository"], source) == copy_id
         assert images.verify_in(region, release["baked"]["repository"], source)[f"{OCI}.version"] == "1.0.0"
     assert release["summary"]["images"] == {r: c["image_id"] for r, c in by_region.items()}
+
+
+def test_the_amis_sbom_is_in_the_bucket_named_by_a_signed_tag_that_every_copy_carries(
+    aws_account: AwsAccount, release: dict[str, Any]
+) -> None:
+    """The emulator runs no command on the builder, so the list it printed is empty here: the
+    document's contents are shown on the local platform (tests/integration/test_sbom.py)."""
+    import httpx
+
+    from immutable.aws.sboms import sbom_key
+    from immutable.config import load_platform
+    from immutable.platforms import platform_for
+    from immutable.sbom import validate
+    from immutable.signing import SignatureError
+
+    repository, image_id = release["baked"]["repository"], release["baked"]["digest"]
+    images = platform_for(load_platform()).images
+    tagged = tags_of(aws_account.client("ec2").describe_images(ImageIds=[image_id])["Images"][0])["immutable:sbom"]
+    url = images.sbom_url(None, repository, image_id)
+    assert url is not None, f"no SBOM link for {image_id}"
+    document = httpx.get(url, timeout=10).raise_for_status().content
+    validate(document.decode())
+    assert tagged == "sha256:" + hashlib.sha256(document).hexdigest()
+    described = json.loads(document)["metadata"]["component"]
+    assert (described["name"], described["version"]) == (repository, "1.0.0"), described
+    for copy in release["copies"]:
+        copy_tags = tags_of(
+            aws_account.client("ec2", copy["region"]).describe_images(ImageIds=[copy["image_id"]])["Images"][0]
+        )
+        assert copy_tags["immutable:sbom"] == tagged, copy["region"]
+        images.verify_in(copy["region"], repository, image_id)  # the signature covers the tag and the document
+        assert images.sbom_url(copy["region"], repository, image_id) is not None
+
+    # Another document in its place: every region refuses the image, naming the SBOM.
+    s3, key = aws_account.client("s3"), sbom_key(repository, tagged)
+    s3.put_object(Bucket=aws_account.bucket, Key=key, Body=document.replace(b'"1.0.0"', b'"6.6.6"'))
+    try:
+        for region in REGIONS:
+            with pytest.raises(SignatureError, match="is not the one signed"):
+                images.verify_in(region, repository, image_id)
+    finally:
+        s3.put_object(Bucket=aws_account.bucket, Key=key, Body=document)
+    images.verify_in(None, repository, image_id)
 
 
 def test_copy_is_idempotent(aws_account: AwsAccount, release: dict[str, Any]) -> None:

@@ -63,3 +63,32 @@ def test_a_document_that_breaks_the_schema_is_refused_naming_what() -> None:
     broken = document().replace('"SHA-256"', '"SHA-999"')
     with pytest.raises(SbomError, match=re.escape("not a valid CycloneDX 1.6 document: 'SHA-999' is not one of")):
         validate(broken)
+
+
+def test_a_listing_printed_anywhere_becomes_the_sbom_with_the_installed_wheels_hashes() -> None:
+    """What LIST_PACKAGES prints, in a container locally or on a builder instance over SSM on aws."""
+    from immutable.images.inventory import sbom_from_listing
+
+    listing = (
+        "libc6\t2.36-9+deb12u4\tamd64\nzlib1g\t1:1.2.13.dfsg-1\tamd64\n"
+        "--- os\ndebian-12\n"
+        "--- python\nSample-App\t1.2.0\nhttpx\t0.28.1\n"
+    )
+    labels = {
+        "org.opencontainers.image.version": "1.2.0",
+        "org.opencontainers.image.created": "2026-12-01T10:00:00+00:00",
+    }
+    wheels = {"sample_app-1.2.0-py3-none-any.whl": "ab" * 32}
+    document = sbom_from_listing(
+        listing, repository="apps/sample", digest="ami-0123", labels=labels, wheel_sha256=wheels
+    )
+    validate(document.decode())
+    assert listed_packages(document.decode()) == {
+        "deb": {("libc6", "2.36-9+deb12u4"), ("zlib1g", "1:1.2.13.dfsg-1")},
+        "pypi": {("Sample-App", "1.2.0"), ("httpx", "0.28.1")},
+    }
+    body = json.loads(document)
+    assert body["metadata"]["component"]["version"] == "1.2.0"
+    hashes = {c["name"]: c.get("hashes") for c in body["components"] if c["purl"].startswith("pkg:pypi/")}
+    assert hashes == {"Sample-App": [{"alg": "SHA-256", "content": "ab" * 32}], "httpx": None}
+    assert "distro=debian-12" in next(c["purl"] for c in body["components"] if c["name"] == "libc6")

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from immutable.aws.amis import AwsImageError, ec2, s3
-from immutable.aws.builders import BUILD_SCRIPT_TIMEOUT_S, builder_instance, make_image, own_image, run_script
-from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY
+from immutable.aws.builders import (
+    BUILD_SCRIPT_TIMEOUT_S,
+    CHECK_TIMEOUT_S,
+    builder_instance,
+    make_image,
+    own_image,
+    run_script,
+)
+from immutable.aws.sboms import store_sbom
+from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 
 if TYPE_CHECKING:
     from immutable.config import BaseImageSpec, PlatformConfig
@@ -129,8 +137,10 @@ def bake_app(
     labels: dict[str, str],
     run_id: str,
 ) -> str:
-    """Builder from the base AMI pinned by id; install the wheel from S3; the AMI, tagged with provenance."""
+    """Builder from the base AMI pinned by id; install the wheel from S3; list what is installed; the
+    AMI, tagged with provenance; its SBOM from that list."""
     from immutable.images.app import python_version
+    from immutable.images.inventory import LIST_PACKAGES, sbom_from_listing
 
     settings = platform.aws_settings
     region = settings.build_region
@@ -170,6 +180,21 @@ def bake_app(
                 f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
                 f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
             )
+        listing = run_script(platform, instance_id, [LIST_PACKAGES], f"list {spec.name} {version}", CHECK_TIMEOUT_S)
+        if not listing.ok:
+            raise AwsImageError(
+                f"listing what {spec.name} {version} installed failed on builder {instance_id} in {region} "
+                f"(SSM command {listing.command_id}: {listing.status}, exit {listing.exit_code}):\n"
+                f"{(listing.stdout + listing.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
+            )
+        document = sbom_from_listing(
+            listing.stdout,
+            repository=spec.repository,
+            digest=f"{build_tag}@{run_id}",  # the AMI id does not exist yet: its signed tag names the document
+            labels=labels,
+            wheel_sha256={artifact["key"].rsplit("/", 1)[1]: artifact["sha256"].split(":", 1)[1]},
+        )
+        sbom = store_sbom(platform, repository=spec.repository, document=document)
         image_id = make_image(
             platform,
             instance_id=instance_id,
@@ -180,6 +205,7 @@ def bake_app(
                 TAG_REPOSITORY: spec.repository,
                 TAG_KIND: "app",
                 "immutable:build-tag": build_tag,
+                TAG_SBOM: sbom,
                 "Name": f"{spec.name} {version}",
             },
         )

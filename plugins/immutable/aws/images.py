@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws import app_ami, base_ami, copies, signatures, upstream
+from immutable.aws import app_ami, base_ami, copies, sboms, signatures, upstream
 from immutable.aws.amis import AwsImageError, image_labels
 from immutable.aws.tags import TAG_SIGNATURE
 from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
@@ -153,8 +153,9 @@ class AwsImages:
         return labels
 
     def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
-        """AMIs carry no SBOM yet (issue #17: the artifact bucket, its digest in a tag)."""
-        return None
+        """The same document for every region: it lives in the artifact bucket, and every copy carries
+        the build AMI's signed tag that names it."""
+        return sboms.sbom_url(self.config, repository, digest)
 
     def copy_to(self, region: str, image: Baked, *, wait: bool = True) -> RegionCopy:
         """`wait=False`: return once the copy is started. A copy started now is always pending (a real

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from immutable.aws.amis import ec2, image_labels
 from immutable.aws.copies import find_copy
-from immutable.aws.tags import TAG_SIGNATURE
+from immutable.aws.sboms import stored_sbom_digest
+from immutable.aws.tags import TAG_SBOM, TAG_SIGNATURE
 
 if TYPE_CHECKING:
     from immutable.config import PlatformConfig
@@ -35,7 +36,7 @@ def sign_image(platform: PlatformConfig, *, repository: str, image_id: str) -> s
     from immutable.signing import load_signer
 
     labels = image_labels(platform, image_id)
-    document = load_signer(platform).sign(repository, image_id, labels)
+    document = load_signer(platform).sign(repository, image_id, labels, labels.get(TAG_SBOM))
     ec2(platform).create_tags(resource_ids=[image_id], tags=signature_tags(document))
     return str(document["signature"])
 
@@ -56,10 +57,14 @@ def verify_image(platform: PlatformConfig, *, region: str | None, repository: st
         raise SignatureError(f"{repository} AMI {image_id} has no image in {where}; nothing to deploy")
     tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
     signature = signature_from_tags(tags)
-    document = (
-        None
-        if signature is None
-        else {"payload": base64.b64encode(payload(repository, image_id, tags)).decode(), "signature": signature}
+    signed = payload(repository, image_id, tags, tags.get(TAG_SBOM))  # rebuilt from the tags, as at signing
+    document = None if signature is None else {"payload": base64.b64encode(signed).decode(), "signature": signature}
+    verify(
+        document,
+        repository=repository,
+        digest=image_id,
+        labels=tags,
+        public_pem=load_signer(platform).public_pem(),
+        sbom=stored_sbom_digest(platform, repository, tags[TAG_SBOM]) if TAG_SBOM in tags else None,
     )
-    verify(document, repository=repository, digest=image_id, labels=tags, public_pem=load_signer(platform).public_pem())
     return {"region": where, "image_id": local_id, "labels": tags}

@@ -18,3 +18,4 @@ TAG_SOURCE_REGION = "immutable:source-region"
 TAG_ROLE = "immutable:role"  # builder | dev | staging: what an instance of ours is for
 TAG_RUN = "immutable:run"  # the Airflow run that launched an instance (for cleanup)
 TAG_SIGNATURE = "immutable:signature"  # immutable:signature.0, .1, ...: the ed25519 signature in chunks
+TAG_SBOM = "immutable:sbom"  # sha256:<hex> of the AMI's SBOM in the artifact bucket (signed with it)

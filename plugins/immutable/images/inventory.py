@@ -29,17 +29,28 @@ fi
 def image_sbom(
     *, image: str, repository: str, digest: str, labels: dict[str, str], wheels: dict[str, bytes] | None = None
 ) -> bytes:
-    """The image's CycloneDX SBOM from what is installed in it; `wheels` (file name -> bytes) are
-    the ones a bake installed, whose sha256 the document carries."""
+    """The image's CycloneDX SBOM from what is installed in it (LIST_PACKAGES run in a container of
+    it); `wheels` (file name -> bytes) are the ones a bake installed, whose sha256 it carries."""
     import hashlib
 
     output = docker_client().containers.run(
         image, entrypoint=["/bin/sh", "-c"], command=[LIST_PACKAGES], remove=True, network_disabled=True
     )
-    listing, _, rest = output.decode().partition("--- os\n")
+    wheel_sha256 = {name: hashlib.sha256(data).hexdigest() for name, data in (wheels or {}).items()}
+    return sbom_from_listing(
+        output.decode(), repository=repository, digest=digest, labels=labels, wheel_sha256=wheel_sha256
+    )
+
+
+def sbom_from_listing(
+    listing: str, *, repository: str, digest: str, labels: dict[str, str], wheel_sha256: dict[str, str]
+) -> bytes:
+    """The CycloneDX SBOM from what LIST_PACKAGES printed, wherever it ran (a container, a builder
+    instance); `wheel_sha256` is {wheel file name: sha256 hex} of the wheels installed."""
+    packages, _, rest = listing.partition("--- os\n")
     distro, _, python = rest.partition("--- python\n")
-    wheel_sha = {_wheel_key(name): hashlib.sha256(data).hexdigest() for name, data in (wheels or {}).items()}
-    os_packages = [OsPackage(*line.split("\t")) for line in listing.splitlines() if line.count("\t") == 2]
+    wheel_sha = {_wheel_key(name): sha for name, sha in wheel_sha256.items()}
+    os_packages = [OsPackage(*line.split("\t")) for line in packages.splitlines() if line.count("\t") == 2]
     python_packages = [
         PythonPackage(name, version, wheel_sha.get((canonicalize_name(name), version)))
         for name, version in (line.split("\t") for line in python.splitlines() if line.count("\t") == 1)
