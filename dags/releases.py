@@ -18,6 +18,7 @@ from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
 from immutable.notifications import notifiers_for
+from immutable.operators.bake import BakeOperator
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.region_copy import CopyToRegionOperator
 from immutable.rollout import plan_rollout
@@ -123,13 +124,6 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             from immutable.pipelines import release
 
             return release.package(plan)
-
-        @task(multiple_outputs=False)
-        def bake(plan: dict[str, Any], packaged: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Install the package onto the base pinned by digest, with provenance labels; push by digest."""
-            from immutable.pipelines import release
-
-            return release.bake(plan, packaged, context["run_id"])
 
         @task(multiple_outputs=False)
         def sign(baked: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +283,13 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             return outcome
 
         plan = validate()
-        baked = bake(plan, package(plan))
+        baked = BakeOperator(
+            task_id="bake",
+            plan=plan,
+            packaged=package(plan),
+            doc_md="Install the package onto the base pinned by digest, with provenance labels (local: Docker "
+            "build, pushed by digest; aws: an AMI from a builder instance, waited for in the triggerer).",
+        ).output
         signed = sign(baked)
 
         dev_env = create_dev_env(plan, baked)

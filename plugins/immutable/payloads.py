@@ -65,8 +65,11 @@ class Packaged(Payload):
 
 
 class Baked(ImageRef):
+    """A baked image. `pending`: still being made (its labels are read once it is done)."""
+
     tags: list[str]
     labels: dict[str, str]
+    pending: bool = False
 
 
 class BuiltBase(Payload):

@@ -131,7 +131,7 @@ def test_the_releases_page_reads_what_runs_where_on_aws(
         assert placement.live is not None and placement.live["version"] == HEALTHY, placement
         assert listener_weights(aws_account, region) == {f"{APP}-{placement.live['color']}": 100}
         assert placement.kept is not None and placement.kept["version"] == "1.0.0", placement
-        assert placement.sbom is not None and "/apps/sample/sboms/" in placement.sbom, placement  # its link
+        assert placement.sbom is not None and "/sboms/apps/sample/" in placement.sbom, placement  # its link
 
 
 def test_the_rollback_dag_flips_every_region_back_to_the_kept_color(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -47,10 +49,12 @@ def first_build(aws_account: AwsAccount) -> dict[str, Any]:
 
 
 def test_publish_makes_a_tagged_ami_and_moves_candidate(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
+    from immutable.aws.sboms import sbom_key
     from immutable.config import load_base_spec
+    from immutable.sbom import validate
 
     published = first_build["published"]
-    image_id = published["digest"]
+    image_id, repository = published["digest"], load_base_spec().repository
     assert image_id.startswith("ami-")
     assert published["upstream_digest"] == aws_account.upstream_image_id
     image = aws_account.client("ec2").describe_images(ImageIds=[image_id])["Images"][0]
@@ -62,8 +66,16 @@ def test_publish_makes_a_tagged_ami_and_moves_candidate(aws_account: AwsAccount,
     assert tags.get("io.immutable.base.cves", "") == ""
     assert tags["io.immutable.base.reason"] == "security"
     assert tags[f"{OCI}.revision"]
-    assert tags["immutable:repository"] == load_base_spec().repository
+    assert tags["immutable:repository"] == repository
     assert tags[CANDIDATE] == "true"
+    # Its SBOM, named by the tag set as the AMI was made, and in the candidate's event.
+    document = aws_account.client("s3").get_object(
+        Bucket=aws_account.bucket, Key=sbom_key(repository, tags["immutable:sbom"])
+    )
+    body = document["Body"].read()
+    validate(body.decode())
+    assert tags["immutable:sbom"] == published["sbom"] == "sha256:" + hashlib.sha256(body).hexdigest()
+    assert json.loads(body)["metadata"]["component"]["version"] == published["version"]
 
 
 def test_the_builder_and_test_instances_are_terminated(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:

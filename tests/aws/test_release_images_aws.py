@@ -102,6 +102,53 @@ def test_the_ami_carries_provenance_and_a_valid_signature(aws_account: AwsAccoun
         ec2.create_tags(Resources=[image_id], Tags=[{"Key": f"{OCI}.version", "Value": "1.0.0"}])
 
 
+def test_the_bake_waited_for_its_ami_in_the_triggerer(release: dict[str, Any]) -> None:
+    baked = release["baked"]
+    assert baked["pending"] is False and baked["waited_in_triggerer_s"] >= 0, baked
+    assert baked["labels"][f"{OCI}.version"] == "1.0.0", baked  # read once the AMI was available
+
+
+def test_a_bake_defers_until_its_ami_is_available_and_resumes_after_a_triggerer_restart(
+    aws_account: AwsAccount, release: dict[str, Any]
+) -> None:
+    """The AMI wait is the triggerer's: the task ends deferred with its builder kept (terminating it
+    may fail the image); a restarted triggerer goes on from the serialized trigger, counting from the
+    AMI's start; the resumed task terminates the builder and returns the image with its labels."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.aws.triggers import ImageAvailableTrigger
+    from immutable.operators.bake import BakeOperator
+
+    run_id = "test-deferred-bake"
+    # Another build tag than the module's release, so another AMI name (AWS wants them unique).
+    base = release["plan"]["base"] | {"version": f"{release['plan']['base']['version']}-deferred"}
+    operator = BakeOperator(task_id="bake", plan=release["plan"] | {"base": base}, packaged=release["packaged"])
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"run_id": run_id})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ImageAvailableTrigger) and deferred.value.method_name == "execute_complete"
+    image_id = trigger.image_id
+    filters = [{"Name": "tag:immutable:role", "Values": ["bake"]}, {"Name": "tag:immutable:run", "Values": [run_id]}]
+    ec2 = aws_account.client("ec2")
+
+    def builders() -> set[str]:
+        found = ec2.describe_instances(Filters=filters)["Reservations"]
+        return {i["State"]["Name"] for r in found for i in r["Instances"]}
+
+    try:
+        assert builders() == {"stopped"}, "the builder is kept while its AMI is made"
+        restarted = ImageAvailableTrigger(**trigger.serialize()[1])  # what a new triggerer process builds
+        assert restarted.started_at == trigger.started_at and restarted.missing_grace_s > 0
+        event = _first_event(restarted)
+        assert event["status"] == "success" and event["image_id"] == image_id, event
+        done = operator.execute_complete({}, event)
+        assert done["digest"] == image_id and done["pending"] is False and done["waited_in_triggerer_s"] >= 0
+        assert done["labels"]["io.immutable.airflow.run-id"] == run_id, done["labels"]
+        assert builders() == {"terminated"}
+    finally:
+        ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+
+
 def test_dev_and_staging_ran_and_were_terminated(aws_account: AwsAccount, release: dict[str, Any]) -> None:
     ec2 = aws_account.client("ec2")
     for role, subnet in (("dev", aws_account.dev_subnet), ("staging", aws_account.staging_subnet)):

@@ -6,17 +6,19 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws.amis import AwsImageError, ec2, s3
+from immutable.aws.amis import AwsImageError, created_at, ec2, s3
 from immutable.aws.builders import (
     BUILD_SCRIPT_TIMEOUT_S,
     CHECK_TIMEOUT_S,
     builder_instance,
-    make_image,
     own_image,
     run_script,
+    settle_image,
+    start_image,
 )
 from immutable.aws.sboms import store_sbom
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
@@ -136,9 +138,11 @@ def bake_app(
     artifact: dict[str, str],
     labels: dict[str, str],
     run_id: str,
-) -> str:
+    wait: bool = True,
+) -> dict[str, Any]:
     """Builder from the base AMI pinned by id; install the wheel from S3; list what is installed; the
-    AMI, tagged with provenance; its SBOM from that list."""
+    AMI, tagged with provenance; its SBOM from that list. Returns {"image_id", "pending", "started_at"}:
+    with `wait=False` the AMI may still be pending, its builder kept until `finish_image`."""
     from immutable.images.app import python_version
     from immutable.images.inventory import LIST_PACKAGES, sbom_from_listing
 
@@ -146,11 +150,20 @@ def bake_app(
     region = settings.build_region
     hook = ec2(platform)
     for existing in hook.find_images(tags={TAG_REPOSITORY: spec.repository, "immutable:build-tag": build_tag}):
-        if hook.image_tags(existing).get("io.immutable.airflow.run-id") == run_id:
-            reused = own_image(platform, existing)
-            if reused is not None:  # None: it failed and is deregistered; bake again
-                log.info("already baked by this run as %s; reusing it", reused)
-                return reused
+        if hook.image_tags(existing).get("io.immutable.airflow.run-id") != run_id:
+            continue
+        if not wait and existing.get("State") == "pending":  # an earlier try's: wait for it in the triggerer
+            log.info("%s, baked by an earlier try of this run, is still pending; waiting for it", existing["ImageId"])
+            began = created_at(existing)
+            return {
+                "image_id": str(existing["ImageId"]),
+                "pending": True,
+                "started_at": began.timestamp() if began else None,
+            }
+        reused = own_image(platform, existing)
+        if reused is not None:  # None: it failed and is deregistered; bake again
+            log.info("already baked by this run as %s; reusing it", reused)
+            return {"image_id": reused, "pending": False, "started_at": None}
     if hook.get_image(image_id=base_image_id) is None:
         raise AwsImageError(f"the base AMI {base_image_id} does not exist in {region}; run base_image first")
     metadata = s3(platform).artifact_metadata(bucket=artifact["bucket"], key=artifact["key"])
@@ -170,8 +183,9 @@ def bake_app(
         base=base,
         version=version,
     )
+    kept: set[str] = set()
     with builder_instance(
-        platform, image_id=base_image_id, role="bake", run_id=run_id, repository=spec.repository
+        platform, image_id=base_image_id, role="bake", run_id=run_id, repository=spec.repository, keep=kept
     ) as instance_id:
         result = run_script(platform, instance_id, script, f"bake {spec.name} {version}", BUILD_SCRIPT_TIMEOUT_S)
         if not result.ok:
@@ -195,10 +209,11 @@ def bake_app(
             wheel_sha256={artifact["key"].rsplit("/", 1)[1]: artifact["sha256"].split(":", 1)[1]},
         )
         sbom = store_sbom(platform, repository=spec.repository, document=document)
-        image_id = make_image(
+        started_at = time.time()
+        image_id = start_image(
             platform,
             instance_id=instance_id,
-            name=f"{spec.repository.replace('/', '-')}-{build_tag}",
+            name=bake_image_name(spec.repository, build_tag),
             description=f"{spec.name} {version} on {base_image_id}",
             tags=labels
             | {
@@ -209,8 +224,17 @@ def bake_app(
                 "Name": f"{spec.name} {version}",
             },
         )
+        if not wait:
+            kept.add(instance_id)  # until the AMI is settled: `finish_image` terminates it
+            log.info("baking %s %s as %s in %s; waiting for it in the triggerer", spec.name, version, image_id, region)
+            return {"image_id": image_id, "pending": True, "started_at": started_at}
+        settle_image(platform, image_id=image_id, name=bake_image_name(spec.repository, build_tag))
     log.info("baked %s %s as %s in %s", spec.name, version, image_id, region)
-    return image_id
+    return {"image_id": image_id, "pending": False, "started_at": None}
+
+
+def bake_image_name(repository: str, build_tag: str) -> str:
+    return f"{repository.replace('/', '-')}-{build_tag}"
 
 
 def package(platform: PlatformConfig, *, spec: Any, version: str, ref: str, uid: int) -> dict[str, Any]:

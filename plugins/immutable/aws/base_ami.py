@@ -21,7 +21,7 @@ from immutable.aws.builders import (
     own_image,
     run_script,
 )
-from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY
+from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 from immutable.network_tuning import shipped_network_tuning
 
 if TYPE_CHECKING:
@@ -111,15 +111,49 @@ def build_base(
                 "Fix the failing script under include/base/scripts/ and rerun."
             )
         listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
+        sbom = base_sbom(platform, spec=spec, version=version, labels=labels, run_id=run_id, instance_id=instance_id)
         image_id = make_image(
             platform,
             instance_id=instance_id,
             name=f"{spec.repository.replace('/', '-')}-{version}",
             description=f"{spec.repository} {version}",
-            tags=labels | {TAG_REPOSITORY: spec.repository, TAG_KIND: "base", "Name": f"{spec.repository} {version}"},
+            tags=labels
+            | {
+                TAG_REPOSITORY: spec.repository,
+                TAG_KIND: "base",
+                TAG_SBOM: sbom,
+                "Name": f"{spec.repository} {version}",
+            },
         )
     log.info("built %s %s as %s in %s", spec.repository, version, image_id, settings.build_region)
     return {"image_id": image_id, "package_list": listing.stdout}
+
+
+def base_sbom(
+    platform: PlatformConfig,
+    *,
+    spec: BaseImageSpec,
+    version: str,
+    labels: dict[str, str],
+    run_id: str,
+    instance_id: str,
+) -> str:
+    """The base's SBOM from what the builder lists before it is imaged, stored in the artifact bucket;
+    returns its digest, for the AMI's `immutable:sbom` tag."""
+    from immutable.aws.sboms import store_sbom
+    from immutable.images.inventory import LIST_PACKAGES, sbom_from_listing
+
+    listing = run_script(platform, instance_id, [LIST_PACKAGES], f"list base {version}", CHECK_TIMEOUT_S)
+    if not listing.ok:
+        raise AwsImageError(
+            f"listing what base {version} holds failed on builder {instance_id} "
+            f"(SSM command {listing.command_id}: {listing.status}, exit {listing.exit_code}):\n"
+            f"{(listing.stdout + listing.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
+        )
+    document = sbom_from_listing(
+        listing.stdout, repository=spec.repository, digest=f"{version}@{run_id}", labels=labels, wheel_sha256={}
+    )
+    return store_sbom(platform, repository=spec.repository, document=document)
 
 
 @dataclass

@@ -47,8 +47,11 @@ def instance(
     security_group_ids: list[str],
     instance_profile: str | None = None,
     extra_tags: dict[str, str] | None = None,
+    keep: set[str] | None = None,
 ) -> Generator[str, None, None]:
-    """A running instance of ours in the build region; terminated on the way out, whatever happened."""
+    """A running instance of ours in the build region; terminated on the way out, whatever happened,
+    unless the caller put its id in `keep` (a builder whose AMI is still being made: whoever waits
+    for the AMI terminates it, see `finish_image`)."""
     settings = platform.aws_settings
     hook = ec2(platform)
     tags = {TAG_ROLE: role, TAG_RUN: run_id[:TAG_VALUE_MAX], "Name": f"immutable-{role}"} | (extra_tags or {})
@@ -72,16 +75,24 @@ def instance(
         yield instance_id
         failed = False
     finally:
-        try:
-            hook.terminate_instances(instance_ids=[instance_id])
-            log.info("terminated %s instance %s in %s", role, instance_id, settings.build_region)
-        except Exception as exc:
-            log.exception("could not terminate %s instance %s in %s", role, instance_id, settings.build_region)
-            if not failed:  # never hide the error that brought us here
-                raise AwsImageError(
-                    f"could not terminate the {role} instance {instance_id} in {settings.build_region}: {exc}; "
-                    "terminate it by hand (it is tagged immutable:role and immutable:run)"
-                ) from exc
+        if keep is not None and instance_id in keep:
+            log.info("kept %s instance %s until its image is available", role, instance_id)
+        else:
+            _terminate(platform, role=role, instance_id=instance_id, failed=failed)
+
+
+def _terminate(platform: PlatformConfig, *, role: str, instance_id: str, failed: bool) -> None:
+    region = platform.aws_settings.build_region
+    try:
+        ec2(platform).terminate_instances(instance_ids=[instance_id])
+        log.info("terminated %s instance %s in %s", role, instance_id, region)
+    except Exception as exc:
+        log.exception("could not terminate %s instance %s in %s", role, instance_id, region)
+        if not failed:  # never hide the error that brought us here
+            raise AwsImageError(
+                f"could not terminate the {role} instance {instance_id} in {region}: {exc}; "
+                "terminate it by hand (it is tagged immutable:role and immutable:run)"
+            ) from exc
 
 
 def terminate_leftovers(platform: PlatformConfig, *, role: str, run_id: str) -> list[str]:
@@ -135,19 +146,40 @@ def s3_location(url: str) -> tuple[str, str]:
 
 def make_image(platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:
     """Stop the instance, create the AMI (tagged as it is created), wait until it is available."""
-    hook = ec2(platform)
-    hook.stop_instance(instance_id=instance_id)
-    image_id = hook.create_image(instance_id=instance_id, name=name, description=description, tags=ami_tags(tags))
+    image_id = start_image(platform, instance_id=instance_id, name=name, description=description, tags=tags)
     return settle_image(platform, image_id=image_id, name=name)
 
 
+def start_image(
+    platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]
+) -> str:
+    """Stop the instance and create the AMI (tagged as it is created); returns its id at once."""
+    hook = ec2(platform)
+    hook.stop_instance(instance_id=instance_id)
+    return hook.create_image(instance_id=instance_id, name=name, description=description, tags=ami_tags(tags))
+
+
 def settle_image(platform: PlatformConfig, *, image_id: str, name: str) -> str:
-    """Wait for an AMI this run is making. One that failed is deregistered (a retry builds again); one
-    still pending when the wait ends is kept, since AWS may yet finish it: the task's retry finds it
-    by its run tag (`own_image`) and waits for it instead of building another."""
+    """Wait for an AMI this run is making, then judge it (`judge_image`)."""
+    image = ec2(platform).wait_image_settled(image_id=image_id, timeout_s=IMAGE_CREATE_TIMEOUT_S)
+    return judge_image(platform, image, image_id=image_id, name=name)
+
+
+def finish_image(platform: PlatformConfig, *, image_id: str, name: str, role: str, run_id: str) -> str:
+    """After a wait in the triggerer: terminate the builder the AMI was made from (kept while it was
+    made), then judge the AMI as it is now (`judge_image`)."""
+    ended = terminate_leftovers(platform, role=role, run_id=run_id)
+    if ended:
+        log.info("terminated %s instance(s) %s now that %s is settled", role, ended, image_id)
+    return judge_image(platform, ec2(platform).get_image(image_id=image_id), image_id=image_id, name=name)
+
+
+def judge_image(platform: PlatformConfig, image: dict[str, Any] | None, *, image_id: str, name: str) -> str:
+    """An AMI this run is making, once waited for: its id if available. One that failed is
+    deregistered (a retry builds again); one still pending is kept, since AWS may yet finish it: the
+    task's retry finds it by its run tag (`own_image`) and waits for it instead of building another."""
     region = platform.aws_settings.build_region
     hook = ec2(platform)
-    image = hook.wait_image_settled(image_id=image_id, timeout_s=IMAGE_CREATE_TIMEOUT_S)
     state = str((image or {}).get("State", "missing"))
     if state == "available":
         return image_id
@@ -180,10 +212,10 @@ def own_image(platform: PlatformConfig, image: dict[str, Any]) -> str | None:
 
 @contextmanager
 def builder_instance(
-    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str
+    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str, keep: set[str] | None = None
 ) -> Generator[str, None, None]:
     """An instance in the builder subnet (base build or bake), after terminating what an earlier try
-    of this run left; terminated on the way out."""
+    of this run left; terminated on the way out unless in `keep`."""
     terminate_leftovers(platform, role=role, run_id=run_id)
     builder = platform.aws_settings.builder
     with instance(
@@ -195,5 +227,6 @@ def builder_instance(
         security_group_ids=list(builder.security_group_ids),
         instance_profile=builder.instance_profile,
         extra_tags={TAG_REPOSITORY: repository},
+        keep=keep,
     ) as instance_id:
         yield instance_id

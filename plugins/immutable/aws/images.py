@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from immutable.aws import app_ami, base_ami, copies, sboms, signatures, upstream
 from immutable.aws.amis import AwsImageError, image_labels
-from immutable.aws.tags import TAG_SIGNATURE
+from immutable.aws.tags import TAG_SBOM, TAG_SIGNATURE
 from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
 
 if TYPE_CHECKING:
@@ -96,7 +96,10 @@ class AwsImages:
         from immutable.base_policy import CANDIDATE_TAG
 
         upstream.move_channel(self.config, spec.repository, CANDIDATE_TAG, built.image_id)
-        return PublishedBase(repository=spec.repository, digest=built.image_id, version=built.version, reused=False)
+        sbom = image_labels(self.config, built.image_id).get(TAG_SBOM)  # set as the AMI was created
+        return PublishedBase(
+            repository=spec.repository, digest=built.image_id, version=built.version, reused=False, sbom=sbom
+        )
 
     def channel(self, repository: str, channel: str) -> tuple[str, dict[str, str]] | None:
         return upstream.points_at(self.config, repository, channel)
@@ -116,11 +119,22 @@ class AwsImages:
             app_ami.package(self.config, spec=spec, version=plan.version, ref=plan.ref, uid=uid)
         )
 
-    def bake(self, *, plan: Plan, spec: AppSpec, packaged: Packaged, labels: dict[str, str], run_id: str) -> Baked:
+    def bake(
+        self,
+        *,
+        plan: Plan,
+        spec: AppSpec,
+        packaged: Packaged,
+        labels: dict[str, str],
+        run_id: str,
+        wait: bool = True,
+    ) -> Baked:
+        """`wait=False`: return as soon as the AMI is being made (`pending`): creating it takes minutes
+        to most of an hour, waited for in the triggerer (`bake_waiter`), then `finish_bake`."""
         from immutable.config import load_base_spec
 
         build_tag = f"{plan.version}-b{plan.base.version}"
-        image_id = app_ami.bake_app(
+        made = app_ami.bake_app(
             self.config,
             spec=spec,
             base=load_base_spec(),
@@ -130,12 +144,49 @@ class AwsImages:
             artifact=app_ami.artifact_of(packaged.artifact, packaged.sha256),
             labels=labels,
             run_id=run_id,
+            wait=wait,
+        )
+        image_id = str(made["image_id"])
+        baked = {"repository": spec.repository, "digest": image_id, "tags": [plan.version, build_tag]}
+        if made["pending"]:  # its tags are read once it is available (a new AMI is not found for a moment)
+            extra = {"started_at": made["started_at"], "run_id": run_id}
+            return Baked.model_validate(baked | {"labels": {}, "pending": True} | extra)
+        return Baked.model_validate(baked | {"labels": image_labels(self.config, image_id)})
+
+    def bake_waiter(self, baked: Baked) -> tuple[Any, float]:
+        """(the trigger that waits for a pending bake's AMI, its timeout in seconds), counted from
+        when the AMI was started, so a triggerer restart does not start the wait over."""
+        from immutable.aws.builders import IMAGE_CREATE_TIMEOUT_S
+        from immutable.aws.triggers import CREATED_NOT_FOUND_S, ImageAvailableTrigger
+
+        trigger = ImageAvailableTrigger(
+            region=self.settings.build_region,
+            image_id=baked.digest,
+            aws_conn_id=self.settings.connection_id,
+            timeout_s=IMAGE_CREATE_TIMEOUT_S,
+            missing_grace_s=CREATED_NOT_FOUND_S,
+            return_value=baked.dump(),
+            started_at=(baked.model_extra or {}).get("started_at"),
+        )
+        return trigger, IMAGE_CREATE_TIMEOUT_S
+
+    def finish_bake(self, baked: Baked) -> Baked:
+        """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was
+        made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
+        from immutable.aws.app_ami import bake_image_name
+        from immutable.aws.builders import finish_image
+
+        build_tag = baked.tags[-1]
+        run_id = str((baked.model_extra or {}).get("run_id", ""))
+        image_id = finish_image(
+            self.config,
+            image_id=baked.digest,
+            name=bake_image_name(baked.repository, build_tag),
+            role="bake",
+            run_id=run_id,
         )
         return Baked(
-            repository=spec.repository,
-            digest=image_id,
-            tags=[plan.version, build_tag],
-            labels=image_labels(self.config, image_id),
+            repository=baked.repository, digest=image_id, tags=baked.tags, labels=image_labels(self.config, image_id)
         )
 
     def sign(self, image: ImageRef) -> str:

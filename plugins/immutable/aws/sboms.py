@@ -22,9 +22,9 @@ SBOM_URL_TTL_S = 3600  # seconds a presigned link to an SBOM stays valid
 
 
 def sbom_key(repository: str, digest: str) -> str:
-    """Where the SBOM whose sha256 is `digest` (sha256:<hex>) is kept in the artifact bucket: beside
-    the app's wheels (`apps/<app>/...`, the prefix the pipeline's IAM policy may write)."""
-    return f"{repository}/sboms/{digest.removeprefix('sha256:')}.cdx.json"
+    """Where the SBOM whose sha256 is `digest` (sha256:<hex>) is kept in the artifact bucket (under
+    `sboms/`, a prefix the pipeline's IAM policy may write: base and app repositories alike)."""
+    return f"sboms/{repository}/{digest.removeprefix('sha256:')}.cdx.json"
 
 
 def store_sbom(platform: PlatformConfig, *, repository: str, document: bytes) -> str:

@@ -1,4 +1,5 @@
-"""Waiting for an AMI copy in the triggerer, so a copy of many minutes holds no worker slot.
+"""Waiting for an AMI (a copy, or one being created from a builder) in the triggerer, so a wait of
+many minutes holds no worker slot.
 
 The Amazon provider's AwsBaseWaiterTrigger would do this with an async boto3 waiter, but it needs
 aiobotocore, which has no release for the botocore this project pins; so this trigger polls
@@ -17,13 +18,17 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 COPY_POLL_S = 15.0  # seconds between DescribeImages calls while a copy is pending
 FIRST_POLL_S = 2.0  # seconds before the second look at a copy that has just begun
 COPY_TIMEOUT_S = 3 * 3600.0  # a large encrypted AMI copied across the world can take well over an hour
+# EC2 is eventually consistent: an AMI just created may be "not found" for a moment; that long, a
+# missing AMI is one not visible yet, not one gone.
+CREATED_NOT_FOUND_S = 120.0
 FAILED_STATES = ("failed", "invalid", "error", "deregistered", "disabled")
 
 
 class ImageAvailableTrigger(BaseTrigger):
     """Fires once the AMI is available in its region ("success"), or failed, vanished or timed out ("error").
 
-    The event carries `image_id`, `region`, `state`, `waited_s`, on error `message`, and
+    An AMI not found within `missing_grace_s` of `started_at` is one not visible yet (a new AMI);
+    after that, one gone. The event carries `image_id`, `region`, `state`, `waited_s`, on error `message`, and
     `return_value` as given (what the deferring task needs when it resumes, as the provider's
     waiter triggers do). `started_at` (epoch seconds, default: now) is when the copy began: the
     wait and its timeout count from there, so a triggerer restart does not start them over."""
@@ -38,8 +43,10 @@ class ImageAvailableTrigger(BaseTrigger):
         timeout_s: float = COPY_TIMEOUT_S,
         return_value: Any = None,
         started_at: float | None = None,
+        missing_grace_s: float = 0.0,
     ) -> None:
         super().__init__()
+        self.missing_grace_s = missing_grace_s
         self.region = region
         self.image_id = image_id
         self.aws_conn_id = aws_conn_id
@@ -59,6 +66,7 @@ class ImageAvailableTrigger(BaseTrigger):
                 "timeout_s": self.timeout_s,
                 "return_value": self.return_value,
                 "started_at": self.started_at,
+                "missing_grace_s": self.missing_grace_s,
             },
         )
 
@@ -84,7 +92,8 @@ class ImageAvailableTrigger(BaseTrigger):
             if state == "available":
                 yield TriggerEvent(event | {"status": "success"})
                 return
-            if image is None or state in FAILED_STATES:
+            not_visible_yet = image is None and waited_s < self.missing_grace_s
+            if (image is None and not not_visible_yet) or state in FAILED_STATES:
                 reason = (image or {}).get("StateReason", {}).get("Message") or "no reason given"
                 why = "it no longer exists" if image is None else f"it is {state} ({reason})"
                 yield TriggerEvent(event | {"status": "error", "message": why})

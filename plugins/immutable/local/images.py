@@ -117,9 +117,19 @@ class LocalImages(LocalBaseImages):
         )
 
     @registry_retention.writes_registries
-    def bake(self, *, plan: Plan, spec: AppSpec, packaged: Packaged, labels: dict[str, str], run_id: str) -> Baked:
+    def bake(
+        self,
+        *,
+        plan: Plan,
+        spec: AppSpec,
+        packaged: Packaged,
+        labels: dict[str, str],
+        run_id: str,
+        wait: bool = True,
+    ) -> Baked:
         """A retry of the same run finds its own build tag (by the run-id label) and reuses it, so a
-        bake that pushed and then lost its worker does not bake a second, different digest."""
+        bake that pushed and then lost its worker does not bake a second, different digest. A local
+        bake is done when it returns, whatever `wait` says (never `pending`)."""
         build_tag = f"{plan.version}-b{plan.base.version}"
         tags = [plan.version, build_tag]
         existing = self.build.labels(spec.repository, build_tag)
@@ -150,6 +160,12 @@ class LocalImages(LocalBaseImages):
         log.info("baked %s %s as %s@%s", spec.name, plan.version, repository, digest)
         self.store_sbom(spec.repository, digest, labels, wheels)
         return self._baked(spec.repository, digest, labels, tags)
+
+    def bake_waiter(self, baked: Baked) -> tuple[Any, float]:
+        raise NotImplementedError("a local bake is never pending: there is nothing to wait for")
+
+    def finish_bake(self, baked: Baked) -> Baked:
+        return baked
 
     def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
         """The SBOM document itself, served by the region's registry as a blob."""

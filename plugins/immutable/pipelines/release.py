@@ -134,8 +134,11 @@ def package(plan: dict[str, Any]) -> dict[str, Any]:
     return packaged.dump()
 
 
-def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Install the package onto the base pinned by digest; label with provenance; push by digest."""
+def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str, *, wait: bool = True) -> dict[str, Any]:
+    """Install the package onto the base pinned by digest; label with provenance; push by digest.
+
+    With `wait=False` a platform whose images take long to make may answer "pending": the task
+    defers until the image is done (`operators.bake.BakeOperator`), then calls `finish_bake`."""
     release, spec, images = Plan.of(plan), app_spec(plan["app"]), platform_for().images
     labels = app_labels(
         version=release.version,
@@ -147,9 +150,21 @@ def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str) -> dict[st
         packaged=Packaged.of(packaged),
         run_id=run_id,
     )
-    baked = images.bake(plan=release, spec=spec, packaged=Packaged.of(packaged), labels=labels, run_id=run_id)
+    baked = images.bake(
+        plan=release, spec=spec, packaged=Packaged.of(packaged), labels=labels, run_id=run_id, wait=wait
+    )
+    if baked.pending:
+        log.info("baking %s %s as %s; waiting for it in the triggerer", spec.name, release.version, baked.digest)
+        return baked.dump()
     log.info("baked %s %s as %s@%s", spec.name, release.version, baked.repository, baked.digest)
     return baked.dump()
+
+
+def finish_bake(baked: dict[str, Any]) -> dict[str, Any]:
+    """A bake whose image was waited for in the triggerer: the image, done, or an error saying why."""
+    done = platform_for().images.finish_bake(Baked.of(baked))
+    log.info("baked %s as %s", done.repository, done.digest)
+    return done.dump()
 
 
 def sign(baked: dict[str, Any]) -> dict[str, Any]:

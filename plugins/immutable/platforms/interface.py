@@ -72,9 +72,27 @@ class Images(Protocol):
         """Build the app's wheel and store it where `bake` fetches it; record its sha256."""
         ...
 
-    def bake(self, *, plan: Plan, spec: AppSpec, packaged: Packaged, labels: dict[str, str], run_id: str) -> Baked:
+    def bake(
+        self,
+        *,
+        plan: Plan,
+        spec: AppSpec,
+        packaged: Packaged,
+        labels: dict[str, str],
+        run_id: str,
+        wait: bool = True,
+    ) -> Baked:
         """Install the package onto the base pinned by digest, with `labels`; push by digest. A retry
-        of the same run reuses what it baked."""
+        of the same run reuses what it baked. With `wait=False` a platform whose images take long to
+        make may return `pending=True`: the caller waits (`bake_waiter`) and calls `finish_bake`."""
+        ...
+
+    def bake_waiter(self, baked: Baked) -> tuple[Any, float]:
+        """(the trigger that waits for a pending bake, its timeout in seconds); only for `pending` bakes."""
+        ...
+
+    def finish_bake(self, baked: Baked) -> Baked:
+        """A pending bake once its wait ended: the image done (with its labels), or an error saying why."""
         ...
 
     def sign(self, image: ImageRef) -> str:
