@@ -22,6 +22,7 @@ from airflow.sdk import Param, dag, task
 
 from immutable.assets import BASE_CANDIDATE
 from immutable.notifications import notifiers_for
+from immutable.operators.images import BuildBaseOperator
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
 
@@ -80,13 +81,6 @@ def base_image() -> None:
 
         return steps.check_updates(upstream, context["dag_run"].run_after)
 
-    @task(multiple_outputs=False)
-    def build(upstream: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-        """Build the image: security updates, package removal, hardening, sysctl, common libraries."""
-        from immutable.pipelines import base_image as steps
-
-        return steps.build(upstream, plan, context["run_id"])
-
     @task
     def test(built: dict[str, Any]) -> list[dict[str, Any]]:
         """Run containers from the image and check every promise; a failing check names itself."""
@@ -126,7 +120,13 @@ def base_image() -> None:
 
     upstream = resolve_upstream()
     plan = check_updates(upstream)
-    built = build(upstream, plan)
+    built = BuildBaseOperator(
+        task_id="build",
+        upstream=upstream,
+        plan=plan,
+        doc_md="Build the image: security updates, package removal, hardening, sysctl, common libraries "
+        "(local: Docker build; aws: an AMI from a builder instance, waited for in the triggerer).",
+    ).output
     checks = test(built)
     manifest = record_manifest(built)
     checks >> manifest

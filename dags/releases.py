@@ -18,8 +18,8 @@ from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
 from immutable.notifications import notifiers_for
-from immutable.operators.bake import BakeOperator
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
+from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
 from immutable.rollout import plan_rollout
 

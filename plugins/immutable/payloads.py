@@ -79,6 +79,7 @@ class BuiltBase(Payload):
     version: str
     labels: dict[str, str] = {}
     run_id: str = ""
+    pending: bool = False  # still being made: waited for in the triggerer, then `finish_base`
 
 
 class PublishedBase(ImageRef):

@@ -79,6 +79,9 @@ def test_publish_makes_a_tagged_ami_and_moves_candidate(aws_account: AwsAccount,
 
 
 def test_the_builder_and_test_instances_are_terminated(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
+    # The AMI was waited for in the triggerer, the builder kept meanwhile and terminated after.
+    built = first_build["built"]
+    assert built["pending"] is False and built["waited_in_triggerer_s"] >= 0, built
     assert live_instances(aws_account) == []
     ec2 = aws_account.client("ec2")
     reservations = ec2.describe_instances(Filters=[{"Name": "tag:immutable:role", "Values": ["builder"]}])[

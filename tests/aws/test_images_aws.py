@@ -141,9 +141,10 @@ def test_an_ami_still_pending_when_the_wait_ends_is_kept_and_the_retry_waits_for
     monkeypatch.setattr(builders, "IMAGE_CREATE_TIMEOUT_S", 0.5)
     try:
         with pytest.raises(AwsImageError, match=r"is still pending in eu-west-1 after 0.5s; it is kept") as failed:
-            builders.make_image(
+            image_id = builders.start_image(
                 platform(), instance_id=instance_id, name="immutable-pending-test", description="pending", tags=tags
             )
+            builders.settle_image(platform(), image_id=image_id, name="immutable-pending-test")
     finally:
         ec2.terminate_instances(InstanceIds=[instance_id])
     filters = [{"Name": "tag:immutable:repository", "Values": ["immutable/pending-test"]}]

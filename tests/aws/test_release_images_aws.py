@@ -117,7 +117,7 @@ def test_a_bake_defers_until_its_ami_is_available_and_resumes_after_a_triggerer_
     from airflow.sdk.exceptions import TaskDeferred
 
     from immutable.aws.triggers import ImageAvailableTrigger
-    from immutable.operators.bake import BakeOperator
+    from immutable.operators.images import BakeOperator
 
     run_id = "test-deferred-bake"
     # Another build tag than the module's release, so another AMI name (AWS wants them unique).

@@ -7,19 +7,21 @@ import base64
 import io
 import logging
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws.amis import OCI, AwsImageError, ec2
+from immutable.aws.amis import OCI, AwsImageError, created_at, ec2
 from immutable.aws.builders import (
     BUILD_SCRIPT_TIMEOUT_S,
     CHECK_TIMEOUT_S,
     builder_instance,
     instance,
-    make_image,
     own_image,
     run_script,
+    settle_image,
+    start_image,
 )
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 from immutable.network_tuning import shipped_network_tuning
@@ -78,25 +80,33 @@ def build_base(
     labels: dict[str, str],
     run_id: str,
     context: Path,
+    wait: bool = True,
 ) -> dict[str, Any]:
-    """Builder from the upstream AMI, the base scripts over SSM, stop, AMI. Reuses this run's own image."""
+    """Builder from the upstream AMI, the base scripts over SSM, stop, AMI. Reuses this run's own image.
+    Returns {"image_id", "package_list", "pending", "started_at"}: with `wait=False` the AMI may still
+    be pending, its builder kept until `finish_image`."""
     settings = platform.aws_settings
     hook = ec2(platform)
     identity = {TAG_REPOSITORY: spec.repository, f"{OCI}.version": version}
     for existing in hook.find_images(tags=identity):
         tags = hook.image_tags(existing)
         if tags.get("io.immutable.airflow.run-id") == labels.get("io.immutable.airflow.run-id"):
+            if not wait and existing.get("State") == "pending":  # an earlier try's: wait for it in the triggerer
+                began = created_at(existing)
+                started_at = began.timestamp() if began else None
+                return {"image_id": existing["ImageId"], "package_list": "", "pending": True, "started_at": started_at}
             reused = own_image(platform, existing)
             if reused is None:  # it failed and is deregistered: build again
                 continue
             log.info("version %s was already built by this run as %s; reusing it", version, reused)
-            return {"image_id": reused, "package_list": ""}
+            return {"image_id": reused, "package_list": "", "pending": False, "started_at": None}
         raise AwsImageError(
             f"version {version} of {spec.repository} already exists in {settings.build_region} as "
             f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."
         )
+    kept: set[str] = set()
     with builder_instance(
-        platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository
+        platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository, keep=kept
     ) as instance_id:
         result = run_script(
             platform, instance_id, base_build_script(spec, version, context), f"base {version}", BUILD_SCRIPT_TIMEOUT_S
@@ -112,10 +122,11 @@ def build_base(
             )
         listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
         sbom = base_sbom(platform, spec=spec, version=version, labels=labels, run_id=run_id, instance_id=instance_id)
-        image_id = make_image(
+        started_at = time.time()
+        image_id = start_image(
             platform,
             instance_id=instance_id,
-            name=f"{spec.repository.replace('/', '-')}-{version}",
+            name=base_image_name(spec.repository, version),
             description=f"{spec.repository} {version}",
             tags=labels
             | {
@@ -125,8 +136,17 @@ def build_base(
                 "Name": f"{spec.repository} {version}",
             },
         )
+        if not wait:
+            kept.add(instance_id)  # until the AMI is settled: `finish_image` terminates it
+            log.info("building %s %s as %s; waiting for it in the triggerer", spec.repository, version, image_id)
+            return {"image_id": image_id, "package_list": listing.stdout, "pending": True, "started_at": started_at}
+        settle_image(platform, image_id=image_id, name=base_image_name(spec.repository, version))
     log.info("built %s %s as %s in %s", spec.repository, version, image_id, settings.build_region)
-    return {"image_id": image_id, "package_list": listing.stdout}
+    return {"image_id": image_id, "package_list": listing.stdout, "pending": False, "started_at": None}
+
+
+def base_image_name(repository: str, version: str) -> str:
+    return f"{repository.replace('/', '-')}-{version}"
 
 
 def base_sbom(

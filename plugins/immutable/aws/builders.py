@@ -144,12 +144,6 @@ def s3_location(url: str) -> tuple[str, str]:
     return host.split(".s3", 1)[0], path
 
 
-def make_image(platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]) -> str:
-    """Stop the instance, create the AMI (tagged as it is created), wait until it is available."""
-    image_id = start_image(platform, instance_id=instance_id, name=name, description=description, tags=tags)
-    return settle_image(platform, image_id=image_id, name=name)
-
-
 def start_image(
     platform: PlatformConfig, *, instance_id: str, name: str, description: str, tags: dict[str, str]
 ) -> str:

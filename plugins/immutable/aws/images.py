@@ -51,10 +51,19 @@ class AwsImages:
         return upstream.versions(self.config, repository)
 
     def build_base(
-        self, *, spec: BaseImageSpec, upstream: dict[str, Any], version: str, labels: dict[str, str], run_id: str
+        self,
+        *,
+        spec: BaseImageSpec,
+        upstream: dict[str, Any],
+        version: str,
+        labels: dict[str, str],
+        run_id: str,
+        wait: bool = True,
     ) -> BuiltBase:
         """The builder starts from the upstream AMI id resolved once (`upstream["digest"]`), so every
-        step uses the same one; `base.name` records what was asked for (the SSM parameter or id)."""
+        step uses the same one; `base.name` records what was asked for (the SSM parameter or id).
+        `wait=False`: return as soon as the AMI is being made (`pending`), waited for in the
+        triggerer (`image_waiter`), then `finish_base`."""
         from immutable.paths import BASE_CONTEXT_DIR
         from immutable.provenance import LABEL_BASE_NAME
 
@@ -67,6 +76,7 @@ class AwsImages:
             labels=labels,
             run_id=run_id,
             context=BASE_CONTEXT_DIR,
+            wait=wait,
         )
         return BuiltBase.model_validate(
             {
@@ -76,8 +86,47 @@ class AwsImages:
                 "run_id": run_id,
                 # Read on the builder before it was imaged (an emulator's builder lists nothing).
                 "package_list": built["package_list"],
+                "pending": built["pending"],
+                "started_at": built["started_at"],
             }
         )
+
+    def base_waiter(self, built: BuiltBase) -> tuple[Any, float]:
+        """(the trigger that waits for a pending base build's AMI, its timeout in seconds)."""
+        return self._image_waiter(built.image_id, built.dump(), (built.model_extra or {}).get("started_at"))
+
+    def finish_base(self, built: BuiltBase) -> BuiltBase:
+        """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was
+        made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
+        from immutable.aws.base_ami import base_image_name
+        from immutable.aws.builders import finish_image
+        from immutable.config import load_base_spec
+
+        image_id = finish_image(
+            self.config,
+            image_id=built.image_id,
+            name=base_image_name(load_base_spec().repository, built.version),
+            role="builder",
+            run_id=built.run_id,
+        )
+        return BuiltBase.model_validate(built.dump() | {"image_id": image_id, "pending": False})
+
+    def _image_waiter(self, image_id: str, return_value: dict[str, Any], started_at: float | None) -> tuple[Any, float]:
+        """The trigger that waits for an AMI this run is making (from `started_at`, so a triggerer
+        restart does not start the wait over), and its timeout."""
+        from immutable.aws.builders import IMAGE_CREATE_TIMEOUT_S
+        from immutable.aws.triggers import CREATED_NOT_FOUND_S, ImageAvailableTrigger
+
+        trigger = ImageAvailableTrigger(
+            region=self.settings.build_region,
+            image_id=image_id,
+            aws_conn_id=self.settings.connection_id,
+            timeout_s=IMAGE_CREATE_TIMEOUT_S,
+            missing_grace_s=CREATED_NOT_FOUND_S,
+            return_value=return_value,
+            started_at=started_at,
+        )
+        return trigger, IMAGE_CREATE_TIMEOUT_S
 
     def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[CheckResult]:
         from immutable.base_policy import CheckResult
@@ -154,21 +203,8 @@ class AwsImages:
         return Baked.model_validate(baked | {"labels": image_labels(self.config, image_id)})
 
     def bake_waiter(self, baked: Baked) -> tuple[Any, float]:
-        """(the trigger that waits for a pending bake's AMI, its timeout in seconds), counted from
-        when the AMI was started, so a triggerer restart does not start the wait over."""
-        from immutable.aws.builders import IMAGE_CREATE_TIMEOUT_S
-        from immutable.aws.triggers import CREATED_NOT_FOUND_S, ImageAvailableTrigger
-
-        trigger = ImageAvailableTrigger(
-            region=self.settings.build_region,
-            image_id=baked.digest,
-            aws_conn_id=self.settings.connection_id,
-            timeout_s=IMAGE_CREATE_TIMEOUT_S,
-            missing_grace_s=CREATED_NOT_FOUND_S,
-            return_value=baked.dump(),
-            started_at=(baked.model_extra or {}).get("started_at"),
-        )
-        return trigger, IMAGE_CREATE_TIMEOUT_S
+        """(the trigger that waits for a pending bake's AMI, its timeout in seconds)."""
+        return self._image_waiter(baked.digest, baked.dump(), (baked.model_extra or {}).get("started_at"))
 
     def finish_bake(self, baked: Baked) -> Baked:
         """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was

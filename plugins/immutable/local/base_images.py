@@ -46,10 +46,24 @@ class LocalBaseImages:
         return self.build.tags(repository)
 
     def build_base(
-        self, *, spec: BaseImageSpec, upstream: dict[str, Any], version: str, labels: dict[str, str], run_id: str
+        self,
+        *,
+        spec: BaseImageSpec,
+        upstream: dict[str, Any],
+        version: str,
+        labels: dict[str, str],
+        run_id: str,
+        wait: bool = True,
     ) -> BuiltBase:
+        """A Docker build: done when it returns, whatever `wait` says (never `pending`)."""
         image_id = base.build(spec=spec, upstream_ref=str(upstream["image"]), version=version, labels=labels)
         return BuiltBase(image_id=image_id, version=version, labels=labels, run_id=run_id)
+
+    def base_waiter(self, built: BuiltBase) -> tuple[Any, float]:
+        raise NotImplementedError("a local base build is never pending: there is nothing to wait for")
+
+    def finish_base(self, built: BuiltBase) -> BuiltBase:
+        return built
 
     def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[base.CheckResult]:
         return base.test_image(built.image_id, spec)

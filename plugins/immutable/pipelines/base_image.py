@@ -82,7 +82,10 @@ def check_updates(upstream: dict[str, Any], run_after: datetime) -> dict[str, An
     }
 
 
-def build(upstream: dict[str, Any], plan: dict[str, Any], run_id: str) -> dict[str, Any]:
+def build(upstream: dict[str, Any], plan: dict[str, Any], run_id: str, *, wait: bool = True) -> dict[str, Any]:
+    """Build the base. With `wait=False` a platform whose images take long to make may answer
+    "pending": the task defers until the image is done (`operators.images.BuildBaseOperator`), then
+    calls `finish_build`."""
     from immutable.provenance import build_labels
 
     spec = load_base_spec()
@@ -95,10 +98,17 @@ def build(upstream: dict[str, Any], plan: dict[str, Any], run_id: str) -> dict[s
         run_id=run_id,
     )
     built = platform_for().images.build_base(
-        spec=spec, upstream=upstream, version=plan["version"], labels=labels, run_id=run_id
+        spec=spec, upstream=upstream, version=plan["version"], labels=labels, run_id=run_id, wait=wait
     )
-    log.info("built %s as %s", plan["version"], built.image_id)
+    log.info("%s %s as %s", "building" if built.pending else "built", plan["version"], built.image_id)
     return built.dump()
+
+
+def finish_build(built: dict[str, Any]) -> dict[str, Any]:
+    """A base build whose image was waited for in the triggerer: the image, done, or an error saying why."""
+    done = platform_for().images.finish_base(BuiltBase.of(built))
+    log.info("built %s as %s", done.version, done.image_id)
+    return done.dump()
 
 
 def test(built: dict[str, Any]) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str, *, wait: b
     """Install the package onto the base pinned by digest; label with provenance; push by digest.
 
     With `wait=False` a platform whose images take long to make may answer "pending": the task
-    defers until the image is done (`operators.bake.BakeOperator`), then calls `finish_bake`."""
+    defers until the image is done (`operators.images.BakeOperator`), then calls `finish_bake`."""
     release, spec, images = Plan.of(plan), app_spec(plan["app"]), platform_for().images
     labels = app_labels(
         version=release.version,

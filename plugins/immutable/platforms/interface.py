@@ -43,8 +43,26 @@ class Images(Protocol):
         ...
 
     def build_base(
-        self, *, spec: BaseImageSpec, upstream: dict[str, Any], version: str, labels: dict[str, str], run_id: str
-    ) -> BuiltBase: ...
+        self,
+        *,
+        spec: BaseImageSpec,
+        upstream: dict[str, Any],
+        version: str,
+        labels: dict[str, str],
+        run_id: str,
+        wait: bool = True,
+    ) -> BuiltBase:
+        """Build the base image. With `wait=False` a platform whose images take long to make may
+        return `pending=True`: the caller waits (`base_waiter`) and calls `finish_base`."""
+        ...
+
+    def base_waiter(self, built: BuiltBase) -> tuple[Any, float]:
+        """(the trigger that waits for a pending base build, its timeout in seconds)."""
+        ...
+
+    def finish_base(self, built: BuiltBase) -> BuiltBase:
+        """A pending base build once its wait ended: the image, done, or an error saying why."""
+        ...
 
     def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[CheckResult]: ...
 
