@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 from immutable.aws.amis import AwsImageError, created_at, ec2, s3
 from immutable.aws.builders import (
     BUILD_SCRIPT_TIMEOUT_S,
-    CHECK_TIMEOUT_S,
     builder_instance,
     own_image,
     run_script,
     settle_image,
     start_image,
 )
-from immutable.aws.sboms import store_sbom
+from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 
 if TYPE_CHECKING:
@@ -144,7 +143,6 @@ def bake_app(
     AMI, tagged with provenance; its SBOM from that list. Returns {"image_id", "pending", "started_at"}:
     with `wait=False` the AMI may still be pending, its builder kept until `finish_image`."""
     from immutable.images.app import python_version
-    from immutable.images.inventory import LIST_PACKAGES, sbom_from_listing
 
     settings = platform.aws_settings
     region = settings.build_region
@@ -194,21 +192,14 @@ def bake_app(
                 f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
                 f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
             )
-        listing = run_script(platform, instance_id, [LIST_PACKAGES], f"list {spec.name} {version}", CHECK_TIMEOUT_S)
-        if not listing.ok:
-            raise AwsImageError(
-                f"listing what {spec.name} {version} installed failed on builder {instance_id} in {region} "
-                f"(SSM command {listing.command_id}: {listing.status}, exit {listing.exit_code}):\n"
-                f"{(listing.stdout + listing.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
-            )
-        document = sbom_from_listing(
-            listing.stdout,
+        sbom = sbom_from_builder(
+            platform,
+            instance_id=instance_id,
             repository=spec.repository,
-            digest=f"{build_tag}@{run_id}",  # the AMI id does not exist yet: its signed tag names the document
+            describes=f"{build_tag}@{run_id}",
             labels=labels,
             wheel_sha256={artifact["key"].rsplit("/", 1)[1]: artifact["sha256"].split(":", 1)[1]},
         )
-        sbom = store_sbom(platform, repository=spec.repository, document=document)
         started_at = time.time()
         image_id = start_image(
             platform,

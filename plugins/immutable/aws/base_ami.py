@@ -23,6 +23,7 @@ from immutable.aws.builders import (
     settle_image,
     start_image,
 )
+from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 from immutable.network_tuning import shipped_network_tuning
 
@@ -121,7 +122,13 @@ def build_base(
                 "Fix the failing script under include/base/scripts/ and rerun."
             )
         listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
-        sbom = base_sbom(platform, spec=spec, version=version, labels=labels, run_id=run_id, instance_id=instance_id)
+        sbom = sbom_from_builder(
+            platform,
+            instance_id=instance_id,
+            repository=spec.repository,
+            describes=f"{version}@{run_id}",
+            labels=labels,
+        )
         started_at = time.time()
         image_id = start_image(
             platform,
@@ -147,33 +154,6 @@ def build_base(
 
 def base_image_name(repository: str, version: str) -> str:
     return f"{repository.replace('/', '-')}-{version}"
-
-
-def base_sbom(
-    platform: PlatformConfig,
-    *,
-    spec: BaseImageSpec,
-    version: str,
-    labels: dict[str, str],
-    run_id: str,
-    instance_id: str,
-) -> str:
-    """The base's SBOM from what the builder lists before it is imaged, stored in the artifact bucket;
-    returns its digest, for the AMI's `immutable:sbom` tag."""
-    from immutable.aws.sboms import store_sbom
-    from immutable.images.inventory import LIST_PACKAGES, sbom_from_listing
-
-    listing = run_script(platform, instance_id, [LIST_PACKAGES], f"list base {version}", CHECK_TIMEOUT_S)
-    if not listing.ok:
-        raise AwsImageError(
-            f"listing what base {version} holds failed on builder {instance_id} "
-            f"(SSM command {listing.command_id}: {listing.status}, exit {listing.exit_code}):\n"
-            f"{(listing.stdout + listing.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
-        )
-    document = sbom_from_listing(
-        listing.stdout, repository=spec.repository, digest=f"{version}@{run_id}", labels=labels, wheel_sha256={}
-    )
-    return store_sbom(platform, repository=spec.repository, document=document)
 
 
 @dataclass
