@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws.amis import AwsImageError, created_at, ec2, s3
+from immutable.aws.amis import AwsImageError, ec2, s3
 from immutable.aws.builders import (
     BUILD_SCRIPT_TIMEOUT_S,
+    ami_name,
     builder_instance,
-    own_image,
+    earlier_try,
     run_script,
     settle_image,
     start_image,
@@ -150,18 +151,9 @@ def bake_app(
     for existing in hook.find_images(tags={TAG_REPOSITORY: spec.repository, "immutable:build-tag": build_tag}):
         if hook.image_tags(existing).get("io.immutable.airflow.run-id") != run_id:
             continue
-        if not wait and existing.get("State") == "pending":  # an earlier try's: wait for it in the triggerer
-            log.info("%s, baked by an earlier try of this run, is still pending; waiting for it", existing["ImageId"])
-            began = created_at(existing)
-            return {
-                "image_id": str(existing["ImageId"]),
-                "pending": True,
-                "started_at": began.timestamp() if began else None,
-            }
-        reused = own_image(platform, existing)
-        if reused is not None:  # None: it failed and is deregistered; bake again
-            log.info("already baked by this run as %s; reusing it", reused)
-            return {"image_id": reused, "pending": False, "started_at": None}
+        made = earlier_try(platform, existing, wait=wait)
+        if made is not None:  # None: it failed and is deregistered; bake again
+            return made
     if hook.get_image(image_id=base_image_id) is None:
         raise AwsImageError(f"the base AMI {base_image_id} does not exist in {region}; run base_image first")
     metadata = s3(platform).artifact_metadata(bucket=artifact["bucket"], key=artifact["key"])
@@ -204,7 +196,7 @@ def bake_app(
         image_id = start_image(
             platform,
             instance_id=instance_id,
-            name=bake_image_name(spec.repository, build_tag),
+            name=ami_name(spec.repository, build_tag),
             description=f"{spec.name} {version} on {base_image_id}",
             tags=labels
             | {
@@ -219,13 +211,9 @@ def bake_app(
             kept.add(instance_id)  # until the AMI is settled: `finish_image` terminates it
             log.info("baking %s %s as %s in %s; waiting for it in the triggerer", spec.name, version, image_id, region)
             return {"image_id": image_id, "pending": True, "started_at": started_at}
-        settle_image(platform, image_id=image_id, name=bake_image_name(spec.repository, build_tag))
+        settle_image(platform, image_id=image_id, name=ami_name(spec.repository, build_tag))
     log.info("baked %s %s as %s in %s", spec.name, version, image_id, region)
     return {"image_id": image_id, "pending": False, "started_at": None}
-
-
-def bake_image_name(repository: str, build_tag: str) -> str:
-    return f"{repository.replace('/', '-')}-{build_tag}"
 
 
 def package(platform: PlatformConfig, *, spec: Any, version: str, ref: str, uid: int) -> dict[str, Any]:

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws.amis import OCI, AwsImageError, created_at, ec2
+from immutable.aws.amis import OCI, AwsImageError, ec2
 from immutable.aws.builders import (
     BUILD_SCRIPT_TIMEOUT_S,
     CHECK_TIMEOUT_S,
+    ami_name,
     builder_instance,
+    earlier_try,
     instance,
-    own_image,
     run_script,
     settle_image,
     start_image,
@@ -92,15 +93,10 @@ def build_base(
     for existing in hook.find_images(tags=identity):
         tags = hook.image_tags(existing)
         if tags.get("io.immutable.airflow.run-id") == labels.get("io.immutable.airflow.run-id"):
-            if not wait and existing.get("State") == "pending":  # an earlier try's: wait for it in the triggerer
-                began = created_at(existing)
-                started_at = began.timestamp() if began else None
-                return {"image_id": existing["ImageId"], "package_list": "", "pending": True, "started_at": started_at}
-            reused = own_image(platform, existing)
-            if reused is None:  # it failed and is deregistered: build again
+            made = earlier_try(platform, existing, wait=wait)
+            if made is None:  # it failed and is deregistered: build again
                 continue
-            log.info("version %s was already built by this run as %s; reusing it", version, reused)
-            return {"image_id": reused, "package_list": "", "pending": False, "started_at": None}
+            return made | {"package_list": ""}
         raise AwsImageError(
             f"version {version} of {spec.repository} already exists in {settings.build_region} as "
             f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."
@@ -133,7 +129,7 @@ def build_base(
         image_id = start_image(
             platform,
             instance_id=instance_id,
-            name=base_image_name(spec.repository, version),
+            name=ami_name(spec.repository, version),
             description=f"{spec.repository} {version}",
             tags=labels
             | {
@@ -147,13 +143,9 @@ def build_base(
             kept.add(instance_id)  # until the AMI is settled: `finish_image` terminates it
             log.info("building %s %s as %s; waiting for it in the triggerer", spec.repository, version, image_id)
             return {"image_id": image_id, "package_list": listing.stdout, "pending": True, "started_at": started_at}
-        settle_image(platform, image_id=image_id, name=base_image_name(spec.repository, version))
+        settle_image(platform, image_id=image_id, name=ami_name(spec.repository, version))
     log.info("built %s %s as %s in %s", spec.repository, version, image_id, settings.build_region)
     return {"image_id": image_id, "package_list": listing.stdout, "pending": False, "started_at": None}
-
-
-def base_image_name(repository: str, version: str) -> str:
-    return f"{repository.replace('/', '-')}-{version}"
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, ec2, s3, ssm
+from immutable.aws.amis import TAG_VALUE_MAX, AwsImageError, ami_tags, created_at, ec2, s3, ssm
 from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
 from immutable.paths import INCLUDE_DIR
 
@@ -29,6 +29,12 @@ CHECK_TIMEOUT_S = 600  # seconds: checks and probes on a test instance
 # hour. An image still pending after this is kept for the task's retry, never deregistered.
 IMAGE_CREATE_TIMEOUT_S = 3600.0
 SSM_AGENT_USER_DATA = INCLUDE_DIR / "aws" / "ssm-agent-user-data.sh"
+
+
+def ami_name(repository: str, tag: str) -> str:
+    """The AMI's name: the repository and the version (a base) or build tag (an app image). AWS
+    wants names unique per account and region, and each build has its own tag."""
+    return f"{repository.replace('/', '-')}-{tag}"
 
 
 def ssm_agent_user_data() -> str:
@@ -188,6 +194,21 @@ def judge_image(platform: PlatformConfig, image: dict[str, Any] | None, *, image
     raise AwsImageError(
         f"AMI {image_id} ({name}) is {state} in {region} ({reason}); it was deregistered, a retry builds it again"
     )
+
+
+def earlier_try(platform: PlatformConfig, image: dict[str, Any], *, wait: bool) -> dict[str, Any] | None:
+    """What to do with the AMI an earlier try of this run made: {"image_id", "pending", "started_at"}
+    (still pending and `wait=False`: the task waits for it in the triggerer, counting from its
+    creation; else reused once available), or None when it failed (deregistered): build again."""
+    if not wait and image.get("State") == "pending":
+        began = created_at(image)
+        log.info("%s, made by an earlier try of this run, is still pending; waiting for it", image["ImageId"])
+        return {"image_id": str(image["ImageId"]), "pending": True, "started_at": began.timestamp() if began else None}
+    reused = own_image(platform, image)
+    if reused is None:
+        return None
+    log.info("already made by this run as %s; reusing it", reused)
+    return {"image_id": reused, "pending": False, "started_at": None}
 
 
 def own_image(platform: PlatformConfig, image: dict[str, Any]) -> str | None:

@@ -98,14 +98,13 @@ class AwsImages:
     def finish_base(self, built: BuiltBase) -> BuiltBase:
         """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was
         made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
-        from immutable.aws.base_ami import base_image_name
-        from immutable.aws.builders import finish_image
+        from immutable.aws.builders import ami_name, finish_image
         from immutable.config import load_base_spec
 
         image_id = finish_image(
             self.config,
             image_id=built.image_id,
-            name=base_image_name(load_base_spec().repository, built.version),
+            name=ami_name(load_base_spec().repository, built.version),
             role="builder",
             run_id=built.run_id,
         )
@@ -209,15 +208,14 @@ class AwsImages:
     def finish_bake(self, baked: Baked) -> Baked:
         """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was
         made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
-        from immutable.aws.app_ami import bake_image_name
-        from immutable.aws.builders import finish_image
+        from immutable.aws.builders import ami_name, finish_image
 
         build_tag = baked.tags[-1]
         run_id = str((baked.model_extra or {}).get("run_id", ""))
         image_id = finish_image(
             self.config,
             image_id=baked.digest,
-            name=bake_image_name(baked.repository, build_tag),
+            name=ami_name(baked.repository, build_tag),
             role="bake",
             run_id=run_id,
         )
