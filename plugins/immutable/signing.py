@@ -30,12 +30,17 @@ def signature_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}.sig"
 
 
+def revocation_tag(digest: str) -> str:
+    algorithm, hexdigest = digest.split(":", 1)
+    return f"{algorithm}-{hexdigest}.revoked"
+
+
 def artifact_tags(digest: str) -> list[str]:
-    """The artifacts stored beside an image in its repository (its signature, its SBOM): they travel
-    with it to every region and go when it goes."""
+    """The artifacts stored beside an image in its repository (its signature, its SBOM, its revocation
+    if it was revoked): they travel with it to every region and go when it goes."""
     from immutable.sbom import sbom_tag
 
-    return [signature_tag(digest), sbom_tag(digest)]
+    return [signature_tag(digest), sbom_tag(digest), revocation_tag(digest)]
 
 
 def signed_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -64,17 +69,34 @@ class Signer:
         )
 
     def sign(self, repository: str, digest: str, labels: dict[str, str], sbom: str | None = None) -> dict[str, Any]:
+        body = payload(repository, digest, labels, sbom)
+        return {"payload": base64.b64encode(body).decode(), "signature": self.sign_bytes(body)}
+
+    def sign_bytes(self, body: bytes) -> str:
+        """The base64 ed25519 signature of `body` (any canonical document: an image's payload, a revocation)."""
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         key = serialization.load_pem_private_key(self.private_pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise SignatureError("the signing key is not an ed25519 private key")
-        body = payload(repository, digest, labels, sbom)
-        return {
-            "payload": base64.b64encode(body).decode(),
-            "signature": base64.b64encode(key.sign(body)).decode(),
-        }
+        return base64.b64encode(key.sign(body)).decode()
+
+
+def signature_valid(body: bytes, signature: str, public_pem: bytes) -> bool:
+    """Whether `signature` (base64) signs `body` with the key whose public half is `public_pem`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    public_key = serialization.load_pem_public_key(public_pem)
+    if not isinstance(public_key, Ed25519PublicKey):
+        raise SignatureError("the verification key is not an ed25519 public key")
+    try:
+        public_key.verify(base64.b64decode(signature), body)
+    except (ValueError, InvalidSignature):
+        return False
+    return True
 
 
 def verify(
@@ -88,24 +110,19 @@ def verify(
 ) -> None:
     """Raise SignatureError unless `document` signs exactly this digest and these labels with our key,
     and, if it signs an SBOM, unless `sbom` (the digest of the one stored beside the image) is it."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     where = f"{repository}@{digest}"
     if document is None:
         raise SignatureError(f"{where} is not signed; only images signed by the release pipeline may be deployed")
-    public_key = serialization.load_pem_public_key(public_pem)
-    if not isinstance(public_key, Ed25519PublicKey):
-        raise SignatureError("the verification key is not an ed25519 public key")
     try:
         body = base64.b64decode(document["payload"])
-        public_key.verify(base64.b64decode(document["signature"]), body)
-    except (KeyError, ValueError, InvalidSignature) as exc:
+        valid = signature_valid(body, str(document["signature"]), public_pem)
+    except (KeyError, ValueError):
+        valid = False
+    if not valid:
         raise SignatureError(
             f"the signature of {where} does not verify with the pipeline's key (wrong key or altered "
             "signature); refusing to deploy"
-        ) from exc
+        )
     signed = json.loads(body)
     if signed.get("digest") != digest:
         raise SignatureError(f"the signature found for {where} signs another digest: {signed.get('digest')}")

@@ -323,3 +323,46 @@ def test_a_copy_that_vanishes_while_deferred_fails_naming_region_and_amis(
         {},
         _first_event(again.value.trigger),
     )
+
+
+def test_zz_a_revoked_ami_is_refused_in_every_region_from_its_record_in_the_bucket(
+    aws_account: AwsAccount, release: dict[str, Any]
+) -> None:
+    """Last in the module (the name): it revokes the module's release, which the tests above read."""
+    from immutable.config import load_platform
+    from immutable.pipelines import release as release_steps
+    from immutable.platforms import platform_for
+    from immutable.revocation import RevokedImageError, deployable
+    from tests.aws.conftest import ARTIFACT_BUCKET
+
+    baked, reason = release["baked"], "built from a compromised dependency mirror"
+    run, states = run_dag_until(
+        "revoke_image.py",
+        "revoke_image",
+        {"kind": "app", "app": "sample", "reference": "1.0.0", "reason": reason},
+        ["revoke"],
+    )
+    assert str(run.state) == "success", states
+    record = xcom(run, "revoke")
+    key = f"revocations/{baked['repository']}/{baked['digest']}.json"
+    assert (record["digest"], record["version"], record["stored"]) == (
+        baked["digest"],
+        "1.0.0",
+        f"s3://{ARTIFACT_BUCKET}/{key}",
+    )
+    stored = json.loads(aws_account.client("s3").get_object(Bucket=ARTIFACT_BUCKET, Key=key)["Body"].read())
+    assert stored["record"]["reason"] == reason and stored["signature"]
+    try:
+        platform = platform_for(load_platform())
+        for region in REGIONS:  # a copy is refused by its build-region AMI's record
+            with pytest.raises(RevokedImageError, match=f"was revoked by .*: {reason}"):
+                deployable(platform, region, baked["repository"], baked["digest"])
+        with pytest.raises(RevokedImageError, match=reason):
+            release_steps.copy_to_region(release["plan"], baked, REGIONS[1])
+        # A record someone else wrote (not signed by the pipeline's key) is refused as a record.
+        forged = stored | {"record": stored["record"] | {"reason": "nothing"}}
+        aws_account.client("s3").put_object(Bucket=ARTIFACT_BUCKET, Key=key, Body=json.dumps(forged).encode())
+        with pytest.raises(Exception, match="does not verify with the pipeline's key"):
+            deployable(platform, REGIONS[0], baked["repository"], baked["digest"])
+    finally:
+        aws_account.client("s3").delete_object(Bucket=ARTIFACT_BUCKET, Key=key)

@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "metric_timing",
         ),
     ),
-    ("building blocks", ("images", "registry", "signing", "ui.links", "security_tracker")),
+    ("building blocks", ("images", "registry", "signing", "revocation", "ui.links", "security_tracker")),
     ("platform packages", ("local", "aws")),
     ("interface", ("platforms",)),
     ("pipelines", ("pipelines",)),

@@ -62,6 +62,7 @@ def test_the_app_serves_the_page_and_json() -> None:
         "kept": PLACEMENTS[0].kept,
         "base": BASE_STABLE,
         "sbom": SBOM_URL,
+        "revoked": None,
     }
     assert body["stable_base"] == BASE_STABLE
     assert body["behind_stable"] == [{"app": "sample", "region": "us-east", "base_version": "2026.11.23.1"}]
@@ -76,7 +77,13 @@ def test_a_platform_that_cannot_be_read_is_said_on_the_page() -> None:
     note = UNREADABLE.format(error="the Docker engine is not running")
     assert client.get("/").status_code == 200
     assert note in html.unescape(client.get("/").text)
-    assert client.get("/api").json() == {"placements": [], "stable_base": None, "behind_stable": [], "note": note}
+    assert client.get("/api").json() == {
+        "placements": [],
+        "stable_base": None,
+        "behind_stable": [],
+        "revoked_running": [],
+        "note": note,
+    }
 
 
 def test_the_base_under_an_image_is_read_from_its_provenance() -> None:
@@ -99,3 +106,31 @@ def test_only_apps_on_an_older_base_than_stable_are_listed() -> None:
     ]
     assert [b["app"] for b in behind_stable(placements, BASE_STABLE)] == ["on-old", "unreadable"]
     assert behind_stable(placements, None) == []  # no stable base yet: nothing to be behind
+
+
+def test_a_revoked_image_that_still_runs_is_the_first_thing_on_the_page_with_its_regions() -> None:
+    revoked = {
+        "kind": "app",
+        "repository": "apps/sample",
+        "digest": DIGEST_A,
+        "version": "1.0.0",
+        "reason": "leaks <tokens> in logs",
+        "revoked_by": "alice",
+        "revoked_at": "2026-12-01T10:00:00+00:00",
+    }
+    live = {"color": "blue", "version": "1.0.0", "digest": DIGEST_A, "size": 2}
+    placements = [
+        Placement("sample", "eu-west", live, None, BASE_STABLE, None, [revoked]),
+        Placement("sample", "us-east", live, None, BASE_STABLE, None, [revoked]),
+        Placement("other", "eu-west", live | {"digest": DIGEST_B}, None, BASE_STABLE, None, []),
+    ]
+    page = render_page(placements, stable=BASE_STABLE)
+    body = page.split("<body>", 1)[1]
+    section = body.split("<table>", 1)[0]
+    assert body.index("Revoked images still running") < body.index("<table>")
+    assert "apps/sample 1.0.0" in section and "sample in eu-west, sample in us-east" in section
+    assert "alice" in section and "leaks &lt;tokens&gt; in logs" in section and "other" not in section
+    assert "Revoked images" not in render_page(placements[2:], stable=BASE_STABLE)
+    client = TestClient(create_app(read=lambda: placements, read_stable=lambda: BASE_STABLE, signed_in=False))
+    running = client.get("/api").json()["revoked_running"]
+    assert [(r["digest"], r["where"]) for r in running] == [(DIGEST_A, ["sample in eu-west", "sample in us-east"])]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from immutable.aws import app_ami, base_ami, copies, sboms, signatures, upstream
+from immutable.aws import app_ami, base_ami, copies, revocations, sboms, signatures, upstream
 from immutable.aws.amis import AwsImageError, image_labels
 from immutable.aws.tags import TAG_SBOM, TAG_SIGNATURE
 from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
@@ -236,6 +236,16 @@ class AwsImages:
             self.config, region=region, repository=repository, image_id=digest
         )["labels"]
         return labels
+
+    def resolve(self, repository: str, reference: str) -> str | None:
+        """The build-region AMI id of a version (its tag) or of an AMI id."""
+        return copies.digest_in(self.config, self.settings.build_region, repository, reference)
+
+    def store_revocation(self, repository: str, digest: str, document: bytes) -> str:
+        return revocations.store_revocation(self.config, repository=repository, image_id=digest, document=document)
+
+    def revocation_document(self, repository: str, digest: str) -> bytes | None:
+        return revocations.revocation_document(self.config, repository=repository, image_id=digest)
 
     def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
         """The same document for every region: it lives in the artifact bucket, and every copy carries

@@ -26,13 +26,15 @@ from immutable.local import registry_retention
 from immutable.local.base_images import LocalBaseImages
 from immutable.payloads import Baked, ImageRef, Packaged, Plan, RegionCopy
 from immutable.registry import RegistryClient
+from immutable.revocation import REVOCATION_MEDIA_TYPE
 from immutable.sbom import sbom_tag
-from immutable.signing import SignatureError, load_signer, signature_tag, verify
+from immutable.signing import SignatureError, load_signer, revocation_tag, signature_tag, verify
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_MEDIA_TYPE = "application/vnd.immutable.signature.v1+json"
 SIGNATURE_ARTIFACT_TYPE = "application/vnd.immutable.signature.v1"
+REVOCATION_ARTIFACT_TYPE = "application/vnd.immutable.revocation.v1"
 
 
 class BakeError(RuntimeError):
@@ -81,6 +83,28 @@ class LocalImages(LocalBaseImages):
         sbom = self.sbom_digest(region, repository, digest)
         verify(document, repository=repository, digest=digest, labels=labels, public_pem=public_pem, sbom=sbom)
         return labels
+
+    def resolve(self, repository: str, reference: str) -> str | None:
+        return self.build.manifest_digest(repository, reference)
+
+    @registry_retention.writes_registries
+    def store_revocation(self, repository: str, digest: str, document: bytes) -> str:
+        """An artifact beside the image in the build registry, which every deploy step reads (whatever
+        region it deploys to); it goes when retention removes the image."""
+        name = revocation_tag(digest)
+        self.build.push_artifact(
+            repository,
+            name,
+            [(document, REVOCATION_MEDIA_TYPE, {"io.immutable.revoked.digest": digest})],
+            REVOCATION_ARTIFACT_TYPE,
+        )
+        return f"{self.build.address}/{repository}:{name}"
+
+    def revocation_document(self, repository: str, digest: str) -> bytes | None:
+        manifest = self.build.manifest(repository, revocation_tag(digest))
+        if not manifest or not manifest.get("layers"):
+            return None
+        return self.build.blob(repository, manifest["layers"][0]["digest"])
 
     def retain(self, repository: str, now: datetime, *, protect: Sequence[str] = ()) -> dict[str, Any]:
         """Per registry: the newest `local.image_retention.keep` and every image in use stay; the rest

@@ -30,6 +30,7 @@ from immutable.metric_timing import (
 from immutable.payloads import Flipped, Launched
 from immutable.platforms import platform_for
 from immutable.production_state import digests_named
+from immutable.revocation import deployable
 from immutable.rollout import RegionState, canary_shares, flip_steps, lockstep_rounds, plan_rollback, runs_to_make_safe
 
 if TYPE_CHECKING:
@@ -164,8 +165,8 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
     if live["digest"] == baked["digest"]:
         return base | {"skipped": True, "reason": f"{baked['digest']} is already live in {pilot}"}
     settings = spec.canary
-    for digest in (baked["digest"], live["digest"]):
-        platform.images.verify_in(pilot, spec.repository, digest)
+    deployable(platform, pilot, spec.repository, baked["digest"])
+    platform.images.verify_in(pilot, spec.repository, live["digest"])  # the baseline may be revoked: it is replaced
     for color, digest, version in (
         ("baseline", live["digest"], live["version"]),
         ("canary", baked["digest"], plan["version"]),
@@ -211,8 +212,8 @@ def launch_new_color(
 
     platform, spec, production = _context(plan["app"])
     refuse_if_stopped(production, plan, region)
+    deployable(platform, region, spec.repository, baked["digest"])  # before the lock: a refusal holds nothing
     production.acquire(spec.name, region, run_id, dag_id=dag_id or f"release_{spec.name}", run_state=run_state)
-    platform.images.verify_in(region, spec.repository, baked["digest"])
     live = production.live(spec.name, region)
     result = {"region": region, "version": plan["version"], "digest": baked["digest"], "previous": live}
     if live is not None and live["digest"] == baked["digest"]:

@@ -21,6 +21,7 @@ from immutable.payloads import Baked, BaseRef, Packaged, Plan, RegionCopy
 from immutable.platforms import platform_for
 from immutable.platforms.interface import Platform
 from immutable.provenance import LABEL_BASE_DIGEST, LABEL_VERSION, app_labels
+from immutable.revocation import deployable, refuse_revoked
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ def validate(
             )
         base_digest, labels = found
         base_version = labels.get(LABEL_VERSION, "unknown")
+    refuse_revoked(
+        platform, base_spec.repository, base_digest, refusing=f"to release {app} on its pinned base {base_version}"
+    )
 
     version = release.version
     rereleased = False
@@ -186,7 +190,7 @@ def sign(baked: dict[str, Any]) -> dict[str, Any]:
 
 def create_environment(kind: str, plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
     spec, platform, image = app_spec(plan["app"]), platform_for(), Baked.of(baked)
-    platform.images.verify_in(None, image.repository, image.digest)
+    deployable(platform, None, image.repository, image.digest)
     name = environment_name(kind, spec.name, run_id)
     made = platform.environments.create(kind=kind, name=name, spec=spec, image=image, run_id=run_id)
     log.info("%s environment %s: %s from %s", kind, name, platform.environments.describe(made), image.digest)
@@ -242,8 +246,9 @@ def copy_to_region(plan: dict[str, Any], baked: dict[str, Any], region: str, *, 
     With `wait=False` a platform whose copies take long may answer "pending": the task defers until
     the copy is done (`operators.region_copy.CopyToRegionOperator`), then calls `finish_copy`.
     """
-    image, images = Baked.of(baked), platform_for().images
-    images.verify_in(None, image.repository, image.digest)
+    image, platform = Baked.of(baked), platform_for()
+    images = platform.images
+    deployable(platform, None, image.repository, image.digest)
     copy = images.copy_to(region, image, wait=wait)
     if copy.pending:
         log.info("%s: copying %s as %s; waiting for it in the triggerer", region, image.digest, copy.image_id)

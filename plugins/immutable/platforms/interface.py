@@ -122,6 +122,19 @@ class Images(Protocol):
         returns its labels. Raises `signing.SignatureError`."""
         ...
 
+    def resolve(self, repository: str, reference: str) -> str | None:
+        """The digest at the build location of a version (its newest build: a re-release on a new base is
+        one more build of the same version) or of a digest of the repository; None: no such image."""
+        ...
+
+    def store_revocation(self, repository: str, digest: str, document: bytes) -> str:
+        """Keep the signed revocation record of the image where every deploy step reads it; returns where."""
+        ...
+
+    def revocation_document(self, repository: str, digest: str) -> bytes | None:
+        """The stored revocation record of the image (not yet verified), or None: it is not revoked."""
+        ...
+
     def sbom_url(self, region: str | None, repository: str, digest: str) -> str | None:
         """Where a person reads the image's SBOM (CycloneDX JSON) in `region`; None: it has none there."""
         ...

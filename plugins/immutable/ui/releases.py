@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from immutable.config import PlatformConfig
+    from immutable.platforms.interface import Platform
 
 UNREADABLE = "The platform could not be read: {error}"
 
@@ -31,6 +32,7 @@ class Placement:
     kept: dict[str, Any] | None  # {"color", "version", "digest"} of the previous color, if it still runs
     base: dict[str, Any] | None = None  # {"version", "digest"} under the live image, or {"error"}
     sbom: str | None = None  # where the live image's SBOM is read (its signature covers it)
+    revoked: list[dict[str, Any]] | None = None  # revocation records of the live image and of its base
 
 
 def base_under(labels: dict[str, str]) -> dict[str, Any]:
@@ -75,15 +77,28 @@ def what_runs_where(apps: list[str] | None = None, platform: PlatformConfig | No
         repository = app_spec(app).repository
         for region in app_spec(app).rollout_regions(platform):
             live = production.live(app, region)
-            base, sbom = None, None
+            base, sbom, revoked = None, None, None
             if live is not None:
                 try:  # the signature is checked too: a lineage read from unsigned labels proves nothing
                     base = base_under(seam.images.verify_in(region, repository, str(live["digest"])))
                     sbom = seam.images.sbom_url(region, repository, str(live["digest"]))
+                    revoked = revocations_under(seam, repository, str(live["digest"]), base)
                 except Exception as exc:
                     base = {"error": f"provenance unreadable: {exc}"}
-            placements.append(Placement(app, region, live, production.kept(app, region), base, sbom))
+            placements.append(Placement(app, region, live, production.kept(app, region), base, sbom, revoked))
     return placements
+
+
+def revocations_under(seam: Platform, repository: str, digest: str, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The revocation records of a live image and of the base it was baked on (an image on a revoked
+    base runs what was revoked too)."""
+    from immutable.config import load_base_spec
+    from immutable.revocation import revocation_of
+
+    found = [revocation_of(seam, repository, digest)]
+    if base.get("digest"):
+        found.append(revocation_of(seam, load_base_spec().repository, str(base["digest"])))
+    return [record.model_dump() for record in found if record is not None]
 
 
 def stable_base(platform: PlatformConfig | None = None) -> dict[str, Any] | None:
@@ -127,6 +142,27 @@ def lineage_text(stable: dict[str, Any] | None, behind: list[dict[str, Any]]) ->
     ]
 
 
+def revoked_section(placements: list[Placement]) -> str:
+    """Revoked images that still take traffic: the first thing on the page, since each one is
+    something to replace now (release a fixed version, or roll back)."""
+    from immutable.revocation import revoked_running
+
+    running = revoked_running(placements)
+    if not running:
+        return ""
+    items = "".join(
+        f"<li><strong>{html.escape(r['repository'])} {html.escape(r.get('version') or '')}</strong> "
+        f"({html.escape(short(r['digest']))}) runs in {html.escape(', '.join(r['where']))}. Revoked by "
+        f"{html.escape(r['revoked_by'])} at {html.escape(r['revoked_at'])}: {html.escape(r['reason'])}</li>"
+        for r in running
+    )
+    return (
+        "<div id='revoked' style='border:2px solid #b00;padding:.5em 1em;margin-bottom:1em'>"
+        f"<h3 style='color:#b00'>Revoked images still running</h3><ul>{items}</ul>"
+        "<p>Release a fixed version or roll back to replace each.</p></div>"
+    )
+
+
 def render_page(placements: list[Placement], note: str = "", stable: dict[str, Any] | None = None) -> str:
     """The page as plain HTML: it shows inside the Airflow UI's frame, without scripts."""
     rows = []
@@ -151,6 +187,7 @@ def render_page(placements: list[Placement], note: str = "", stable: dict[str, A
     columns = ("app", "region", "version", "color", "digest", "base", "kept for rollback", "SBOM")
     head = "".join(f"<th>{h}</th>" for h in columns)
     lineage = "".join(f"<p>{html.escape(line)}</p>" for line in lineage_text(stable, behind_stable(placements, stable)))
+    revoked = revoked_section(placements)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Releases</title><style>"
         "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
@@ -158,6 +195,7 @@ def render_page(placements: list[Placement], note: str = "", stable: dict[str, A
         "</style></head><body><h2>Releases: what runs where</h2>"
         "<p>Read from the platform itself (load balancer weights, the image labels of what runs) each time "
         "this page loads.</p>"
+        + revoked
         + (f"<p><strong>{html.escape(note)}</strong></p>" if note else "")
         + f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{lineage}</body></html>"
     )
@@ -200,11 +238,14 @@ def create_app(
 
     @app.get("/api")
     def api() -> dict[str, Any]:
+        from immutable.revocation import revoked_running
+
         found, stable, note = placements()
         return {
             "placements": [asdict(p) for p in found],
             "stable_base": stable,
             "behind_stable": behind_stable(found, stable),
+            "revoked_running": revoked_running(found),
             "note": note,
         }
 
