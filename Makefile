@@ -5,7 +5,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
 .PHONY: setup engine up airflow-up demo test lint bench bench-release down status
-.PHONY: compose-up compose-down compose-status compose-test
+.PHONY: compose-up compose-down compose-status compose-test aws-smoke
 
 setup:
 	@scripts/setup.sh
@@ -67,3 +67,8 @@ compose-status: setup
 # Its own platform, ports and compose project (tests/compose/); about 8 minutes on a 2-core machine (one region).
 compose-test: setup
 	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest tests/compose
+
+# The aws platform once through on a real account, then everything it made removed (never run by CI):
+#   make aws-smoke ACCOUNT=123456789012 REGIONS=eu-west-1,us-east-1 [PLATFORM=path/to/aws-platform.yaml]
+aws-smoke: setup
+	@$(PY) -m immutable.aws_smoke --account "$(ACCOUNT)" --regions "$(REGIONS)" $(if $(PLATFORM),--platform "$(PLATFORM)")

@@ -567,7 +567,9 @@ def state_dir() -> Path:
 
 
 def load_base_spec(path: Path | None = None) -> BaseImageSpec:
-    target = path or BASE_SPEC_FILE
+    """include/base/base.yaml, or $IMMUTABLE_BASE_SPEC_FILE (`make aws-smoke` builds a base of its own)."""
+    configured = os.environ.get("IMMUTABLE_BASE_SPEC_FILE")
+    target = path or (Path(configured) if configured else BASE_SPEC_FILE)
     return parse_model(BaseImageSpec, _load_yaml(target), str(target))
 
 

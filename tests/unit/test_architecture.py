@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("interface", ("platforms",)),
     ("pipelines", ("pipelines",)),
     ("operators and triggers", ("operators", "triggers", "ui", "dag_specs", "stop_listener", "notifications")),
-    ("tools", ("airflow_api", "localctl", "demo", "compose", "compose_stack")),
+    ("tools", ("airflow_api", "localctl", "demo", "compose", "compose_stack", "aws_smoke")),
 ]
 FORBIDDEN = {
     # platform packages do not know each other

@@ -111,6 +111,12 @@ class ElbV2Hook(RegionalAwsHook):
     def listener(self, listener_arn: str) -> dict[str, Any]:
         return dict(self.conn.describe_listeners(ListenerArns=[listener_arn])["Listeners"][0])
 
+    def listener_url(self, listener_arn: str) -> str:
+        """Where users reach the listener: its load balancer's DNS name, port and protocol."""
+        listener = self.listener(listener_arn)
+        balancer = self.conn.describe_load_balancers(LoadBalancerArns=[listener["LoadBalancerArn"]])["LoadBalancers"][0]
+        return f"{str(listener.get('Protocol', 'HTTP')).lower()}://{balancer['DNSName']}:{listener['Port']}/"
+
     def forward_weights(self, listener_arn: str) -> dict[str, int]:
         """Target group ARN → weight of the listener's default forward (empty when it forwards nowhere)."""
         weights: dict[str, int] = {}
