@@ -23,12 +23,11 @@ demo: airflow-up
 	@$(PY) -m immutable.demo
 
 # The tests start their own registries on their own ports (tests/platform.yaml). A Docker engine
-# started for them is stopped after them. Five workers: the demo's tests (e2e), the base rotation on a
-# second demo (e2e_rotation), `make bench` then the unit and DAG tests, the aws platform against its
-# emulator, and the rest (tests/conftest.py names the groups).
+# started for them is stopped after them. Four workers: the demo's tests (e2e), `make bench` then the
+# unit and DAG tests, the aws platform against its emulator, and the rest (tests/conftest.py names the groups).
 test: setup
 	@$(MAKE) --no-print-directory lint
-	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest -n 5
+	@$(PY) -m immutable.localctl with-engine .venv/bin/pytest -n 4
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

@@ -56,28 +56,19 @@ def make(target: str, env: dict[str, str], timeout_s: int = 2400) -> str:
 
 
 SESSION_STARTED = time.time()
-# the platform files' local.instance of tests/, tests/e2e, tests/e2e_rotation, tests/compose
-TEST_PLATFORMS = ("test", "e2e", "rotation", "compose")
-TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "e2e-rotation", ROOT / "var" / "compose-test"]
+TEST_PLATFORMS = ("test", "e2e", "compose")  # the platform files' local.instance of tests/, tests/e2e, tests/compose
+TEST_STATE_DIRS = [TEST_STATE, ROOT / "var" / "e2e", ROOT / "var" / "compose-test"]
 
 
-# `make test` runs five pytest-xdist workers, one group of layers each. The groups share nothing but
-# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e), "rotation"
-# (tests/e2e_rotation: the base rotation on a second demo, var/e2e-rotation), "quick" (`make bench`
+# `make test` runs four pytest-xdist workers, one group of layers each. The groups share nothing but
+# the Docker engine: "demo" (tests/e2e: the demo's running Airflow, var/e2e), "quick" (`make bench`
 # on its own platform in var/bench, then the unit and DAG tests, which need no platform: the bench
 # ends long before the others, so they wait there instead of in the longest group), "aws" (tests/aws:
 # its own moto server on a free port, no engine) and "local" (integration on var/test's platform;
 # compose has var/compose-test but starts from the base the test platform built). Each worker has its
 # own Airflow DB. Most of the suite waits on gate windows, health checks and the emulator's modelled
-# delays, so five workers use two cores' idle time.
-STANDALONE_LAYERS = {
-    "e2e": "demo",
-    "e2e_rotation": "rotation",
-    "bench": "quick",
-    "unit": "quick",
-    "dags": "quick",
-    "aws": "aws",
-}
+# delays, so four workers use two cores' idle time.
+STANDALONE_LAYERS = {"e2e": "demo", "bench": "quick", "unit": "quick", "dags": "quick", "aws": "aws"}
 ENGINE_LOCKS = ROOT / "var" / "engine-locks"
 
 

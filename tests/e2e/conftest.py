@@ -70,10 +70,10 @@ def live_versions() -> dict[str, str | None]:
     return {region: (production.live(APP, region) or {}).get("version") for region in REGIONS}
 
 
-def api(password: str, url: str = AIRFLOW_URL) -> Any:
+def api(password: str) -> Any:
     from immutable.airflow_api import AirflowApi
 
-    return AirflowApi(url, "admin", password)
+    return AirflowApi(AIRFLOW_URL, "admin", password)
 
 
 def why_failed(client: Any, dag_id: str, run_id: str) -> str:
@@ -83,50 +83,36 @@ def why_failed(client: Any, dag_id: str, run_id: str) -> str:
     return failure_cause(client, dag_id, run_id, client.task_states(dag_id, run_id))
 
 
-def releases_api(password: str, url: str = AIRFLOW_URL) -> dict[str, Any]:
+def releases_api(password: str) -> dict[str, Any]:
     """The Releases page's JSON, as a signed-in user reads it: what runs where, on which base."""
     import httpx
 
-    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    token = httpx.post(f"{AIRFLOW_URL}/auth/token", json={"username": "admin", "password": password}, timeout=30)
     signed_in = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    served: dict[str, Any] = httpx.get(f"{url}/releases/api", headers=signed_in, timeout=60).json()
+    served: dict[str, Any] = httpx.get(f"{AIRFLOW_URL}/releases/api", headers=signed_in, timeout=60).json()
     return served
-
-
-def demo_instance(state: Path, platform_file: Path, airflow_port: int, apps_dir: Path) -> Iterator[dict[str, str]]:
-    """The environment of one demo instance (its state, platform, Airflow port and copy of the app
-    specs), from a clean slate; `make down` when the session ends. tests/e2e_rotation runs a second one."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IMMUTABLE_", "PYTEST"))}
-    env |= {
-        "IMMUTABLE_STATE_DIR": str(state),
-        "IMMUTABLE_PLATFORM_FILE": str(platform_file),
-        "IMMUTABLE_AIRFLOW_PORT": str(airflow_port),
-        "IMMUTABLE_APPS_DIR": str(apps_dir),
-    }
-    shutil.rmtree(apps_dir, ignore_errors=True)
-    apps_dir.mkdir(parents=True)
-    for spec in (ROOT / "include" / "apps").glob("*.yaml"):
-        shutil.copy(spec, apps_dir / spec.name)
-    make("down", env)
-    shutil.rmtree(state, ignore_errors=True)
-    yield env
-    make("down", env)
-
-
-def run_demo(env: dict[str, str]) -> dict[str, Any]:
-    output = make("demo", env)
-    return {
-        "output": output,
-        "password": field(output, "password"),
-        "url": f"http://127.0.0.1:{env['IMMUTABLE_AIRFLOW_PORT']}",
-    }
 
 
 @pytest.fixture(scope="session")
 def demo_env() -> Iterator[dict[str, str]]:
-    yield from demo_instance(STATE, PLATFORM_FILE, AIRFLOW_PORT, APPS_DIR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IMMUTABLE_", "PYTEST"))}
+    env |= {
+        "IMMUTABLE_STATE_DIR": str(STATE),
+        "IMMUTABLE_PLATFORM_FILE": str(PLATFORM_FILE),
+        "IMMUTABLE_AIRFLOW_PORT": str(AIRFLOW_PORT),
+        "IMMUTABLE_APPS_DIR": str(APPS_DIR),
+    }
+    shutil.rmtree(APPS_DIR, ignore_errors=True)
+    APPS_DIR.mkdir(parents=True)
+    for spec in (ROOT / "include" / "apps").glob("*.yaml"):
+        shutil.copy(spec, APPS_DIR / spec.name)
+    make("down", env)
+    shutil.rmtree(STATE, ignore_errors=True)
+    yield env
+    make("down", env)
 
 
 @pytest.fixture(scope="session")
 def demo(demo_env: dict[str, str]) -> dict[str, Any]:
-    return run_demo(demo_env)
+    output = make("demo", demo_env)
+    return {"output": output, "password": field(output, "password")}

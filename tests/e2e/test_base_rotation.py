@@ -1,5 +1,4 @@
-"""The base rotation on a demo's running Airflow (a second instance, apart from tests/e2e's, so the two
-long groups run side by side): its scheduler, not the tests, starts every
+"""The base rotation on the demo's running Airflow: its scheduler, not the tests, starts every
 release here. A new base candidate schedules the canary-tier app's release (its live version again,
 on the new base); once that runs everywhere, promote_base makes the candidate stable, which
 schedules the critical tier's. A canary that fails stops the rotation there; a fast-tracked
@@ -15,10 +14,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import APP, CRITICAL_APP, api, releases_api, why_failed
-from tests.e2e_rotation.conftest import INSTANCE
 from tests.integration.helpers import faults_in_new_containers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("docker_engine")]
+pytestmark = [pytest.mark.e2e, pytest.mark.changes_the_demo, pytest.mark.usefixtures("docker_engine")]
 
 RUN_TIMEOUT_S = 900  # a whole release here takes two to four minutes
 SCHEDULED_WITHIN_S = 120  # the scheduler creates an Asset-triggered run within seconds of the event
@@ -65,9 +63,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def bases(demo: dict[str, Any]) -> tuple[dict[tuple[str, str], tuple[str, str | None]], dict[str, Any] | None]:
+def bases(password: str) -> tuple[dict[tuple[str, str], tuple[str, str | None]], dict[str, Any] | None]:
     """(app, region) -> (live version, digest of the base under it); and the stable base."""
-    served = releases_api(demo["password"], demo["url"])
+    served = releases_api(password)
     placements = {
         (p["app"], p["region"]): (p["live"]["version"], (p["base"] or {}).get("digest")) for p in served["placements"]
     }
@@ -75,8 +73,8 @@ def bases(demo: dict[str, Any]) -> tuple[dict[tuple[str, str], tuple[str, str | 
 
 
 def test_a_new_candidate_reaches_the_canary_tier_then_stable_then_the_critical_tier(demo: dict[str, Any]) -> None:
-    client = api(demo["password"], demo["url"])
-    before, _ = bases(demo)
+    client = api(demo["password"])
+    before, _ = bases(demo["password"])
     since = now()
     candidate = rebuild_base(client, {"reason": "manual", "force": True})
     assert candidate["digest"] not in {digest for _, digest in before.values()}
@@ -106,25 +104,25 @@ def test_a_new_candidate_reaches_the_canary_tier_then_stable_then_the_critical_t
     critical_plan = client.xcom(f"release_{CRITICAL_APP}", critical_run["dag_run_id"], "validate")
     assert critical_plan["base"]["channel"] == "stable" and critical_plan["base"]["digest"] == candidate["digest"]
 
-    after, stable = bases(demo)
+    after, stable = bases(demo["password"])
     assert stable is not None and stable["digest"] == candidate["digest"], stable
     assert set(after) == set(before)
     for where, (version, base) in after.items():
         assert version == before[where][0], (where, version, before[where])  # the same version, rebaked
         assert base == candidate["digest"], (where, base)
-    assert releases_api(demo["password"], demo["url"])["behind_stable"] == []
+    assert releases_api(demo["password"])["behind_stable"] == []
 
 
 def test_a_candidate_whose_canary_fails_stays_a_candidate_and_the_critical_tier_is_untouched(
     demo: dict[str, Any],
 ) -> None:
-    client = api(demo["password"], demo["url"])
-    before, stable_before = bases(demo)
+    client = api(demo["password"])
+    before, stable_before = bases(demo["password"])
     assert stable_before is not None
     since = now()
     # This base breaks the app in production: its canary fails every request it gets (the fault is put
     # into the canary container as the engine creates it; dev and staging ran their own containers).
-    canary_labels = [f"io.immutable.platform={INSTANCE}", f"io.immutable.app.name={APP}", "io.immutable.region=eu-west"]
+    canary_labels = ["io.immutable.platform=e2e", f"io.immutable.app.name={APP}", "io.immutable.region=eu-west"]
     with faults_in_new_containers(canary_labels, ("canary",), {"error_rate": 1.0}) as broken:
         candidate = rebuild_base(client, {"reason": "manual", "force": True})
         canary_run = next_scheduled_run(client, f"release_{APP}", since)
@@ -142,7 +140,7 @@ def test_a_candidate_whose_canary_fails_stays_a_candidate_and_the_critical_tier_
     assert f"candidate {candidate['version']} is not yet in production on every canary-tier app" in said, said
     assert f"{APP} in eu-west runs base {stable_before['digest']}" in said, said
 
-    after, stable = bases(demo)
+    after, stable = bases(demo["password"])
     assert stable == stable_before
     assert after == before  # every app and region as it was: the canary tier rolled back, the critical untouched
     assert scheduled_runs(client, f"release_{CRITICAL_APP}", since) == []
@@ -150,8 +148,8 @@ def test_a_candidate_whose_canary_fails_stays_a_candidate_and_the_critical_tier_
 
 
 def test_a_fast_tracked_security_rebuild_goes_to_stable_at_once_and_both_tiers_take_it(demo: dict[str, Any]) -> None:
-    client = api(demo["password"], demo["url"])
-    before, _ = bases(demo)
+    client = api(demo["password"])
+    before, _ = bases(demo["password"])
     since = now()
     candidate = rebuild_base(
         client, {"reason": "security", "cves": ["CVE-2023-4911"], "force": True, "fast_track": True}
@@ -175,7 +173,7 @@ def test_a_fast_tracked_security_rebuild_goes_to_stable_at_once_and_both_tiers_t
     said = client.task_log("promote_base", promotion[0]["dag_run_id"], "promote")
     assert "fast_track: a security rebuild skips the canary-tier trial" in said, said
 
-    after, stable = bases(demo)
+    after, stable = bases(demo["password"])
     assert stable is not None and stable["digest"] == candidate["digest"]
     for where, (version, base) in after.items():
         assert version == before[where][0] and base == candidate["digest"], (where, version, base)
