@@ -46,7 +46,10 @@ _apps = sorted(load_app_specs()[0])
             minLength=1,
             maxLength=128,
             title="Version or digest",
-            description="The version (1.2.0) or the image's digest (sha256:..., or the build-region AMI id on aws).",
+            description=(
+                "The version (1.2.0: its newest build) or the image's digest (sha256:..., or the build-region AMI "
+                "id on aws): an older build of a version, re-released on a newer base, is revoked by its digest."
+            ),
         ),
         "reason": Param(
             "",

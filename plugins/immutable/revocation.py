@@ -124,9 +124,17 @@ def refuse_revoked(platform: Platform, repository: str, digest: str, *, refusing
 
 def deployable(platform: Platform, region: str | None, repository: str, digest: str) -> dict[str, str]:
     """What every deploy step asks before it deploys the image: signed by us (where it is deployed
-    from) and not revoked. Returns its labels."""
+    from), not revoked, and not baked on a revoked base (it runs what was revoked). Returns its labels."""
+    from immutable.config import load_base_spec
+    from immutable.provenance import LABEL_BASE_DIGEST
+
     labels = platform.images.verify_in(region, repository, digest)
     refuse_revoked(platform, repository, digest)
+    base = labels.get(LABEL_BASE_DIGEST)
+    if base:
+        refuse_revoked(
+            platform, load_base_spec().repository, base, refusing=f"to deploy {repository}@{digest}, whose base"
+        )
     return labels
 
 

@@ -366,3 +366,13 @@ def test_zz_a_revoked_ami_is_refused_in_every_region_from_its_record_in_the_buck
             deployable(platform, REGIONS[0], baked["repository"], baked["digest"])
     finally:
         aws_account.client("s3").delete_object(Bucket=ARTIFACT_BUCKET, Key=key)
+    # The base AMI's id is no image of the app's: refused, nothing stored under the app's name.
+    wrong, wrong_states = run_dag_until(
+        "revoke_image.py",
+        "revoke_image",
+        {"kind": "app", "app": "sample", "reference": release["base"], "reason": reason},
+        ["revoke"],
+    )
+    assert str(wrong.state) == "failed" and wrong_states["revoke"] == "failed", wrong_states
+    listed = aws_account.client("s3").list_objects_v2(Bucket=ARTIFACT_BUCKET, Prefix="revocations/")
+    assert listed.get("KeyCount", 0) == 0, listed.get("Contents")

@@ -80,14 +80,26 @@ def test_a_revoked_app_image_is_refused_by_every_deploy_step_and_listed_first_wh
     again = revoke("app", str(live["digest"]), app=APP)  # by digest this time: the first record stays
     assert again["already_revoked"] is True and again["revoked_at"] == record["revoked_at"]
 
+    # A rollback does not flip back onto a revoked image either.
+    kept = production().kept(APP, REGIONS[1])
+    assert kept is not None
+    unrevoke.append((repository, str(kept["digest"])))
+    revoke("app", str(kept["digest"]), app=APP)
+    before = production().live(APP, REGIONS[1])
+    with pytest.raises(RevokedImageError, match=refusal):
+        production_steps.rollback_region(APP, REGIONS[1], "manual__revoked")
+    assert production().live(APP, REGIONS[1]) == before
+
 
 def test_a_revoked_base_stops_a_release_at_validate_and_promote_base(
     base_candidate: str, unrevoke: list[tuple[str, str]]
 ) -> None:
+    from immutable.app_spec import app_spec
     from immutable.config import load_base_spec
     from immutable.pipelines import promote, release
     from immutable.platforms import platform_for
-    from immutable.revocation import RevokedImageError
+    from immutable.provenance import LABEL_BASE_DIGEST
+    from immutable.revocation import RevokedImageError, deployable
 
     repository = load_base_spec().repository
     found = platform_for().images.channel(repository, "candidate")
@@ -110,3 +122,13 @@ def test_a_revoked_base_stops_a_release_at_validate_and_promote_base(
     assert str(run.state) == "failed" and states["check_promotion"] == "failed", states
     with pytest.raises(RevokedImageError, match=f"refusing to promote the candidate base .*: {re.escape(REASON)}"):
         promote.check_promotion()
+
+    # An app image baked on a revoked base runs what was revoked: no step deploys it either.
+    live = production().live(APP, REGIONS[0])
+    assert live is not None
+    under = platform_for().images.verify_in(None, app_spec(APP).repository, str(live["digest"]))[LABEL_BASE_DIGEST]
+    if under != candidate:
+        unrevoke.append((repository, under))
+        revoke("base", under)
+    with pytest.raises(RevokedImageError, match=f"refusing to deploy {app_spec(APP).repository}@.*, whose base"):
+        deployable(platform_for(), REGIONS[1], app_spec(APP).repository, str(live["digest"]))

@@ -238,8 +238,13 @@ class AwsImages:
         return labels
 
     def resolve(self, repository: str, reference: str) -> str | None:
-        """The build-region AMI id of a version (its tag) or of an AMI id."""
-        return copies.digest_in(self.config, self.settings.build_region, repository, reference)
+        """The build-region AMI id of a version (its tag) or of an AMI id, if it is the repository's."""
+        from immutable.aws.tags import TAG_REPOSITORY
+
+        image_id = copies.digest_in(self.config, self.settings.build_region, repository, reference)
+        if image_id is None or image_labels(self.config, image_id).get(TAG_REPOSITORY) != repository:
+            return None
+        return image_id
 
     def store_revocation(self, repository: str, digest: str, document: bytes) -> str:
         return revocations.store_revocation(self.config, repository=repository, image_id=digest, document=document)

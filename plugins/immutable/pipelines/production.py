@@ -470,7 +470,7 @@ REDEPLOYED = "redeployed the previous release by digest"
 
 def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
     """Flip back to the kept color; past its window, redeploy the previous release by digest."""
-    _, spec, production = _context(app)
+    platform, spec, production = _context(app)
     production.acquire(app, region, run_id, dag_id=f"rollback_{app}", run_state=run_state)
     try:
         live = production.live(app, region)
@@ -478,6 +478,7 @@ def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
             raise ProductionError(f"{app} runs nothing in {region}; there is nothing to roll back")
         kept = production.kept(app, region)
         if kept is not None:
+            deployable(platform, region, spec.repository, str(kept["digest"]))  # no flip back onto a revoked image
             production.fleets.wait_healthy(spec, production.members(app, region, kept["color"]))
             production.set_shares(app, region, {kept["color"]: 100})
             production.note_flip(

@@ -29,7 +29,11 @@ def revoke(params: dict[str, Any], revoked_by: str, now: datetime) -> dict[str, 
             f"revoke_image trigger: field 'reference': '{request.reference}' is neither a version nor an image of "
             f"{repository} in {images.build_location()}; give a version (such as 1.2.0) or an image digest"
         )
-    earlier = revocation_of(platform, repository, digest)
+    try:
+        earlier = revocation_of(platform, repository, digest)
+    except SignatureError as exc:  # altered, or signed with a key since rotated: this run signs it anew
+        log.warning("the stored record is not valid (%s); replacing it with this run's", exc)
+        earlier = None
     if earlier is not None:
         log.info("already revoked; the first record stays: %s", earlier.sentence())
         return earlier.model_dump() | {"already_revoked": True}
