@@ -30,8 +30,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ REAL_TIMING = {
     "bluegreen": {"size": 1, "step_pause_s": 10, "post_flip_warmup_s": 60, "post_flip_window_s": 300},
 }
 PHASES = ("identity", "base", "release", "rollback")
+LIVE_STATES = ("pending", "running", "stopping", "stopped")  # an instance that still costs
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -76,10 +79,12 @@ def check_request(account: str, regions: list[str], document: dict[str, Any]) ->
     """The smoke's regions, the build region first; SmokeRefused naming the field and allowed values."""
     if not re.fullmatch(r"\d{12}", account or ""):
         raise SmokeRefused(f"ACCOUNT: '{account}' is not an AWS account id (12 digits); name the account to use")
-    if not isinstance(document.get("aws"), dict):
-        raise SmokeRefused(
-            "the platform file has no `aws:` section; give an aws platform file (include/aws/platform.yaml)"
-        )
+    from immutable.config import ConfigError, PlatformConfig, parse_model
+
+    try:
+        parse_model(PlatformConfig, document, "the platform file").aws_settings  # ruff: ignore[useless-expression] (raises if not aws)
+    except ConfigError as exc:
+        raise SmokeRefused(f"{exc}; give an aws platform file (see include/aws/platform.yaml)") from None
     known = [str(r["name"]) for r in document.get("regions", [])]
     if len(regions) < 2 or len(set(regions)) != len(regions):
         raise SmokeRefused(f"REGIONS: '{','.join(regions)}' must be two or more different regions out of {known}")
@@ -141,11 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aws-smoke refused, nothing was started: {exc}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="immutable-aws-smoke-"))
+    code = 1
     try:
         prepare(work, smoke_document(document, regions))
-        return orchestrate(work, args.account, regions)
+        code = orchestrate(work, args.account, regions)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if code == 0:
+            shutil.rmtree(work, ignore_errors=True)
+        else:  # each phase's whole log is there
+            print(f"the phases' logs are in {work}", file=sys.stderr)
+    return code
 
 
 def prepare(work: Path, document: dict[str, Any]) -> None:
@@ -204,6 +214,9 @@ def orchestrate(work: Path, account: str, regions: list[str]) -> int:
         print(f"    {'ok' if phase.ok else 'FAILED'} in {phase.seconds:.0f}s: {phase.detail}", flush=True)
         if not phase.ok:
             break
+    if not phases[0].ok:  # not the account named (or none answers): nothing was made, and nothing is touched
+        print(f"aws-smoke stopped before making anything: {phases[0].detail}", flush=True)
+        return 1
     inventory = child("inventory", work, account)
     cleanup = child("cleanup", work, account)
     print(report(phases, inventory, cleanup, datetime.now(UTC)))
@@ -232,6 +245,8 @@ def report(phases: list[Phase], inventory: Phase, cleanup: Phase, now: datetime)
 def run_phase(phase: str, work: Path, account: str) -> int:
     try:
         result = {"identity": identity, "base": base, "release": release, "rollback": rollback}.get(phase)
+        if result is None:
+            identity(account)  # the inventory and the cleanup never run in another account
         outcome = result(account) if result else (inventory() if phase == "inventory" else cleanup())
         print(RESULT_MARK + json.dumps({"ok": True} | outcome, default=str), flush=True)
         return 0
@@ -315,7 +330,8 @@ class Traffic:
     def _send(self, url: str) -> None:
         import httpx
 
-        with httpx.Client(timeout=5) as client:
+        # verify=False: an HTTPS listener's certificate names the site, not the load balancer's DNS name
+        with httpx.Client(timeout=5, verify=False) as client:
             while not self.stop.wait(0.1):
                 try:
                     ok = client.get(url).status_code < 500
@@ -370,11 +386,14 @@ def _smoke_keys(config: Any) -> list[str]:
         f"revocations/{SMOKE_REPOSITORY}/",
         f"revocations/{SMOKE_BASE_REPOSITORY}/",
     ]
-    prefixes += [f"production/{r.name}/{SMOKE_APP}" for r in config.regions]
     keys = []
     for prefix in prefixes:
         for page in conn.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys += [str(o["Key"]) for o in page.get("Contents", [])]
+    records = [f"production/{r.name}/{SMOKE_APP}.json" for r in config.regions]  # exactly: not smoke-api.json
+    for key in [*records, *(f"{k}.lock" for k in records)]:
+        if s3(config).artifact_metadata(bucket=bucket, key=key) is not None:
+            keys.append(key)
     return keys
 
 
@@ -404,30 +423,56 @@ def inventory() -> dict[str, Any]:
     }
 
 
+def deregister(hook: Any, image_id: str) -> list[str]:
+    """The AMI and, with it, its snapshots: what was removed."""
+    return [image_id, *hook.deregister_image(image_id=image_id)]
+
+
 def cleanup() -> dict[str, Any]:
     """Everything of the smoke's, in every region: its fleets (both colors, their templates and
-    target groups), any instance left, its AMIs with their snapshots, its artifacts and records."""
+    target groups), builders and test instances left by a failed phase, its AMIs with their
+    snapshots, its artifacts and records. Each removal on its own: one that fails is reported at
+    the end and does not leave the others' resources behind."""
     from immutable.aws.amis import ec2, s3
     from immutable.aws.fleets import COLORS
+    from immutable.aws.tags import TAG_ROLE
     from immutable.platforms import platform_for
 
     platform = platform_for()
     config = platform.config
     removed: list[str] = []
+    failed: list[str] = []
+
+    def attempt(what: str, action: Callable[[], object]) -> None:
+        """Run one removal; what it removed is its answer when it lists it, else `what`."""
+        try:
+            done = action()
+        except Exception as exc:
+            failed.append(f"{what}: {type(exc).__name__}: {exc}")
+            return
+        removed.extend(done if isinstance(done, list) else [what])
+
     for region in config.regions:
-        for color in COLORS:
-            removed += platform.production.fleets.destroy(SMOKE_APP, region.name, color, force=True)
         hook = ec2(config, region.name)
-        left = [i["InstanceId"] for i in _smoke_instances(config, region.name) if i["State"]["Name"] != "terminated"]
-        hook.terminate_instances(instance_ids=left)
-        removed += left
+        for color in COLORS:  # answers what it removed: nothing when there is no such fleet
+            attempt(
+                f"{SMOKE_APP} {color} fleet in {region.name}",
+                partial(platform.production.fleets.destroy, SMOKE_APP, region.name, color, force=True),
+            )
+        for instance in _smoke_instances(config, region.name):
+            tags = {t["Key"] for t in instance.get("Tags", [])}
+            if instance["State"]["Name"] in LIVE_STATES and TAG_ROLE in tags:  # fleet members go with their group
+                instance_id = str(instance["InstanceId"])
+                attempt(instance_id, partial(hook.terminate_instances, instance_ids=[instance_id], wait=False))
         for image in _smoke_images(config, region.name):
-            hook.deregister_image(image_id=str(image["ImageId"]))
-            removed.append(str(image["ImageId"]))
-    keys = _smoke_keys(config)
-    for key in keys:
-        s3(config).conn.delete_object(Bucket=config.aws_settings.artifact_bucket, Key=key)
-    return {"detail": f"removed {len(removed)} resources and {len(keys)} artifacts", "removed": removed + keys}
+            attempt(str(image["ImageId"]), partial(deregister, hook, str(image["ImageId"])))
+    bucket = config.aws_settings.artifact_bucket
+    for key in _smoke_keys(config):
+        attempt(f"s3://{bucket}/{key}", partial(s3(config).conn.delete_object, Bucket=bucket, Key=key))
+    if failed:
+        raise RuntimeError(f"removed {len(removed)}; could not remove: {'; '.join(failed)}")
+    artifacts = sum(1 for r in removed if r.startswith("s3://"))
+    return {"detail": f"removed {len(removed) - artifacts} resources and {artifacts} artifacts", "removed": removed}
 
 
 if __name__ == "__main__":

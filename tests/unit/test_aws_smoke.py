@@ -52,8 +52,9 @@ def test_a_request_that_does_not_name_exactly_what_to_touch_is_refused(
 
 
 def test_a_platform_file_that_is_not_for_aws_is_refused() -> None:
-    with pytest.raises(SmokeRefused, match="no `aws:` section"):
-        check_request(ACCOUNT, ["eu-west", "us-east"], {"platform": "local", "regions": []})
+    local = yaml.safe_load((EXAMPLE.parents[1] / "platform.yaml").read_text())
+    with pytest.raises(SmokeRefused, match=r"not 'aws'.*give an aws platform file"):
+        check_request(ACCOUNT, ["eu-west", "us-east"], local)
 
 
 def test_the_smokes_platform_has_only_its_regions_pilot_first_and_validates() -> None:
