@@ -4,6 +4,7 @@ releases and rollback included, is for a real account: see the README's aws sect
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def test_credentials_for_another_account_stop_the_smoke_before_it_makes_anything
         str(aws_account.platform_file),
     ]
     assert main(argv) == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    kept = Path(err.split("the phases' logs are in ", 1)[1].strip())  # a failed run keeps its logs: not here
+    assert (kept / "identity.log").exists()
+    shutil.rmtree(kept)
     assert f"credentials are for account {EMULATED_ACCOUNT}, not 000000000000" in out
     assert "aws-smoke stopped before making anything" in out
     assert "--- base" not in out and "--- cleanup" not in out  # nothing is made, nothing touched there

@@ -95,8 +95,21 @@ def test_the_builder_and_test_instances_are_terminated(aws_account: AwsAccount, 
 
 def test_the_base_scripts_ran_over_ssm(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
     ssm = aws_account.client("ssm")
+    # This run's builder only: another base in the same account (aws-smoke's, tests/aws/test_aws_smoke.py)
+    # may have been built as the same version the same day.
+    filters = [
+        {"Name": "tag:immutable:role", "Values": ["builder"]},
+        {"Name": "tag:immutable:run", "Values": [first_build["run"].run_id]},
+    ]
+    reservations = aws_account.client("ec2").describe_instances(Filters=filters)["Reservations"]
+    builder = {i["InstanceId"] for r in reservations for i in r["Instances"]}
+    assert builder, "no builder of this run"
     commands = ssm.list_commands()["Commands"]
-    builds = [c for c in commands if c["Comment"] == f"base {first_build['published']['version']}"]
+    builds = [
+        c
+        for c in commands
+        if c["Comment"] == f"base {first_build['published']['version']}" and set(c["InstanceIds"]) & builder
+    ]
     assert len(builds) == 1
     script = "\n".join(builds[0]["Parameters"]["commands"])
     assert builds[0]["DocumentName"] == "AWS-RunShellScript"
