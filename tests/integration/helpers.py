@@ -7,10 +7,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,44 @@ def fleet_colors(region: str) -> dict[str, str]:
     return {m.color: m.version for m in production().fleets.members(APP, region)}
 
 
-def failed_requests(start: float, end: float) -> list[dict[str, Any]]:
+def failed_requests(start: float, end: float, runs: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Requests that failed in [start, end], each with what explains it when an assertion shows it:
+    the region's HAProxy log lines of those seconds (it logs errors only) and the tasks of `runs`
+    that were running then."""
     from immutable.local.traffic import failures_between
     from tests.conftest import TEST_STATE
 
-    return failures_between(TEST_STATE, start, end)
+    failures = failures_between(TEST_STATE, start, end)
+    for failure in failures:
+        failure["haproxy_log"] = haproxy_log_near(TEST_STATE, failure["region"], failure["time"])
+        failure["running_tasks"] = [task for run in runs for task in tasks_running_at(run, failure["time"])]
+    return failures
+
+
+HAPROXY_LOG_TIME = re.compile(r"\[(\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}\.\d{3})\]")
+
+
+def haproxy_log_near(state_dir: Path, region: str, at: float, within_s: float = 2.0) -> list[str]:
+    """The region's HAProxy log lines stamped within `within_s` of `at` (HAProxy stamps in local time)."""
+    path = state_dir / "run" / f"haproxy-{region}.log"
+    near = []
+    with contextlib.suppress(FileNotFoundError), open(path, errors="replace") as lines:
+        for line in lines:
+            stamp = HAPROXY_LOG_TIME.search(line)
+            if stamp and abs(datetime.strptime(stamp.group(1), "%d/%b/%Y:%H:%M:%S.%f").timestamp() - at) <= within_s:
+                near.append(line.rstrip())
+    return near
+
+
+def tasks_running_at(run: Any, at: float) -> list[str]:
+    """The run's tasks (with their map index) that had started and not ended at epoch `at`."""
+    running = []
+    for ti in run.get_task_instances():
+        started = ti.start_date.timestamp() if ti.start_date else None
+        ended = ti.end_date.timestamp() if ti.end_date else float("inf")
+        if started is not None and started <= at <= ended:
+            running.append(ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""))
+    return running
 
 
 def load_dag(file_name: str, dag_id: str) -> Any:

@@ -138,4 +138,4 @@ def test_a_new_color_that_never_turns_healthy_is_never_flipped_to_and_is_removed
     assert "removed" in undone[unhealthy] and "traffic" not in undone[unhealthy], undone
     assert live_versions() == before
     assert new_fleets_anywhere() == {}
-    assert failed_requests(started, ended) == []
+    assert failed_requests(started, ended, runs=[run]) == []

@@ -168,7 +168,7 @@ class TrafficGenerator:
             response = await client.get(f"http://{LOOPBACK}:{region.lb_port}/", headers={"Host": app})
             status = response.status_code
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = describe_error(exc)
         kind = "error" if status is None else f"{status // 100}xx"
         counter["by_class"][kind] = counter["by_class"].get(kind, 0) + 1
         if status is None or status >= 500:
@@ -216,6 +216,18 @@ class TrafficGenerator:
 
 
 # --- helpers for the pipeline and the tests ---------------------------------------------------
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error and what caused it, outermost first: httpx's ReadError alone says nothing of whether
+    the peer reset the connection or closed it, which is what tells a load balancer's fault apart."""
+    parts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}" if str(current) else type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
 
 
 def released_apps(state_dir: Path, region: Region) -> set[str]:
