@@ -115,11 +115,13 @@ def revocation_of(platform: Platform, repository: str, digest: str) -> Revocatio
     return read_document(platform.config, document, repository=repository, digest=digest)
 
 
-def refuse_revoked(platform: Platform, repository: str, digest: str, *, refusing: str = "to deploy the image") -> None:
-    """Raise RevokedImageError ("refusing <refusing>: <the record>") if the image was revoked."""
+def refuse_revoked(
+    platform: Platform, repository: str, digest: str, *, refusing: str = "to deploy the image", remedy: str = ""
+) -> None:
+    """Raise RevokedImageError ("refusing <refusing>: <the record>. <remedy>") if the image was revoked."""
     record = revocation_of(platform, repository, digest)
     if record is not None:
-        raise RevokedImageError(f"refusing {refusing}: {record.sentence()}")
+        raise RevokedImageError(f"refusing {refusing}: {record.sentence()}" + (f". {remedy}" if remedy else ""))
 
 
 def deployable(platform: Platform, region: str | None, repository: str, digest: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from immutable.config import load_base_spec
 from immutable.pipelines.release import bases_in_production
 from immutable.platforms import platform_for
 from immutable.provenance import LABEL_CVES, LABEL_FAST_TRACK, LABEL_VERSION
-from immutable.revocation import RevokedImageError, revocation_of
+from immutable.revocation import refuse_revoked
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,13 @@ def check_promotion() -> dict[str, Any] | None:
         return None
     candidate, labels = found
     plan = {"digest": candidate, "version": labels.get(LABEL_VERSION), "cves": labels.get(LABEL_CVES, "")}
-    revoked = revocation_of(platform, spec.repository, candidate)
-    if revoked is not None:
-        raise RevokedImageError(
-            f"refusing to promote the candidate base {plan['version']} to stable: {revoked.sentence()}. "
-            "Publish a fixed base (base_image); it becomes the candidate"
-        )
+    refuse_revoked(
+        platform,
+        spec.repository,
+        candidate,
+        refusing=f"to promote the candidate base {plan['version']} to stable",
+        remedy="Publish a fixed base (base_image); it becomes the candidate",
+    )
     stable = images.channel(spec.repository, STABLE_TAG)
     if stable is not None and stable[0] == candidate:
         log.info("candidate %s is already stable", plan["version"])
