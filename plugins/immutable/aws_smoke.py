@@ -289,22 +289,38 @@ def release(account: str) -> dict[str, Any]:
     with Traffic() as traffic:
         first = run("releases.py", f"release_{SMOKE_APP}", {"version": FIRST_VERSION})
         second = run("releases.py", f"release_{SMOKE_APP}", {"version": SECOND_VERSION})
-    return {"detail": f"{FIRST_VERSION}, then {SECOND_VERSION} through canary and flip ({first}, {second}); {traffic}"}
+    live = expect_live(SECOND_VERSION, "after the second release")
+    return {
+        "detail": f"{FIRST_VERSION}, then {SECOND_VERSION} through canary and flip ({first}, {second}); {traffic}",
+        "live": live,
+    }
 
 
 def rollback(account: str) -> dict[str, Any]:
-    from immutable.platforms import platform_for
-
     with Traffic() as traffic:
         run_id = run("rollbacks.py", f"rollback_{SMOKE_APP}", {"reason": "aws-smoke"})
-    production = platform_for().production
-    live = {
-        region.name: (production.live(SMOKE_APP, region.name) or {}).get("version")
-        for region in platform_for().config.regions
-    }
-    if set(live.values()) != {FIRST_VERSION}:
-        raise RuntimeError(f"after the rollback the regions run {live}, not {FIRST_VERSION}")
-    return {"detail": f"every region back on {FIRST_VERSION} ({run_id}); {traffic}"}
+    live = expect_live(FIRST_VERSION, "after the rollback")
+    return {"detail": f"every region back on {FIRST_VERSION} ({run_id}); {traffic}", "live": live}
+
+
+def expect_live(version: str, when: str) -> dict[str, Any]:
+    """Every region's live version and color as the production records say; RuntimeError unless
+    each runs `version` and its listener sends all of the smoke's traffic to that color."""
+    from immutable.platforms import platform_for
+
+    platform = platform_for()
+    production = platform.production
+    live: dict[str, Any] = {}
+    wrong: dict[str, Any] = {}
+    for region in platform.config.regions:
+        record = production.live(SMOKE_APP, region.name) or {}
+        shares = production.shares(SMOKE_APP, region.name)
+        live[region.name] = {"version": record.get("version"), "color": record.get("color"), "shares": shares}
+        if record.get("version") != version or round(shares.get(str(record.get("color")), 0)) != 100:
+            wrong[region.name] = live[region.name]
+    if wrong:
+        raise RuntimeError(f"{when} these regions do not run {version} with all of the traffic: {wrong}")
+    return live
 
 
 class Traffic:

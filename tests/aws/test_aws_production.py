@@ -45,10 +45,12 @@ def response_times(requests: int) -> dict[str, list[float]]:
 
 
 class AlbMetrics:
-    """Puts what an ALB reports for each of the app's target groups, once a period and late, until stopped."""
+    """Puts what an ALB reports for each of the app's target groups (`app`: the sample unless told),
+    once a period and late, until stopped."""
 
-    def __init__(self, account: AwsAccount, error_rates: dict[str, float]) -> None:
+    def __init__(self, account: AwsAccount, error_rates: dict[str, float], app: str = APP) -> None:
         self.account = account
+        self.app = app
         self.error_rates = error_rates  # "version" or "version@region" -> share of 5xx
         alb = yaml.safe_load(account.platform_file.read_text())["aws"]["alb_metrics"]
         self.period_s = int(alb["period_s"])
@@ -79,7 +81,7 @@ class AlbMetrics:
         lb = self.account.regions[region].load_balancer_arn.split(":loadbalancer/", 1)[1]
         for group in scaling.describe_auto_scaling_groups()["AutoScalingGroups"]:
             tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
-            if tags.get("immutable:app") != APP or not group.get("TargetGroupARNs"):
+            if tags.get("immutable:app") != self.app or not group.get("TargetGroupARNs"):
                 continue
             target_group = group["TargetGroupARNs"][0]
             dimensions = [
