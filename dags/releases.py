@@ -18,6 +18,7 @@ from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
 from immutable.notifications import notifiers_for
+from immutable.operators.fleets import LaunchNewColorOperator, PrepareCanaryOperator
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
@@ -191,34 +192,12 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return production.retire_expired(app, regions, releasing=str(baked["digest"]))
 
-        @setup
-        @task(multiple_outputs=False)
-        def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Launch the canary (new image) and a fresh baseline (production image), each with a share."""
-            from immutable.pipelines import production
-
-            return production.prepare_canary(plan, baked, context["run_id"])
-
         @teardown
         def end_canary() -> dict[str, Any]:
             """Give the pilot's traffic back to production and remove canary and baseline, pass or fail."""
             from immutable.pipelines import production
 
             return production.end_canary(app, waves[0][0])
-
-        @task(
-            multiple_outputs=False,
-            retries=0,
-            map_index_template="{{ task.op_kwargs['region'] }}",
-            doc_md="Start the new color at full size on the new digest; check its health before any traffic.",
-        )
-        def launch_new_color(
-            plan: dict[str, Any], baked: dict[str, Any], region: str, **context: Any
-        ) -> dict[str, Any]:
-            """Start the new color at full size on the new digest; check its health before any traffic."""
-            from immutable.pipelines import production
-
-            return production.launch_new_color(plan, baked, region, context["run_id"])
 
         @task(
             multiple_outputs=False,
@@ -317,12 +296,18 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         retired = retire_expired(baked)
         copied >> retired
         with TaskGroup("canary") as canary_group:
-            canary = prepare_canary(plan, baked)
+            canary = PrepareCanaryOperator(
+                task_id="prepare_canary",
+                plan=plan,
+                baked=baked,
+                doc_md="Launch the canary (new image) and a fresh baseline (production image); once both are "
+                "healthy (aws: waited for in the triggerer), each takes its share of the pilot's traffic.",
+            )
             gate = CanaryGateOperator(
                 task_id="analysis",
                 app=app,
                 region=waves[0][0],
-                canary=canary,
+                canary=canary.output,
                 doc_md="Judge canary against baseline every interval (Mann-Whitney per metric, Kayenta scoring).",
             )
             gate >> end_canary().as_teardown(setups=canary)
@@ -364,9 +349,19 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 production_tasks.append(approve_rollout)
                 previous = approve_rollout
             with TaskGroup(step.name, tooltip=", ".join(step.regions)) as group:
-                launched = launch_new_color.partial(plan=plan, baked=baked).expand(region=list(step.regions))
+                launched = LaunchNewColorOperator.partial(
+                    task_id="launch_new_color",
+                    plan=plan,
+                    baked=baked,
+                    retries=0,
+                    map_index_template="{{ task.region }}",
+                    doc_md="Start the new color at full size on the new digest; healthy before any traffic "
+                    "(aws: waited for in the triggerer).",
+                ).expand(region=list(step.regions))
                 flipped = (
-                    flip_all(plan, launched) if step.synchronized else flip.partial(plan=plan).expand(launched=launched)
+                    flip_all(plan, launched.output)
+                    if step.synchronized
+                    else flip.partial(plan=plan).expand(launched=launched.output)
                 )
                 gates = PostFlipGateOperator.partial(
                     task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."

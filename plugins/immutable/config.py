@@ -252,6 +252,9 @@ class AwsSettings(_Strict):
     smoke_checks: Literal["http", "target_health"] = "http"  # an emulator's instances serve no HTTP
     image_retention: ImageRetention = ImageRetention()
     alb_metrics: AlbMetrics = AlbMetrics()
+    # Seconds between the triggerer's looks while a deferred wait goes on (a fleet filling and
+    # passing its health checks): AWS's own waiters look every 10 to 15.
+    wait_poll_s: int = Field(10, ge=1, le=300)
 
 
 class Rollout(_Strict):

@@ -109,6 +109,15 @@ class FleetState(Payload):
     digest: str
 
 
+class PendingLaunch(Payload):
+    """A fleet launched without waiting: the task waits for it in the triggerer, then goes on."""
+
+    region: str
+    color: str
+    size: int
+    started_at: float  # epoch seconds: the launch's timeout counts from here, across resumes
+
+
 class Launched(Payload):
     region: str
     color: str

@@ -7,6 +7,9 @@ these answers are changed on the way, each as the AWS documentation describes it
 - **Target groups outside a listener report `unused`.** An ALB health-checks only target groups
   that a listener's default action or one of its rules forwards to (at any weight); the targets of
   any other group are `unused` (`Target.NotInUse`). moto reports them `healthy`.
+- **A target just registered is `initial`.** A load balancer calls a new target healthy only once it
+  has passed the group's health checks (HealthyThresholdCount in a row): until then it is `initial`
+  (`Elb.InitialHealthChecking`). moto reports it `healthy` at once.
 - **A new AMI is not found for a moment, then pending.** Right after CreateImage or CopyImage,
   DescribeImages by id answers `InvalidAMIID.NotFound` (eventual consistency), then `pending`.
   moto makes it `available` at once.
@@ -74,6 +77,7 @@ class Windows:
     image_pending_s: float = 3.0
     snapshot_in_use_s: float = 3.0
     agent_registers_s: float = 3.0
+    target_initial_s: float = 3.0
 
 
 @dataclass
@@ -88,6 +92,8 @@ class AwsBehaviour:
     images_with_agent: set[str] = field(default_factory=set)
     failed_launches: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (message, when)
     instances: dict[str, tuple[bool, float]] = field(default_factory=dict)  # id -> (agent can register, launched)
+    # (target group, target id) -> monotonic time the layer first saw it registered
+    targets_registered: dict[tuple[str, str], float] = field(default_factory=dict)
     # (region, client token) -> (the call's other parameters, the copy's AMI id)
     copy_tokens: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     # (region, namespace, metric, dimensions) -> every point put: (epoch seconds, values, counts)
@@ -479,7 +485,7 @@ class Realism:
     def after_elasticloadbalancing_DescribeTargetHealth(self, call: Call, answer: Answer) -> Answer:
         target_group = call.params.get("TargetGroupArn", "")
         if target_group in self._forwarded_to(call.region):
-            return answer
+            return self._initial_while_young(target_group, answer)
 
         def to_unused(root: ET.Element, tag: Any) -> None:
             for health in root.iter(tag("TargetHealth")):
@@ -493,6 +499,34 @@ class Realism:
                     ET.SubElement(health, tag(name)).text = text
 
         return Answer(answer.status, answer.headers, rewrite_xml(answer.body, to_unused))
+
+    def _initial_while_young(self, target_group: str, answer: Answer) -> Answer:
+        """A target just registered is `initial` until it has passed the group's health checks."""
+        if answer.status != 200:
+            return answer
+        now = time.monotonic()
+
+        def to_initial(root: ET.Element, tag: Any) -> None:
+            for described in root.iter(tag("member")):
+                target, health = described.find(tag("Target")), described.find(tag("TargetHealth"))
+                if target is None or health is None:
+                    continue
+                target_id = target.findtext(tag("Id")) or ""
+                with self.state.lock:
+                    seen = self.state.targets_registered.setdefault((target_group, target_id), now)
+                state = health.find(tag("State"))
+                if now - seen >= self.state.windows.target_initial_s or state is None or state.text != "healthy":
+                    continue
+                for old in list(health):
+                    health.remove(old)
+                for name, text in (
+                    ("State", "initial"),
+                    ("Reason", "Elb.InitialHealthChecking"),
+                    ("Description", "Initial health checks in progress"),
+                ):
+                    ET.SubElement(health, tag(name)).text = text
+
+        return Answer(answer.status, answer.headers, rewrite_xml(answer.body, to_initial))
 
     def _forwarded_to(self, region: str) -> set[str]:
         """Target groups some listener of the region forwards to (default action or rule, any weight)."""

@@ -248,6 +248,80 @@ def test_a_launch_template_error_names_group_region_and_image_and_leaves_nothing
     assert f"{APP}-blue" not in {t["TargetGroupName"] for t in target_groups}
 
 
+def test_a_launch_that_cannot_fill_fails_at_its_first_resume_and_leaves_nothing(
+    aws_account: AwsAccount, upstream_ami: str
+) -> None:
+    """Launched without waiting (the task then waits in the triggerer), a group whose instances AWS
+    cannot launch (its security group is gone) is judged at the first resume by its scaling
+    activities, removed, and the cause named: not at the end of the launch's timeout."""
+    from immutable.app_spec import app_spec
+    from immutable.aws.fleets import AwsFleets, FleetError
+    from immutable.config import load_platform
+
+    platform = load_platform()
+    region = BUILD_REGION
+    broken = platform.aws_region(region).model_copy(update={"security_group_ids": ["sg-0123456789abcdef0"]})
+    regions = [r.model_copy(update={"aws": broken}) if r.name == region else r for r in platform.regions]
+    fleets = AwsFleets(platform.model_copy(update={"regions": regions}))
+    spec = app_spec(APP).for_platform(platform)
+    name = f"{APP}-{region}-blue"
+    started_at = time.time()
+    fleets.launch(
+        spec=spec, region=region, color="blue", image=upstream_ami, digest="ami-v1", version="1.0.0", size=1, wait=False
+    )
+    assert name in groups(aws_account, region)  # AWS makes the group; its launches fail afterwards
+    with pytest.raises(FleetError) as failed:
+        fleets.pending_launch(spec=spec, region=region, color="blue", size=1, started_at=started_at)
+    message = str(failed.value)
+    assert "cannot launch its instances" in message and "sg-0123456789abcdef0" in message, message
+    assert name in message and "Removed what the launch created" in message, message
+    assert name not in groups(aws_account, region)
+    target_groups = aws_account.client("elbv2", region).describe_target_groups()["TargetGroups"]
+    assert f"{APP}-blue" not in {t["TargetGroupName"] for t in target_groups}
+
+
+def test_a_fleet_is_waited_for_in_the_triggerer_and_a_restarted_triggerer_goes_on(
+    aws_account: AwsAccount, production: Any, upstream_ami: str
+) -> None:
+    """A launch without waiting hands the platform's trigger (the provider's async waiter on target
+    health) to the task; a new triggerer process rebuilds it from its serialized form and waits
+    until every target is healthy (they are `initial` at first, as on AWS)."""
+    from immutable.app_spec import app_spec
+    from immutable.aws.triggers import FleetHealthyTrigger
+    from immutable.config import load_platform
+
+    spec = app_spec(APP).for_platform(load_platform())
+    region = REGIONS[2]
+    started_at = time.time()
+    production.fleets.launch(
+        spec=spec,
+        region=region,
+        color="green",
+        image=upstream_ami,
+        digest="ami-v1",
+        version="1.0.0",
+        size=2,
+        wait=False,
+    )
+    waiter = production.fleets.pending_launch(spec=spec, region=region, color="green", size=2, started_at=started_at)
+    assert waiter is not None, "a fleet just launched cannot be healthy yet"
+    trigger, timeout_s = waiter
+    assert isinstance(trigger, FleetHealthyTrigger) and trigger.size == 2 and timeout_s > 0
+    restarted = FleetHealthyTrigger(**trigger.serialize()[1])
+
+    async def first_event() -> dict[str, Any]:
+        async for event in restarted.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "success", event
+    assert target_states(aws_account, region, f"{APP}-green") == {"healthy"}
+    assert (
+        production.fleets.pending_launch(spec=spec, region=region, color="green", size=2, started_at=started_at) is None
+    )
+
+
 def test_the_record_and_lease_live_in_the_artifact_bucket(aws_account: AwsAccount, production: Any) -> None:
     from immutable.production_state import LeaseHeld
 

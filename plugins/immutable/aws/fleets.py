@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from immutable.app_spec import AppSpec
 from immutable.config import PlatformConfig
@@ -25,6 +26,9 @@ TAG_VERSION = "immutable:version"
 TAG_DIGEST = "immutable:digest"
 LAUNCH_TIMEOUT_S = 900.0  # seconds for a group to fill and its targets to turn healthy
 DELETE_TIMEOUT_S = 600.0
+# A deferred launch waits in stretches this long: between two, the resumed task reads the group's
+# scaling activities (a launch AWS cannot make shows there, not in target health).
+LAUNCH_STRETCH_S = 60.0
 
 
 class FleetError(RuntimeError):
@@ -42,6 +46,12 @@ class AwsMember:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _template_image(group: dict[str, Any] | None) -> str:
+    """The AMI a group launches, as far as its tags tell (for messages)."""
+    tags = {t["Key"]: t["Value"] for t in (group or {}).get("Tags", [])}
+    return tags.get(TAG_DIGEST, "its image")
 
 
 def group_name(app: str, region: str, color: str) -> str:
@@ -92,13 +102,23 @@ class AwsFleets:
         )
 
     def launch(
-        self, *, spec: AppSpec, region: str, color: str, image: str, digest: str, version: str, size: int
+        self,
+        *,
+        spec: AppSpec,
+        region: str,
+        color: str,
+        image: str,
+        digest: str,
+        version: str,
+        size: int,
+        wait: bool = True,
     ) -> list[AwsMember]:
         """Create the color's group on `image` (an AMI in `region`) and wait until its targets are healthy.
 
         A group already on the same digest is kept (a retry); on another digest the color is
         taken, which is an error: that fleet must be destroyed first. A launch that fails halfway
-        removes what it created.
+        removes what it created. With `wait=False` it returns once the group is created: the caller
+        waits in the triggerer (`pending_launch`).
         """
         if color not in COLORS:
             raise FleetError(f"unknown color '{color}'; colors are {COLORS}")
@@ -148,19 +168,78 @@ class AwsFleets:
                     version,
                     size,
                 )
-            instances = scaling.wait_in_service(name, size, LAUNCH_TIMEOUT_S)
-            elb.wait_targets_healthy(
-                target_group["TargetGroupArn"], [i["InstanceId"] for i in instances], LAUNCH_TIMEOUT_S
-            )
+            if wait:
+                instances = scaling.wait_in_service(name, size, LAUNCH_TIMEOUT_S)
+                elb.wait_targets_healthy(
+                    target_group["TargetGroupArn"], [i["InstanceId"] for i in instances], LAUNCH_TIMEOUT_S
+                )
         except Exception as exc:
-            removed = [i for i in self.destroy(spec.name, region, color, force=True) if i != name]
-            raise FleetError(
-                f"{spec.name} in {region}: launching the {color} group {name} from {image} failed: {exc}. "
-                "Removed what the launch created (the group"
-                + (f" and its instances {', '.join(removed)}" if removed else "")
-                + ", its launch template and target group); fix the cause and run the task again."
-            ) from exc
+            self._undo_launch(spec.name, region, color, image, exc)
         return self.members(spec.name, region, color)
+
+    def _undo_launch(self, app: str, region: str, color: str, image: str, cause: BaseException) -> NoReturn:
+        name = group_name(app, region, color)
+        removed = [i for i in self.destroy(app, region, color, force=True) if i != name]
+        raise FleetError(
+            f"{app} in {region}: launching the {color} group {name} from {image} failed: {cause}. "
+            "Removed what the launch created (the group"
+            + (f" and its instances {', '.join(removed)}" if removed else "")
+            + ", its launch template and target group); fix the cause and run the task again."
+        ) from cause
+
+    def pending_launch(
+        self, *, spec: AppSpec, region: str, color: str, size: int, started_at: float
+    ) -> tuple[Any, float] | None:
+        """What a launch made with `wait=False` still waits for: None once `size` targets are
+        healthy; else a trigger (the provider's async waiter on target health, one short stretch:
+        each resume looks at the scaling activities, so a launch AWS cannot make fails within a
+        stretch, not at the timeout) and its timeout in seconds. A launch that failed, or is not
+        healthy `LAUNCH_TIMEOUT_S` after `started_at`, is removed and raised as the inline wait does."""
+        from immutable.aws.triggers import FleetHealthyTrigger
+
+        name = group_name(spec.name, region, color)
+        group = self.scaling(region).group(name)
+        image = _template_image(group)
+        target_group = self.elb(region).target_group(target_group_name(spec.name, color))
+        try:
+            if group is None or target_group is None:
+                raise FleetError(f"the group or its target group is gone ({name})")
+            if failed := self.scaling(region).failed_launch(name):
+                raise FleetError(f"Auto Scaling group {name} cannot launch its instances: {failed}")
+            health = self.elb(region).target_health(target_group["TargetGroupArn"])
+            not_checked = sorted(i for i, h in health.items() if h.get("Reason") == "Target.NotInUse")
+            if not_checked:
+                raise FleetError(
+                    f"target group {target_group['TargetGroupArn']}: {not_checked} are 'unused': no listener "
+                    "forwards to the group, so the load balancer does not health-check it"
+                )
+            healthy = sorted(i for i, h in health.items() if h.get("State") == "healthy")
+            if len(healthy) >= size:
+                return None
+            waited_s = time.time() - started_at
+            if waited_s > LAUNCH_TIMEOUT_S:
+                states = {i: f"{h.get('State')} ({h.get('Reason', '')})" for i, h in health.items()}
+                raise TimeoutError(f"{len(healthy)}/{size} targets healthy after {waited_s:.0f}s: {states}")
+        except Exception as exc:
+            self._undo_launch(spec.name, region, color, image, exc)
+        log.info(
+            "%s %s: %d/%d of the %s group healthy; waiting in the triggerer",
+            spec.name,
+            region,
+            len(healthy),
+            size,
+            color,
+        )
+        trigger = FleetHealthyTrigger(
+            target_group_arn=target_group["TargetGroupArn"],
+            size=size,
+            return_value=None,
+            region_name=region,
+            aws_conn_id=self.settings.connection_id,
+            waiter_delay=self.settings.wait_poll_s,
+            waiter_max_attempts=max(1, int(LAUNCH_STRETCH_S // self.settings.wait_poll_s)),
+        )
+        return trigger, LAUNCH_STRETCH_S
 
     def target_group_arns(self, app: str, region: str) -> dict[str, str]:
         """Color -> ARN of the app's target groups that exist in the region."""

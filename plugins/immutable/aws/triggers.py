@@ -1,5 +1,5 @@
-"""Waiting for an AMI (a copy, or one being created from a builder) in the triggerer, so a wait of
-many minutes holds no worker slot.
+"""Waiting in the triggerer, so a wait of many minutes holds no worker slot: for an AMI (a copy, or
+one being created from a builder), and for a fleet to turn healthy.
 
 The Amazon provider's AwsBaseWaiterTrigger would do this with an async boto3 waiter, but it needs
 aiobotocore, which has no release for the botocore this project pins; so this trigger polls
@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 COPY_POLL_S = 15.0  # seconds between DescribeImages calls while a copy is pending
@@ -106,3 +107,47 @@ class ImageAvailableTrigger(BaseTrigger):
             # Soon after the copy began, look again soon (a small AMI is done in seconds); later every
             # poll_s: a copy of many minutes costs a handful of calls.
             await asyncio.sleep(min(self.poll_s, FIRST_POLL_S + waited_s / 4))
+
+
+class FleetHealthyTrigger(AwsBaseWaiterTrigger):
+    """Fires once `size` targets of the color's target group are healthy (the Auto Scaling group has
+    filled and the load balancer's checks pass), with the Amazon provider's async waiter and the
+    project's `FleetHealthy` waiter (include/aws/waiters/elbv2.json).
+
+    A target group no listener forwards to is never health-checked (`Target.NotInUse`): a terminal
+    failure at once. Any other end (success, failure, the attempts spent) is judged again by the
+    resumed task from the group's state, so a triggerer restart, which starts the attempts over,
+    changes nothing but the count. `return_value` comes back in the event's `value`."""
+
+    def __init__(
+        self,
+        *,
+        target_group_arn: str,
+        size: int,
+        return_value: Any,
+        region_name: str,
+        aws_conn_id: str | None,
+        waiter_delay: int = 10,
+        waiter_max_attempts: int = 6,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            serialized_fields={"target_group_arn": target_group_arn, "size": size, "return_value": return_value},
+            waiter_name="FleetHealthy",
+            waiter_args={"TargetGroupArn": target_group_arn},
+            failure_message=f"target group {target_group_arn} is not health-checked",
+            status_message=f"healthy targets of {target_group_arn} (want {size})",
+            status_queries=["TargetHealthDescriptions[].[Target.Id, TargetHealth.State]"],
+            return_value=return_value,
+            waiter_delay=waiter_delay,
+            waiter_max_attempts=waiter_max_attempts,
+            aws_conn_id=aws_conn_id,
+            region_name=region_name,
+            **kwargs,
+        )
+        self.size = size
+
+    def hook(self) -> Any:
+        from immutable.aws.hooks.elbv2 import ElbV2Hook
+
+        return ElbV2Hook(**self._hook_parameters, waiter_parameters={"size": self.size})

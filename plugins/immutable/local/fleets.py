@@ -133,12 +133,22 @@ class LocalFleets:
         return sorted(found, key=lambda m: m.name)
 
     def launch(
-        self, *, spec: AppSpec, region: str, color: str, image: str, digest: str, version: str, size: int
+        self,
+        *,
+        spec: AppSpec,
+        region: str,
+        color: str,
+        image: str,
+        digest: str,
+        version: str,
+        size: int,
+        wait: bool = True,
     ) -> list[Member]:
         """Start `size` members on `image`, wait until each is healthy, add them to the LB at weight 0.
 
         Members that already exist on the same digest are kept (a retry); on another digest the
-        color is taken, which is an error: that fleet must be destroyed first.
+        color is taken, which is an error: that fleet must be destroyed first. A container is
+        healthy within seconds, so this waits whatever `wait` says (`pending_launch` is then None).
         """
         import docker
 
@@ -190,6 +200,12 @@ class LocalFleets:
         self._publish_targets(spec.name, region, color, members)
         log.info("%s %s %s: %d member(s) healthy on %s", spec.name, region, color, len(members), digest)
         return members
+
+    def pending_launch(
+        self, *, spec: AppSpec, region: str, color: str, size: int, started_at: float
+    ) -> tuple[Any, float] | None:
+        """Nothing: `launch` has waited until every member was healthy."""
+        return None
 
     def wait_healthy(self, spec: AppSpec, members: list[Member]) -> None:
         import httpx

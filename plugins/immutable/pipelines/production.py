@@ -27,7 +27,7 @@ from immutable.metric_timing import (
     duration_s,
     threshold_timing,
 )
-from immutable.payloads import Flipped, Launched
+from immutable.payloads import Flipped, Launched, PendingLaunch
 from immutable.platforms import platform_for
 from immutable.production_state import digests_named
 from immutable.revocation import deployable
@@ -151,8 +151,11 @@ def retire_expired(app: str, regions: list[str], releasing: str | None = None) -
 # --- canary ---------------------------------------------------------------------------------
 
 
-def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Launch the canary (new image) and a fresh baseline (production image) and give each a share."""
+def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str, *, wait: bool = True) -> dict[str, Any]:
+    """Launch the canary (new image) and a fresh baseline (production image) and give each a share.
+
+    With `wait=False` the fleets are only started: the result names them under `launching`, the
+    caller waits for them (`pending_launch`) and then gives the shares (`open_canary`)."""
     platform, spec, production = _context(plan["app"])
     pilot = plan["waves"][0][0]
     refuse_if_stopped(production, plan, pilot)
@@ -167,10 +170,12 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
     settings = spec.canary
     deployable(platform, pilot, spec.repository, baked["digest"])
     platform.images.verify_in(pilot, spec.repository, live["digest"])  # the baseline may be revoked: it is replaced
+    launching = []
     for color, digest, version in (
         ("baseline", live["digest"], live["version"]),
         ("canary", baked["digest"], plan["version"]),
     ):
+        started_at = time.time()
         production.fleets.launch(
             spec=spec,
             region=pilot,
@@ -179,16 +184,37 @@ def prepare_canary(plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> 
             digest=digest,
             version=version,
             size=settings.size,
+            wait=wait,
         )
-    share = settings.traffic_percent
-    production.set_shares(spec.name, pilot, canary_shares(live["color"], share))
-    return base | {
+        launching.append(PendingLaunch(region=pilot, color=color, size=settings.size, started_at=started_at).dump())
+    prepared = base | {
         "skipped": False,
         "live_color": live["color"],
         "baseline_version": live["version"],
         "baseline_digest": live["digest"],
-        "share_percent": share,
+        "share_percent": settings.traffic_percent,
     }
+    return open_canary(plan["app"], prepared) if wait else prepared | {"launching": launching}
+
+
+def open_canary(app: str, prepared: dict[str, Any]) -> dict[str, Any]:
+    """Once canary and baseline are healthy: each takes its share of the pilot's traffic."""
+    _, spec, production = _context(app)
+    production.set_shares(
+        spec.name, prepared["region"], canary_shares(prepared["live_color"], prepared["share_percent"])
+    )
+    return {k: v for k, v in prepared.items() if k != "launching"}
+
+
+def pending_launch(app: str, launch: dict[str, Any]) -> tuple[Any, float] | None:
+    """What a fleet started with `wait=False` still waits for: None once it is healthy, else the
+    platform's trigger and its timeout. A launch that failed or timed out is removed and raised."""
+    _, spec, production = _context(app)
+    pending = PendingLaunch.of(launch)
+    waiter: tuple[Any, float] | None = production.fleets.pending_launch(
+        spec=spec, region=pending.region, color=pending.color, size=pending.size, started_at=pending.started_at
+    )
+    return waiter
 
 
 def end_canary(app: str, pilot: str) -> dict[str, Any]:
@@ -205,9 +231,12 @@ def end_canary(app: str, pilot: str) -> dict[str, Any]:
 
 
 def launch_new_color(
-    plan: dict[str, Any], baked: dict[str, Any], region: str, run_id: str, *, dag_id: str = ""
+    plan: dict[str, Any], baked: dict[str, Any], region: str, run_id: str, *, dag_id: str = "", wait: bool = True
 ) -> dict[str, Any]:
-    """Start the new color at full size on the new digest and check its health, without traffic."""
+    """Start the new color at full size on the new digest and check its health, without traffic.
+
+    With `wait=False` the result names the fleet under `launching`: the caller waits for it
+    (`pending_launch`) before anything flips to it."""
     from immutable.production_state import other_color
 
     platform, spec, production = _context(plan["app"])
@@ -225,6 +254,7 @@ def launch_new_color(
             "%s %s: replacing the kept %s fleet (%s) with the new release", spec.name, region, color, stale[0].version
         )
         production.fleets.destroy(spec.name, region, color)
+    started_at = time.time()
     production.fleets.launch(
         spec=spec,
         region=region,
@@ -233,8 +263,14 @@ def launch_new_color(
         digest=baked["digest"],
         version=plan["version"],
         size=spec.bluegreen.size,
+        wait=wait,
     )
-    return Launched(**result, color=color, already_live=False).dump()
+    launched = Launched(**result, color=color, already_live=False).dump()
+    if wait:
+        return launched
+    return launched | {
+        "launching": [PendingLaunch(region=region, color=color, size=spec.bluegreen.size, started_at=started_at).dump()]
+    }
 
 
 def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[str, Any]:

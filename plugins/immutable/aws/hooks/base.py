@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -23,10 +24,21 @@ class RegionalAwsHook(AwsBaseHook):
 
     # Subclasses set `client_type = "<service>"` (AwsBaseHook reads it as the boto3 client to make).
 
-    def __init__(self, *, region_name: str, aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        region_name: str,
+        aws_conn_id: str | None = "aws_default",
+        waiter_parameters: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not region_name:
             raise ValueError(f"{type(self).__name__} needs a region_name")
-        if "config" not in kwargs:
+        # What the project's own waiters (include/aws/waiters/<service>.json) leave open, such as a
+        # fleet's size: filled into their acceptors when a waiter is made (the provider's triggers
+        # ask for a waiter by name only).
+        self.waiter_parameters = waiter_parameters
+        if kwargs.get("config") is None:
             from botocore.config import Config
 
             kwargs["config"] = Config(**retry_config())
@@ -35,6 +47,31 @@ class RegionalAwsHook(AwsBaseHook):
             raise TypeError(f"{type(self).__name__} must set client_type")
         kwargs["client_type"] = service
         super().__init__(aws_conn_id=aws_conn_id, region_name=region_name, **kwargs)
+
+    @property
+    def waiter_path(self) -> Path | None:
+        """The project's waiters for this service, which the provider's hooks and triggers use as
+        they do their own custom waiters."""
+        from immutable.paths import INCLUDE_DIR
+
+        path = INCLUDE_DIR / "aws" / "waiters" / f"{self.client_type}.json"
+        return path if path.exists() else None
+
+    def get_waiter(
+        self,
+        waiter_name: str,
+        parameters: dict[str, Any] | None = None,
+        config_overrides: dict[str, Any] | None = None,
+        deferrable: bool = False,
+        client: Any = None,
+    ) -> Any:
+        return super().get_waiter(
+            waiter_name,
+            parameters=self.waiter_parameters if parameters is None else parameters,
+            config_overrides=config_overrides,
+            deferrable=deferrable,
+            client=client,
+        )
 
     @classmethod
     def for_region(cls: type[HookT], platform: PlatformConfig, region: str) -> HookT:

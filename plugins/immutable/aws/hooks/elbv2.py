@@ -54,6 +54,11 @@ class ElbV2Hook(RegionalAwsHook):
         self.conn.delete_target_group(TargetGroupArn=found["TargetGroupArn"])
         return True
 
+    def target_health(self, target_group_arn: str) -> dict[str, dict[str, Any]]:
+        """Instance id -> TargetHealth of every target registered in the group."""
+        described = self.conn.describe_target_health(TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]
+        return {d["Target"]["Id"]: d["TargetHealth"] for d in described}
+
     def wait_targets_healthy(self, target_group_arn: str, instance_ids: list[str], timeout_s: float) -> None:
         """Until every target is healthy; at once an error when the group is not health-checked at all."""
         deadline = time.monotonic() + timeout_s
