@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, TaskGroup, setup, task, teardown
+from airflow.sdk import DAG, Param, TaskGroup, task, teardown
 from airflow.sdk.definitions.param import ParamsDict
 
 from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
@@ -18,7 +18,7 @@ from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
 from immutable.notifications import notifiers_for
-from immutable.operators.fleets import LaunchNewColorOperator, PrepareCanaryOperator
+from immutable.operators.fleets import CreateEnvironmentOperator, LaunchNewColorOperator, PrepareCanaryOperator
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
@@ -133,14 +133,6 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return release.sign(baked)
 
-        @setup
-        @task(multiple_outputs=False)
-        def create_dev_env(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
-            """Start the image in an isolated network as the dev environment."""
-            from immutable.pipelines import release
-
-            return release.create_environment("dev", plan, baked, context["run_id"])
-
         @task(multiple_outputs=False)
         def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
             """Wait for health, then run the spec's smoke checks (HTTP status and body)."""
@@ -154,14 +146,6 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             from immutable.pipelines import release
 
             return release.destroy_environment("dev", app, context["run_id"])
-
-        @setup
-        @task(multiple_outputs=False)
-        def create_staging_env(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
-            """Start the same digest in a staging environment with the staging config."""
-            from immutable.pipelines import release
-
-            return release.create_environment("staging", plan, baked, context["run_id"])
 
         @task(multiple_outputs=False)
         def staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
@@ -271,14 +255,28 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         ).output
         signed = sign(baked)
 
-        dev_env = create_dev_env(plan, baked)
+        dev_env = CreateEnvironmentOperator(
+            task_id="create_dev_env",
+            kind="dev",
+            plan=plan,
+            baked=baked,
+            doc_md="Start the image in an isolated network as the dev environment (aws: an instance, its "
+            "status checks waited for in the triggerer).",
+        ).as_setup()
         signed >> dev_env
-        dev_checked = dev_test(plan, dev_env)
+        dev_checked = dev_test(plan, dev_env.output)
         dev_checked >> destroy_dev_env()
 
-        staging_env = create_staging_env(plan, baked)
+        staging_env = CreateEnvironmentOperator(
+            task_id="create_staging_env",
+            kind="staging",
+            plan=plan,
+            baked=baked,
+            doc_md="Start the same digest in a staging environment with the staging config (aws: an "
+            "instance, its status checks waited for in the triggerer).",
+        ).as_setup()
         dev_checked >> staging_env
-        staging_checked = staging_test(plan, staging_env)
+        staging_checked = staging_test(plan, staging_env.output)
         staging_checked >> destroy_staging_env()
 
         copies = CopyToRegionOperator.partial(

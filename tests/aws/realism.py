@@ -10,6 +10,8 @@ these answers are changed on the way, each as the AWS documentation describes it
 - **A target just registered is `initial`.** A load balancer calls a new target healthy only once it
   has passed the group's health checks (HealthyThresholdCount in a row): until then it is `initial`
   (`Elb.InitialHealthChecking`). moto reports it `healthy` at once.
+- **A new instance's status checks are `initializing` while it boots** (two to four minutes on
+  AWS). moto reports them `ok` at once.
 - **A new AMI is not found for a moment, then pending.** Right after CreateImage or CopyImage,
   DescribeImages by id answers `InvalidAMIID.NotFound` (eventual consistency), then `pending`.
   moto makes it `available` at once.
@@ -78,6 +80,7 @@ class Windows:
     snapshot_in_use_s: float = 3.0
     agent_registers_s: float = 3.0
     target_initial_s: float = 3.0
+    status_checks_s: float = 3.0
 
 
 @dataclass
@@ -393,6 +396,29 @@ class Realism:
             for instance_id in launched:
                 self.state.instances[instance_id] = (has_agent and profile, time.monotonic())
         return answer
+
+    def after_ec2_DescribeInstanceStatus(self, call: Call, answer: Answer) -> Answer:
+        """A new instance's status checks are `initializing` until it has booted."""
+        if answer.status != 200:
+            return answer
+        now = time.monotonic()
+
+        def initializing(root: ET.Element, tag: Any) -> None:
+            for item in root.iter(tag("item")):
+                instance_id = item.findtext(tag("instanceId"))
+                if not instance_id:
+                    continue
+                with self.state.lock:
+                    _, launched = self.state.instances.get(instance_id, (False, 0.0))
+                if now - launched >= self.state.windows.status_checks_s:
+                    continue
+                for kind in ("instanceStatus", "systemStatus"):
+                    summary = item.find(tag(kind))
+                    status = summary.find(tag("status")) if summary is not None else None
+                    if status is not None:
+                        status.text = "initializing"
+
+        return Answer(answer.status, answer.headers, rewrite_xml(answer.body, initializing))
 
     def _registered(self, instance_id: str) -> bool:
         with self.state.lock:

@@ -287,7 +287,7 @@ def test_a_fleet_is_waited_for_in_the_triggerer_and_a_restarted_triggerer_goes_o
     health) to the task; a new triggerer process rebuilds it from its serialized form and waits
     until every target is healthy (they are `initial` at first, as on AWS)."""
     from immutable.app_spec import app_spec
-    from immutable.aws.triggers import FleetHealthyTrigger
+    from immutable.aws.triggers import WaiterTrigger
     from immutable.config import load_platform
 
     spec = app_spec(APP).for_platform(load_platform())
@@ -306,8 +306,8 @@ def test_a_fleet_is_waited_for_in_the_triggerer_and_a_restarted_triggerer_goes_o
     waiter = production.fleets.pending_launch(spec=spec, region=region, color="green", size=2, started_at=started_at)
     assert waiter is not None, "a fleet just launched cannot be healthy yet"
     trigger, timeout_s = waiter
-    assert isinstance(trigger, FleetHealthyTrigger) and trigger.size == 2 and timeout_s > 0
-    restarted = FleetHealthyTrigger(**trigger.serialize()[1])
+    assert isinstance(trigger, WaiterTrigger) and trigger.parameters == {"size": 2} and timeout_s > 0
+    restarted = WaiterTrigger(**trigger.serialize()[1])
 
     async def first_event() -> dict[str, Any]:
         async for event in restarted.run():

@@ -108,26 +108,23 @@ def test_the_bake_waited_for_its_ami_in_the_triggerer(release: dict[str, Any]) -
     assert baked["labels"][f"{OCI}.version"] == "1.0.0", baked  # read once the AMI was available
 
 
-def test_a_bake_defers_until_its_ami_is_available_and_resumes_after_a_triggerer_restart(
+def test_every_wait_of_a_bake_is_the_triggerers_and_each_resumes_after_a_triggerer_restart(
     aws_account: AwsAccount, release: dict[str, Any]
 ) -> None:
-    """The AMI wait is the triggerer's: the task ends deferred with its builder kept (terminating it
-    may fail the image); a restarted triggerer goes on from the serialized trigger, counting from the
-    AMI's start; the resumed task terminates the builder and returns the image with its labels."""
+    """A bake waits three times, each in the triggerer: for the builder's SSM agent to come online,
+    for the bake script to end (up to an hour on AWS), for the AMI. Each time the task ends
+    deferred; a restarted triggerer goes on from the serialized trigger (the AMI's wait counting from
+    the AMI's start); the resumed task takes the next step. The builder runs while the agent and
+    the script are waited for, is kept (stopped) while its AMI is made, and is terminated after."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    from immutable.aws.triggers import ImageAvailableTrigger
+    from immutable.aws.triggers import ImageAvailableTrigger, WaiterTrigger
     from immutable.operators.images import BakeOperator
 
     run_id = "test-deferred-bake"
     # Another build tag than the module's release, so another AMI name (AWS wants them unique).
     base = release["plan"]["base"] | {"version": f"{release['plan']['base']['version']}-deferred"}
     operator = BakeOperator(task_id="bake", plan=release["plan"] | {"base": base}, packaged=release["packaged"])
-    with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"run_id": run_id})
-    trigger = deferred.value.trigger
-    assert isinstance(trigger, ImageAvailableTrigger) and deferred.value.method_name == "execute_complete"
-    image_id = trigger.image_id
     filters = [{"Name": "tag:immutable:role", "Values": ["bake"]}, {"Name": "tag:immutable:run", "Values": [run_id]}]
     ec2 = aws_account.client("ec2")
 
@@ -135,18 +132,38 @@ def test_a_bake_defers_until_its_ami_is_available_and_resumes_after_a_triggerer_
         found = ec2.describe_instances(Filters=filters)["Reservations"]
         return {i["State"]["Name"] for r in found for i in r["Instances"]}
 
+    with pytest.raises(TaskDeferred) as first:
+        operator.execute({"run_id": run_id})
+    deferred, waits, image_id = first.value, [], None
     try:
-        assert builders() == {"stopped"}, "the builder is kept while its AMI is made"
-        restarted = ImageAvailableTrigger(**trigger.serialize()[1])  # what a new triggerer process builds
-        assert restarted.started_at == trigger.started_at and restarted.missing_grace_s > 0
-        event = _first_event(restarted)
-        assert event["status"] == "success" and event["image_id"] == image_id, event
-        done = operator.execute_complete({}, event)
+        while True:
+            trigger = deferred.trigger
+            assert deferred.method_name == "execute_complete"
+            restarted = type(trigger)(**trigger.serialize()[1])  # what a new triggerer process builds
+            if isinstance(trigger, WaiterTrigger):
+                waits.append(trigger.waiter_name)
+                assert builders() == {"running"}, (trigger.waiter_name, builders())
+            else:
+                assert isinstance(trigger, ImageAvailableTrigger), trigger
+                waits.append("ImageAvailable")
+                image_id = trigger.image_id
+                assert builders() == {"stopped"}, "the builder is kept while its AMI is made"
+                assert restarted.started_at == trigger.started_at and restarted.missing_grace_s > 0
+            event = _first_event(restarted)
+            assert event["status"] == "success", event
+            try:
+                done = operator.execute_complete({}, event)
+                break
+            except TaskDeferred as again:
+                deferred = again
+        assert waits == ["AgentOnline", "CommandEnded", "ImageAvailable"], waits
         assert done["digest"] == image_id and done["pending"] is False and done["waited_in_triggerer_s"] >= 0
+        assert "builder" not in done, done
         assert done["labels"]["io.immutable.airflow.run-id"] == run_id, done["labels"]
         assert builders() == {"terminated"}
     finally:
-        ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+        if image_id:
+            ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
 
 
 def test_dev_and_staging_ran_and_were_terminated(aws_account: AwsAccount, release: dict[str, Any]) -> None:
@@ -158,6 +175,41 @@ def test_dev_and_staging_ran_and_were_terminated(aws_account: AwsAccount, releas
         assert {i["SubnetId"] for i in instances} == {subnet}
         assert {i["ImageId"] for i in instances} == {release["baked"]["digest"]}
         assert {i["State"]["Name"] for i in instances} == {"terminated"}
+
+
+def test_an_environment_waits_in_the_triggerer_for_its_status_checks_and_a_restarted_triggerer_goes_on(
+    aws_account: AwsAccount, release: dict[str, Any]
+) -> None:
+    """A staging instance's status checks (minutes on AWS; `initializing` for a moment here) are
+    waited for in the triggerer with EC2's own `instance_status_ok` waiter; a new triggerer process
+    rebuilds the trigger from its serialized form; the resumed task returns the environment."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.aws.triggers import WaiterTrigger
+    from immutable.operators.fleets import CreateEnvironmentOperator
+    from immutable.platforms import platform_for
+
+    operator = CreateEnvironmentOperator(
+        task_id="create_staging_env", kind="staging", plan=release["plan"], baked=release["baked"]
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"run_id": "test-deferred-env"})
+    trigger = deferred.value.trigger
+    environment = trigger.return_value["work"]  # what the resumed task gets back
+    try:
+        assert isinstance(trigger, WaiterTrigger) and trigger.waiter_name == "instance_status_ok", trigger
+        assert trigger.waiter_args == {"InstanceIds": [environment["instance_id"]]}
+        ec2 = aws_account.client("ec2")
+        statuses = ec2.describe_instance_status(InstanceIds=[environment["instance_id"]])["InstanceStatuses"]
+        assert {s["InstanceStatus"]["Status"] for s in statuses} <= {"initializing"}, statuses
+        event = _first_event(WaiterTrigger(**trigger.serialize()[1]))
+        assert event["status"] == "success", event
+        done = operator.execute_complete({}, event)
+        assert done["instance_id"] == environment["instance_id"] and done["url"].startswith("http://"), done
+        statuses = ec2.describe_instance_status(InstanceIds=[done["instance_id"]])["InstanceStatuses"]
+        assert [s["InstanceStatus"]["Status"] for s in statuses] == ["ok"], statuses
+    finally:
+        platform_for().environments.destroy(environment["name"])
 
 
 def test_copies_in_every_region_carry_tags_and_signature(aws_account: AwsAccount, release: dict[str, Any]) -> None:

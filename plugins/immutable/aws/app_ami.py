@@ -17,13 +17,17 @@ from immutable.aws.builders import (
     builder_instance,
     earlier_try,
     run_script,
+    script_result,
     settle_image,
     start_image,
+    start_script_on_builder,
+    terminate_builder,
 )
 from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 
 if TYPE_CHECKING:
+    from immutable.aws.hooks.ssm import CommandResult
     from immutable.config import BaseImageSpec, PlatformConfig
 
 log = logging.getLogger(__name__)
@@ -173,47 +177,100 @@ def bake_app(
         base=base,
         version=version,
     )
-    kept: set[str] = set()
-    with builder_instance(
-        platform, image_id=base_image_id, role="bake", run_id=run_id, repository=spec.repository, keep=kept
-    ) as instance_id:
-        result = run_script(platform, instance_id, script, f"bake {spec.name} {version}", BUILD_SCRIPT_TIMEOUT_S)
-        if not result.ok:
-            raise AwsImageError(
-                f"installing {spec.name} {version} failed on builder {instance_id} in {region} "
-                f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
-                f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
-            )
-        sbom = sbom_from_builder(
+    context = {
+        "app": spec.name,
+        "repository": spec.repository,
+        "version": version,
+        "build_tag": build_tag,
+        "base_image_id": base_image_id,
+        "labels": labels,
+        "wheel": artifact["key"].rsplit("/", 1)[1],
+        "wheel_sha256": artifact["sha256"].split(":", 1)[1],
+        "run_id": run_id,
+    }
+    comment = f"bake {spec.name} {version}"
+    if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_builder`), the AMI
+        stage = start_script_on_builder(
             platform,
-            instance_id=instance_id,
+            image_id=base_image_id,
+            role="bake",
+            run_id=run_id,
             repository=spec.repository,
-            describes=f"{build_tag}@{run_id}",
-            labels=labels,
-            wheel_sha256={artifact["key"].rsplit("/", 1)[1]: artifact["sha256"].split(":", 1)[1]},
+            script=script,
+            comment=comment,
+            timeout_s=BUILD_SCRIPT_TIMEOUT_S,
+            context=context,
         )
-        started_at = time.time()
-        image_id = start_image(
-            platform,
-            instance_id=instance_id,
-            name=ami_name(spec.repository, build_tag),
-            description=f"{spec.name} {version} on {base_image_id}",
-            tags=labels
-            | {
-                TAG_REPOSITORY: spec.repository,
-                TAG_KIND: "app",
-                "immutable:build-tag": build_tag,
-                TAG_SBOM: sbom,
-                "Name": f"{spec.name} {version}",
-            },
-        )
-        if not wait:
-            kept.add(instance_id)  # until the AMI is settled: `finish_image` terminates it
-            log.info("baking %s %s as %s in %s; waiting for it in the triggerer", spec.name, version, image_id, region)
-            return {"image_id": image_id, "pending": True, "started_at": started_at}
+        return {"image_id": "", "pending": True, "started_at": None, "builder": stage}
+    with builder_instance(
+        platform, image_id=base_image_id, role="bake", run_id=run_id, repository=spec.repository
+    ) as instance_id:
+        result = run_script(platform, instance_id, script, comment, BUILD_SCRIPT_TIMEOUT_S)
+        image_id, _ = _image_the_builder(platform, instance_id, result, context)
         settle_image(platform, image_id=image_id, name=ami_name(spec.repository, build_tag))
     log.info("baked %s %s as %s in %s", spec.name, version, image_id, region)
     return {"image_id": image_id, "pending": False, "started_at": None}
+
+
+def image_after_script(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
+    """Once the bake's script is done on the builder (`stage` "done"): its SBOM, then the AMI, whose
+    making the task waits for in the triggerer, the builder kept until then. A failed script, or
+    any error here, terminates the builder."""
+    try:
+        image_id, started_at = _image_the_builder(
+            platform, stage["instance_id"], script_result(stage), stage["context"]
+        )
+    except Exception:
+        terminate_builder(platform, stage)
+        raise
+    context = stage["context"]
+    log.info(
+        "baking %s %s as %s in %s; waiting for it in the triggerer",
+        context["app"],
+        context["version"],
+        image_id,
+        platform.aws_settings.build_region,
+    )
+    return {"image_id": image_id, "pending": True, "started_at": started_at}
+
+
+def _image_the_builder(
+    platform: PlatformConfig, instance_id: str, result: CommandResult, context: dict[str, Any]
+) -> tuple[str, float]:
+    """After the bake's script: refuse a failed one; list what the builder holds (its SBOM); stop it
+    and start its AMI, tagged with provenance. Returns the AMI id and when it began."""
+    region = platform.aws_settings.build_region
+    app, version = context["app"], context["version"]
+    if not result.ok:
+        raise AwsImageError(
+            f"installing {app} {version} failed on builder {instance_id} in {region} "
+            f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
+            f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
+        )
+    sbom = sbom_from_builder(
+        platform,
+        instance_id=instance_id,
+        repository=context["repository"],
+        describes=f"{context['build_tag']}@{context['run_id']}",
+        labels=context["labels"],
+        wheel_sha256={context["wheel"]: context["wheel_sha256"]},
+    )
+    started_at = time.time()
+    image_id = start_image(
+        platform,
+        instance_id=instance_id,
+        name=ami_name(context["repository"], context["build_tag"]),
+        description=f"{app} {version} on {context['base_image_id']}",
+        tags=context["labels"]
+        | {
+            TAG_REPOSITORY: context["repository"],
+            TAG_KIND: "app",
+            "immutable:build-tag": context["build_tag"],
+            TAG_SBOM: sbom,
+            "Name": f"{app} {version}",
+        },
+    )
+    return image_id, started_at
 
 
 def package(platform: PlatformConfig, *, spec: Any, version: str, ref: str, uid: int) -> dict[str, Any]:

@@ -21,8 +21,11 @@ from immutable.aws.builders import (
     earlier_try,
     instance,
     run_script,
+    script_result,
     settle_image,
     start_image,
+    start_script_on_builder,
+    terminate_builder,
 )
 from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
@@ -101,51 +104,82 @@ def build_base(
             f"version {version} of {spec.repository} already exists in {settings.build_region} as "
             f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."
         )
-    kept: set[str] = set()
-    with builder_instance(
-        platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository, keep=kept
-    ) as instance_id:
-        result = run_script(
-            platform, instance_id, base_build_script(spec, version, context), f"base {version}", BUILD_SCRIPT_TIMEOUT_S
-        )
-        for line in result.stdout.splitlines()[-200:]:
-            log.info("build: %s", line)
-        if not result.ok:
-            raise AwsImageError(
-                f"the base scripts failed on builder {instance_id} in {settings.build_region} "
-                f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
-                f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made. "
-                "Fix the failing script under include/base/scripts/ and rerun."
-            )
-        listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
-        sbom = sbom_from_builder(
+    script = base_build_script(spec, version, context)
+    made_of = {"repository": spec.repository, "version": version, "labels": labels, "run_id": run_id}
+    if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_builder`), the AMI
+        stage = start_script_on_builder(
             platform,
-            instance_id=instance_id,
+            image_id=upstream_image,
+            role="builder",
+            run_id=run_id,
             repository=spec.repository,
-            describes=f"{version}@{run_id}",
-            labels=labels,
+            script=script,
+            comment=f"base {version}",
+            timeout_s=BUILD_SCRIPT_TIMEOUT_S,
+            context=made_of,
         )
-        started_at = time.time()
-        image_id = start_image(
-            platform,
-            instance_id=instance_id,
-            name=ami_name(spec.repository, version),
-            description=f"{spec.repository} {version}",
-            tags=labels
-            | {
-                TAG_REPOSITORY: spec.repository,
-                TAG_KIND: "base",
-                TAG_SBOM: sbom,
-                "Name": f"{spec.repository} {version}",
-            },
-        )
-        if not wait:
-            kept.add(instance_id)  # until the AMI is settled: `finish_image` terminates it
-            log.info("building %s %s as %s; waiting for it in the triggerer", spec.repository, version, image_id)
-            return {"image_id": image_id, "package_list": listing.stdout, "pending": True, "started_at": started_at}
+        return {"image_id": "", "package_list": "", "pending": True, "started_at": None, "builder": stage}
+    with builder_instance(
+        platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository
+    ) as instance_id:
+        result = run_script(platform, instance_id, script, f"base {version}", BUILD_SCRIPT_TIMEOUT_S)
+        image_id, package_list, _ = _image_the_builder(platform, instance_id, result, made_of)
         settle_image(platform, image_id=image_id, name=ami_name(spec.repository, version))
     log.info("built %s %s as %s in %s", spec.repository, version, image_id, settings.build_region)
-    return {"image_id": image_id, "package_list": listing.stdout, "pending": False, "started_at": None}
+    return {"image_id": image_id, "package_list": package_list, "pending": False, "started_at": None}
+
+
+def image_after_script(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
+    """Once the base scripts are done on the builder (`stage` "done"): its package list and SBOM,
+    then the AMI, whose making the task waits for in the triggerer, the builder kept until then. A
+    failed script, or any error here, terminates the builder."""
+    try:
+        image_id, package_list, started_at = _image_the_builder(
+            platform, stage["instance_id"], script_result(stage), stage["context"]
+        )
+    except Exception:
+        terminate_builder(platform, stage)
+        raise
+    made_of = stage["context"]
+    log.info(
+        "building %s %s as %s; waiting for it in the triggerer", made_of["repository"], made_of["version"], image_id
+    )
+    return {"image_id": image_id, "package_list": package_list, "pending": True, "started_at": started_at}
+
+
+def _image_the_builder(
+    platform: PlatformConfig, instance_id: str, result: CommandResult, made_of: dict[str, Any]
+) -> tuple[str, str, float]:
+    """After the base scripts: refuse a failed run; read the package list and the SBOM; stop the
+    builder and start its AMI, tagged. Returns the AMI id, the package list and when it began."""
+    repository, version = made_of["repository"], made_of["version"]
+    for line in result.stdout.splitlines()[-200:]:
+        log.info("build: %s", line)
+    if not result.ok:
+        raise AwsImageError(
+            f"the base scripts failed on builder {instance_id} in {platform.aws_settings.build_region} "
+            f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
+            f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made. "
+            "Fix the failing script under include/base/scripts/ and rerun."
+        )
+    listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
+    sbom = sbom_from_builder(
+        platform,
+        instance_id=instance_id,
+        repository=repository,
+        describes=f"{version}@{made_of['run_id']}",
+        labels=made_of["labels"],
+    )
+    started_at = time.time()
+    image_id = start_image(
+        platform,
+        instance_id=instance_id,
+        name=ami_name(repository, version),
+        description=f"{repository} {version}",
+        tags=made_of["labels"]
+        | {TAG_REPOSITORY: repository, TAG_KIND: "base", TAG_SBOM: sbom, "Name": f"{repository} {version}"},
+    )
+    return image_id, listing.stdout, started_at
 
 
 @dataclass

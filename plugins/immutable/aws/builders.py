@@ -7,9 +7,10 @@ terminates what an earlier try of the same run left.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Generator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -53,16 +54,44 @@ def instance(
     security_group_ids: list[str],
     instance_profile: str | None = None,
     extra_tags: dict[str, str] | None = None,
-    keep: set[str] | None = None,
 ) -> Generator[str, None, None]:
-    """A running instance of ours in the build region; terminated on the way out, whatever happened,
-    unless the caller put its id in `keep` (a builder whose AMI is still being made: whoever waits
-    for the AMI terminates it, see `finish_image`)."""
+    """A running instance of ours in the build region; terminated on the way out, whatever happened
+    (a builder whose AMI is still being made is run in stages instead: `start_script_on_builder`)."""
+    instance_id = _launch(
+        platform,
+        image_id=image_id,
+        role=role,
+        run_id=run_id,
+        subnet_id=subnet_id,
+        security_group_ids=security_group_ids,
+        instance_profile=instance_profile,
+        extra_tags=extra_tags,
+    )
+    failed = True
+    try:
+        ec2(platform).wait_instances(instance_ids=[instance_id], state="running")
+        yield instance_id
+        failed = False
+    finally:
+        _terminate(platform, role=role, instance_id=instance_id, failed=failed)
+
+
+def _launch(
+    platform: PlatformConfig,
+    *,
+    image_id: str,
+    role: str,
+    run_id: str,
+    subnet_id: str,
+    security_group_ids: list[str],
+    instance_profile: str | None,
+    extra_tags: dict[str, str] | None,
+) -> str:
+    """One instance of ours, tagged with its role and run, with the SSM agent's user data."""
     settings = platform.aws_settings
-    hook = ec2(platform)
     tags = {TAG_ROLE: role, TAG_RUN: run_id[:TAG_VALUE_MAX], "Name": f"immutable-{role}"} | (extra_tags or {})
     try:
-        instance_id = hook.run_instance(
+        return ec2(platform).run_instance(
             image_id=image_id,
             instance_type=settings.instance_type,
             subnet_id=subnet_id,
@@ -75,16 +104,6 @@ def instance(
         raise AwsImageError(
             f"could not launch a {role} instance from {image_id} in {settings.build_region} (subnet {subnet_id}): {exc}"
         ) from exc
-    failed = True
-    try:
-        hook.wait_instances(instance_ids=[instance_id], state="running")
-        yield instance_id
-        failed = False
-    finally:
-        if keep is not None and instance_id in keep:
-            log.info("kept %s instance %s until its image is available", role, instance_id)
-        else:
-            _terminate(platform, role=role, instance_id=instance_id, failed=failed)
 
 
 def _terminate(platform: PlatformConfig, *, role: str, instance_id: str, failed: bool) -> None:
@@ -118,6 +137,10 @@ def run_script(
     result = ssm(platform).run_shell(
         instance_id=instance_id, commands=script, comment=comment, timeout_s=timeout_s, output_bucket=bucket
     )
+    return _read_whole(platform, result)
+
+
+def _read_whole(platform: PlatformConfig, result: CommandResult) -> CommandResult:
     return replace(
         result,
         stdout=_whole(platform, result.stdout, result.stdout_url),
@@ -227,10 +250,10 @@ def own_image(platform: PlatformConfig, image: dict[str, Any]) -> str | None:
 
 @contextmanager
 def builder_instance(
-    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str, keep: set[str] | None = None
+    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str
 ) -> Generator[str, None, None]:
     """An instance in the builder subnet (base build or bake), after terminating what an earlier try
-    of this run left; terminated on the way out unless in `keep`."""
+    of this run left; terminated on the way out."""
     terminate_leftovers(platform, role=role, run_id=run_id)
     builder = platform.aws_settings.builder
     with instance(
@@ -242,6 +265,128 @@ def builder_instance(
         security_group_ids=list(builder.security_group_ids),
         instance_profile=builder.instance_profile,
         extra_tags={TAG_REPOSITORY: repository},
-        keep=keep,
     ) as instance_id:
         yield instance_id
+
+
+# --- a builder's script run in stages, each wait in the triggerer -------------------------------------
+#
+# The builder is launched and a stage record returned; then the task waits in the triggerer for the
+# SSM agent to come online ("agent"), sends the script and waits for it to end ("script"), and gets
+# its result ("done"). The record is plain JSON (it travels with the deferred task); `advance`
+# moves it on once a wait is over, or returns it unchanged when the wait must go on. A failure at
+# any stage terminates the builder.
+
+
+def start_script_on_builder(
+    platform: PlatformConfig,
+    *,
+    image_id: str,
+    role: str,
+    run_id: str,
+    repository: str,
+    script: list[str],
+    comment: str,
+    timeout_s: int,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """Launch a builder (after terminating what an earlier try of this run left) to run `script`;
+    `context` is what the caller needs once the script is done. Returns the "agent" stage."""
+    from immutable.aws.hooks.ssm import AGENT_TIMEOUT_S
+
+    terminate_leftovers(platform, role=role, run_id=run_id)
+    builder = platform.aws_settings.builder
+    instance_id = _launch(
+        platform,
+        image_id=image_id,
+        role=role,
+        run_id=run_id,
+        subnet_id=builder.subnet_id,
+        security_group_ids=list(builder.security_group_ids),
+        instance_profile=builder.instance_profile,
+        extra_tags={TAG_REPOSITORY: repository},
+    )
+    log.info("builder %s launched from %s; waiting for its SSM agent in the triggerer", instance_id, image_id)
+    return {
+        "stage": "agent",
+        "instance_id": instance_id,
+        "role": role,
+        "run_id": run_id,
+        "script": script,
+        "comment": comment,
+        "timeout_s": timeout_s,
+        "deadline": time.time() + AGENT_TIMEOUT_S,
+        "context": context,
+    }
+
+
+def builder_waiter(platform: PlatformConfig, stage: dict[str, Any]) -> tuple[Any, float]:
+    """The trigger a stage waits on (the provider's async waiter with the project's SSM waiters,
+    include/aws/waiters/ssm.json) and how long, in seconds, until its deadline."""
+    from immutable.aws.triggers import WaiterTrigger
+
+    settings = platform.aws_settings
+    instance_id = stage["instance_id"]
+    if stage["stage"] == "agent":
+        name, args = "AgentOnline", {"Filters": [{"Key": "InstanceIds", "Values": [instance_id]}]}
+        what = f"the SSM agent of builder {instance_id}"
+    else:
+        name, args = "CommandEnded", {"CommandId": stage["command_id"], "InstanceId": instance_id}
+        what = f"SSM command {stage['command_id']} ({stage['comment']}) on builder {instance_id}"
+    left_s = max(float(settings.wait_poll_s), stage["deadline"] - time.time())
+    trigger = WaiterTrigger(
+        service="ssm",
+        waiter_name=name,
+        waiter_args=args,
+        description=what,
+        region_name=settings.build_region,
+        aws_conn_id=settings.connection_id,
+        waiter_delay=settings.wait_poll_s,
+        waiter_max_attempts=max(1, int(left_s // settings.wait_poll_s) + 1),
+    )
+    return trigger, left_s
+
+
+def advance_builder(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
+    """After a wait: "agent" online → the script is sent ("script"); "script" ended → its whole
+    result ("done", `result`). A stage whose wait must go on comes back unchanged. Past a stage's
+    deadline, or on any error, the builder is terminated and the error raised."""
+
+    hook = ssm(platform)
+    instance_id = stage["instance_id"]
+    try:
+        past_deadline = time.time() > stage["deadline"]
+        if stage["stage"] == "agent":
+            status = hook.agent_status(instance_id=instance_id)
+            if status != "Online":
+                if past_deadline:
+                    raise hook.agent_not_online(instance_id, status, stage["deadline"] - time.time())
+                return stage
+            command_id = hook.send_shell(
+                instance_id=instance_id,
+                commands=stage["script"],
+                comment=stage["comment"],
+                timeout_s=stage["timeout_s"],
+                output_bucket=platform.aws_settings.artifact_bucket,
+            )
+            deadline = time.time() + stage["timeout_s"] + 60
+            return stage | {"stage": "script", "command_id": command_id, "deadline": deadline}
+        result = hook.command_result(command_id=stage["command_id"], instance_id=instance_id, ended=past_deadline)
+        if result is None:
+            return stage
+        whole: CommandResult = _read_whole(platform, result)
+        return stage | {"stage": "done", "result": asdict(whole)}
+    except Exception as exc:
+        _terminate(platform, role=stage["role"], instance_id=instance_id, failed=True)
+        raise AwsImageError(f"builder {instance_id} ({stage['comment']}): {exc}; the builder is terminated") from exc
+
+
+def script_result(stage: dict[str, Any]) -> CommandResult:
+    from immutable.aws.hooks.ssm import CommandResult
+
+    return CommandResult(**stage["result"])
+
+
+def terminate_builder(platform: PlatformConfig, stage: dict[str, Any]) -> None:
+    """After a failure with the builder's script done: the builder goes (never hiding the failure)."""
+    _terminate(platform, role=stage["role"], instance_id=stage["instance_id"], failed=True)

@@ -13,7 +13,8 @@ import json
 import logging
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from immutable.aws.amis import AwsImageError, ec2
 from immutable.aws.builders import CHECK_TIMEOUT_S, run_script, ssm_agent_user_data
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAG_ENVIRONMENT = "immutable:environment"
+STATUS_TIMEOUT_S = 900.0  # seconds for a new instance to pass its status checks (two to four minutes, usually)
 
 
 class AwsEnvironments:
@@ -35,12 +37,13 @@ class AwsEnvironments:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
 
-    def create(self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str) -> dict[str, str]:
+    def create(
+        self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str, wait: bool = True
+    ) -> dict[str, str]:
         """Launch (or find) the environment's instance from the build region's AMI and wait until it
-        passes its status checks."""
+        passes its status checks; with `wait=False` the caller waits in the triggerer (`pending_create`)."""
         platform, image_id = self.config, image.digest
         placement = platform.aws_settings.environments.get(kind)
-        region = platform.aws_settings.build_region
         hook = ec2(platform)
         found = hook.find_instances(tags={TAG_ENVIRONMENT: name})
         try:
@@ -63,21 +66,66 @@ class AwsEnvironments:
                         "Name": name,
                     },
                 )
-            hook.wait_instances(instance_ids=[instance_id], state="running")
-            hook.wait_status_ok(instance_ids=[instance_id])
+            if wait:
+                hook.wait_instances(instance_ids=[instance_id], state="running")
+                hook.wait_status_ok(instance_ids=[instance_id])
             address = hook.describe_instance(instance_id=instance_id).get("PrivateIpAddress", "")
         except Exception as exc:
-            removed = self.destroy(name)
-            raise AwsImageError(
-                f"the {kind} environment {name} from {image_id} in {region} (subnet {placement.subnet_id}) did not "
-                f"become healthy: {exc}; removed {removed or 'nothing'}"
-            ) from exc
+            self._not_healthy(kind, name, image_id, exc)
         return {
             "name": name,
+            "kind": kind,
             "image": image_id,
             "instance_id": instance_id,
             "url": f"http://{address}:{spec.runtime.port}",
+            "deadline": str(time.time() + STATUS_TIMEOUT_S),
         }
+
+    def pending_create(self, environment: dict[str, str]) -> tuple[Any, float] | None:
+        """None once the instance runs and passes its status checks; a trigger (EC2's own
+        `instance_status_ok` waiter, run by the provider's async waiter loop) while it boots. An
+        instance impaired, gone, or not ok by its deadline is removed and the error raised."""
+        from immutable.aws.triggers import WaiterTrigger
+
+        settings, instance_id = self.config.aws_settings, environment["instance_id"]
+        try:
+            state = ec2(self.config).describe_instance(instance_id=instance_id).get("State", {}).get("Name")
+            status = ec2(self.config).instance_status(instance_id=instance_id)
+            if state == "running" and status == "ok":
+                return None
+            if state not in ("pending", "running") or status == "impaired":
+                raise AwsImageError(f"instance {instance_id} is {state}, status checks {status}")
+            left_s = float(environment["deadline"]) - time.time()
+            if left_s <= 0:
+                raise TimeoutError(f"instance {instance_id} is {state}, status checks {status}, past its deadline")
+        except Exception as exc:
+            self._not_healthy(environment["kind"], environment["name"], environment["image"], exc)
+        log.info(
+            "%s: instance %s is %s (status checks %s); waiting in the triggerer",
+            environment["name"],
+            instance_id,
+            state,
+            status,
+        )
+        trigger = WaiterTrigger(
+            service="ec2",
+            waiter_name="instance_status_ok",
+            waiter_args={"InstanceIds": [instance_id]},
+            description=f"status checks of {instance_id} ({environment['name']})",
+            region_name=settings.build_region,
+            aws_conn_id=settings.connection_id,
+            waiter_delay=settings.wait_poll_s,
+            waiter_max_attempts=max(1, int(left_s // settings.wait_poll_s) + 1),
+        )
+        return trigger, left_s
+
+    def _not_healthy(self, kind: str, name: str, image_id: str, cause: BaseException) -> NoReturn:
+        placement = self.config.aws_settings.environments.get(kind)
+        removed = self.destroy(name)
+        raise AwsImageError(
+            f"the {kind} environment {name} from {image_id} in {self.config.aws_settings.build_region} "
+            f"(subnet {placement.subnet_id}) did not become healthy: {cause}; removed {removed or 'nothing'}"
+        ) from cause
 
     def smoke_checks(
         self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str

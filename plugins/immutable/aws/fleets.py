@@ -195,7 +195,7 @@ class AwsFleets:
         each resume looks at the scaling activities, so a launch AWS cannot make fails within a
         stretch, not at the timeout) and its timeout in seconds. A launch that failed, or is not
         healthy `LAUNCH_TIMEOUT_S` after `started_at`, is removed and raised as the inline wait does."""
-        from immutable.aws.triggers import FleetHealthyTrigger
+        from immutable.aws.triggers import WaiterTrigger
 
         name = group_name(spec.name, region, color)
         group = self.scaling(region).group(name)
@@ -230,10 +230,12 @@ class AwsFleets:
             size,
             color,
         )
-        trigger = FleetHealthyTrigger(
-            target_group_arn=target_group["TargetGroupArn"],
-            size=size,
-            return_value=None,
+        trigger = WaiterTrigger(
+            service="elbv2",
+            waiter_name="FleetHealthy",
+            waiter_args={"TargetGroupArn": target_group["TargetGroupArn"]},
+            parameters={"size": size},
+            description=f"{spec.name} {region}: healthy targets of the {color} group (want {size})",
             region_name=region,
             aws_conn_id=self.settings.connection_id,
             waiter_delay=self.settings.wait_poll_s,

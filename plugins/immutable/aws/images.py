@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from immutable.aws import app_ami, base_ami, copies, revocations, sboms, signatures, upstream
 from immutable.aws.amis import AwsImageError, image_labels
+from immutable.aws.builders import advance_builder, builder_waiter
 from immutable.aws.tags import TAG_SBOM, TAG_SIGNATURE
 from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
 
@@ -89,18 +90,32 @@ class AwsImages:
                 "pending": built["pending"],
                 "started_at": built["started_at"],
             }
+            | ({"builder": built["builder"]} if built.get("builder") else {})
         )
 
     def base_waiter(self, built: BuiltBase) -> tuple[Any, float]:
-        """(the trigger that waits for a pending base build's AMI, its timeout in seconds)."""
-        return self._image_waiter(built.image_id, built.dump(), (built.model_extra or {}).get("started_at"))
+        """(the trigger a pending base build waits on: its builder's SSM agent or script, then its
+        AMI; the wait's timeout in seconds)."""
+        extra = built.model_extra or {}
+        if extra.get("builder"):
+            return builder_waiter(self.config, extra["builder"])
+        return self._image_waiter(built.image_id, built.dump(), extra.get("started_at"))
 
     def finish_base(self, built: BuiltBase) -> BuiltBase:
-        """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was
-        made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
+        """After a wait in the triggerer. On the builder: the next stage (the script sent, or its
+        result imaged), still pending. On the AMI, settled (or the wait's end): terminate the builder
+        it was made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
         from immutable.aws.builders import ami_name, finish_image
         from immutable.config import load_base_spec
 
+        stage = (built.model_extra or {}).get("builder")
+        if stage:
+            stage = advance_builder(self.config, stage)
+            if stage["stage"] != "done":
+                return BuiltBase.model_validate(built.dump() | {"builder": stage})
+            made = base_ami.image_after_script(self.config, stage)
+            rest = {k: v for k, v in built.dump().items() if k != "builder"}
+            return BuiltBase.model_validate(rest | made)
         image_id = finish_image(
             self.config,
             image_id=built.image_id,
@@ -198,18 +213,33 @@ class AwsImages:
         baked = {"repository": spec.repository, "digest": image_id, "tags": [plan.version, build_tag]}
         if made["pending"]:  # its tags are read once it is available (a new AMI is not found for a moment)
             extra = {"started_at": made["started_at"], "run_id": run_id}
+            if made.get("builder"):
+                extra["builder"] = made["builder"]
             return Baked.model_validate(baked | {"labels": {}, "pending": True} | extra)
         return Baked.model_validate(baked | {"labels": image_labels(self.config, image_id)})
 
     def bake_waiter(self, baked: Baked) -> tuple[Any, float]:
-        """(the trigger that waits for a pending bake's AMI, its timeout in seconds)."""
-        return self._image_waiter(baked.digest, baked.dump(), (baked.model_extra or {}).get("started_at"))
+        """(the trigger a pending bake waits on: its builder's SSM agent or script, then its AMI; the
+        wait's timeout in seconds)."""
+        extra = baked.model_extra or {}
+        if extra.get("builder"):
+            return builder_waiter(self.config, extra["builder"])
+        return self._image_waiter(baked.digest, baked.dump(), extra.get("started_at"))
 
     def finish_bake(self, baked: Baked) -> Baked:
-        """Once the triggerer has seen the AMI settle (or the wait end): terminate the builder it was
-        made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
+        """After a wait in the triggerer. On the builder: the next stage (the script sent, or its
+        result imaged), still pending. On the AMI, settled (or the wait's end): terminate the builder
+        it was made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
         from immutable.aws.builders import ami_name, finish_image
 
+        stage = (baked.model_extra or {}).get("builder")
+        if stage:
+            stage = advance_builder(self.config, stage)
+            if stage["stage"] != "done":
+                return Baked.model_validate(baked.dump() | {"builder": stage})
+            made = app_ami.image_after_script(self.config, stage)
+            rest = {k: v for k, v in baked.dump().items() if k != "builder"}
+            return Baked.model_validate(rest | {"digest": made["image_id"], "started_at": made["started_at"]})
         build_tag = baked.tags[-1]
         run_id = str((baked.model_extra or {}).get("run_id", ""))
         image_id = finish_image(

@@ -109,35 +109,54 @@ class ImageAvailableTrigger(BaseTrigger):
             await asyncio.sleep(min(self.poll_s, FIRST_POLL_S + waited_s / 4))
 
 
-class FleetHealthyTrigger(AwsBaseWaiterTrigger):
-    """Fires once `size` targets of the color's target group are healthy (the Auto Scaling group has
-    filled and the load balancer's checks pass), with the Amazon provider's async waiter and the
-    project's `FleetHealthy` waiter (include/aws/waiters/elbv2.json).
+# The hooks the project's waiters are asked of, by service (their waiters: include/aws/waiters/).
+WAITER_HOOKS = {
+    "ec2": "immutable.aws.hooks.ec2.Ec2ImageHook",
+    "elbv2": "immutable.aws.hooks.elbv2.ElbV2Hook",
+    "ssm": "immutable.aws.hooks.ssm.SsmHook",
+}
 
-    A target group no listener forwards to is never health-checked (`Target.NotInUse`): a terminal
-    failure at once. Any other end (success, failure, the attempts spent) is judged again by the
-    resumed task from the group's state, so a triggerer restart, which starts the attempts over,
-    changes nothing but the count. `return_value` comes back in the event's `value`."""
+
+class WaiterTrigger(AwsBaseWaiterTrigger):
+    """One boto waiter, run in the triggerer by the Amazon provider's async waiter loop: one of the
+    project's (include/aws/waiters/<service>.json, with `parameters` filled into its acceptors,
+    such as a fleet's size) or the service's own (such as EC2's `instance_status_ok`).
+
+    The event says "success" or "error" and carries `return_value` in `value`. The task that
+    deferred judges the state again when it resumes, so a wait that ran out of attempts, or a
+    triggerer restart (which starts the attempts over), changes nothing but the count."""
 
     def __init__(
         self,
         *,
-        target_group_arn: str,
-        size: int,
-        return_value: Any,
+        service: str,
+        waiter_name: str,
+        waiter_args: dict[str, Any],
+        description: str,
         region_name: str,
         aws_conn_id: str | None,
-        waiter_delay: int = 10,
-        waiter_max_attempts: int = 6,
+        waiter_delay: int,
+        waiter_max_attempts: int,
+        parameters: dict[str, Any] | None = None,
+        return_value: Any = None,
         **kwargs: Any,
     ) -> None:
+        if service not in WAITER_HOOKS:
+            raise ValueError(f"no waiter hook for {service!r}; services are {sorted(WAITER_HOOKS)}")
         super().__init__(
-            serialized_fields={"target_group_arn": target_group_arn, "size": size, "return_value": return_value},
-            waiter_name="FleetHealthy",
-            waiter_args={"TargetGroupArn": target_group_arn},
-            failure_message=f"target group {target_group_arn} is not health-checked",
-            status_message=f"healthy targets of {target_group_arn} (want {size})",
-            status_queries=["TargetHealthDescriptions[].[Target.Id, TargetHealth.State]"],
+            serialized_fields={
+                "service": service,
+                "waiter_name": waiter_name,
+                "waiter_args": waiter_args,
+                "description": description,
+                "parameters": parameters,
+                "return_value": return_value,
+            },
+            waiter_name=waiter_name,
+            waiter_args=waiter_args,
+            failure_message=f"{description}: failed",
+            status_message=description,
+            status_queries=[],
             return_value=return_value,
             waiter_delay=waiter_delay,
             waiter_max_attempts=waiter_max_attempts,
@@ -145,9 +164,13 @@ class FleetHealthyTrigger(AwsBaseWaiterTrigger):
             region_name=region_name,
             **kwargs,
         )
-        self.size = size
+        self.service = service
+        self.description = description
+        self.parameters = parameters
 
     def hook(self) -> Any:
-        from immutable.aws.hooks.elbv2 import ElbV2Hook
+        from importlib import import_module
 
-        return ElbV2Hook(**self._hook_parameters, waiter_parameters={"size": self.size})
+        module, _, name = WAITER_HOOKS[self.service].rpartition(".")
+        hook_class = getattr(import_module(module), name)
+        return hook_class(**self._hook_parameters, waiter_parameters=self.parameters)

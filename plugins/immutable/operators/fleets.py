@@ -1,59 +1,40 @@
-"""Launching fleets: a new color, and the canary with its baseline. Where a platform starts a fleet
-in seconds (containers) the launch waits for it in the task; where a fleet takes minutes to fill
-and pass its load balancer's checks (an Auto Scaling group) the platform names a trigger and the
-task defers to the triggerer until every fleet it launched is healthy, holding no worker slot."""
+"""Launching fleets and environments: a new color, the canary with its baseline, dev and staging.
+Where a platform starts them in seconds (containers) the task waits for them itself; where they
+take minutes (an Auto Scaling group filling and passing its load balancer's checks, an instance
+passing its status checks) the platform names a trigger and the task defers to the triggerer
+until each is up, holding no worker slot."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
-LAUNCH_MARGIN_S = 120.0  # seconds on top of a trigger's own timeout before Airflow gives up on it
+from immutable.operators.deferring import PlatformWaitOperator
 
 
-class _LaunchOperator(BaseOperator):
-    """`start` the fleets (the result lists them under `launching`), wait for each in the triggerer
-    while the platform says it is pending, then `finish`. Returns the finished result."""
+class _LaunchOperator(PlatformWaitOperator):
+    """`start` the fleets (the result lists them under `launching`), wait until each is healthy,
+    then the result without that list (`done`)."""
 
     ui_color = "#e6f4ea"
 
-    def __init__(self, *, plan: Any, **kwargs: Any) -> None:
+    def __init__(self, *, plan: Any, baked: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
+        self.baked = baked
 
-    def start(self, context: Any) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def finish(self, started: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in started.items() if k != "launching"}
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        return self._wait_or_finish(self.start(context))
-
-    def execute_complete(self, context: Any, event: dict[str, Any], started: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") != "success":
-            # The trigger's own judgement is only a hint: the platform judges the fleet again below.
-            self.log.info("the triggerer's wait ended: %s", event.get("message") or event)
-        return self._wait_or_finish(started)
-
-    def _wait_or_finish(self, started: dict[str, Any]) -> dict[str, Any]:
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
         from immutable.pipelines import production
 
-        for launch in started.get("launching", []):
+        for launch in work.get("launching", []):
             waiter = production.pending_launch(self.plan["app"], launch)
             if waiter is not None:
-                trigger, timeout_s = waiter
                 self.log.info("%s %s: waiting in the triggerer until it is healthy", launch["region"], launch["color"])
-                self.defer(
-                    trigger=trigger,
-                    method_name="execute_complete",
-                    kwargs={"started": started},
-                    timeout=timedelta(seconds=timeout_s + LAUNCH_MARGIN_S),
-                )
-        return self.finish(started)
+                return waiter
+        return None
+
+    def done(self, work: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in work.items() if k != "launching"}
 
 
 class LaunchNewColorOperator(_LaunchOperator):
@@ -61,9 +42,8 @@ class LaunchNewColorOperator(_LaunchOperator):
 
     template_fields: Sequence[str] = ("plan", "baked", "region")
 
-    def __init__(self, *, baked: Any, region: str, **kwargs: Any) -> None:
+    def __init__(self, *, region: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.baked = baked
         self.region = region
 
     def start(self, context: Any) -> dict[str, Any]:
@@ -78,18 +58,38 @@ class PrepareCanaryOperator(_LaunchOperator):
 
     template_fields: Sequence[str] = ("plan", "baked")
 
-    def __init__(self, *, baked: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.baked = baked
-
     def start(self, context: Any) -> dict[str, Any]:
         from immutable.pipelines import production
 
         return production.prepare_canary(self.plan, self.baked, context["run_id"], wait=False)
 
-    def finish(self, started: dict[str, Any]) -> dict[str, Any]:
+    def done(self, work: dict[str, Any]) -> dict[str, Any]:
         from immutable.pipelines import production
 
-        if started.get("skipped"):
-            return started
-        return production.open_canary(self.plan["app"], started)
+        if work.get("skipped"):
+            return work
+        return production.open_canary(self.plan["app"], work)
+
+
+class CreateEnvironmentOperator(PlatformWaitOperator):
+    """Start the image as the `kind` environment (dev: isolated; staging: the staging config); up
+    before its tests run."""
+
+    template_fields: Sequence[str] = ("plan", "baked")
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, kind: str, plan: Any, baked: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.plan = plan
+        self.baked = baked
+
+    def start(self, context: Any) -> dict[str, Any]:
+        from immutable.pipelines import release
+
+        return release.create_environment(self.kind, self.plan, self.baked, context["run_id"], wait=False)
+
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
+        from immutable.pipelines import release
+
+        return release.pending_environment(work)

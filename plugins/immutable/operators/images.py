@@ -1,27 +1,22 @@
 """Making an image: the base build and the app's bake. Where a platform makes the image in the task
 (a Docker build and a push) it returns it; where making it takes minutes to most of an hour (an AMI
-from a builder instance) the platform answers "pending" and names a trigger: the task defers to
-the triggerer until the image is available, holding no worker slot meanwhile, then finishes it."""
+from a builder instance) the platform answers "pending" and names each wait in turn (the builder's
+SSM agent, its script, the AMI): the task defers to the triggerer for each, holding no worker slot,
+and the platform goes on after each."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
-IMAGE_MARGIN_S = 300.0  # seconds on top of the trigger's own timeout before Airflow gives up on it
+from immutable.operators.deferring import PlatformWaitOperator
 
 
-class _ImageOperator(BaseOperator):
-    """Start making an image (`start`); if the platform says it is pending, defer on its waiter
-    (`waiter`), and once the triggerer is done, `finish` it. Returns the image's payload."""
+class _ImageOperator(PlatformWaitOperator):
+    """`start` making an image; while the platform says it is pending, wait on the trigger it names
+    (`waiter`) and let it go on (`finish`, which may answer pending again). Returns the image's payload."""
 
     ui_color = "#e8f0fe"
-
-    def start(self, context: Any) -> dict[str, Any]:
-        raise NotImplementedError
 
     def waiter(self, pending: dict[str, Any]) -> tuple[Any, float]:
         raise NotImplementedError
@@ -29,25 +24,23 @@ class _ImageOperator(BaseOperator):
     def finish(self, pending: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        made = self.start(context)
-        if made.get("pending"):
-            trigger, timeout_s = self.waiter(made)
-            self.defer(
-                trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=timeout_s + IMAGE_MARGIN_S)
-            )
-        return made
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
+        return self.waiter(work) if work.get("pending") else None
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        self.log.info(
-            "%s in %s is %s after %.0fs in the triggerer%s",
-            event["image_id"],
-            event["region"],
-            event["state"],
-            event["waited_s"],
-            f": {event['message']}" if event.get("message") else "",
-        )
-        return self.finish(event["return_value"]) | {"waited_in_triggerer_s": event["waited_s"]}
+    def after_wait(self, work: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+        if "image_id" in event:  # the AMI's wait (ImageAvailableTrigger) says how it ended
+            self.log.info(
+                "%s in %s is %s after %.0fs in the triggerer%s",
+                event["image_id"],
+                event["region"],
+                event["state"],
+                event["waited_s"],
+                f": {event['message']}" if event.get("message") else "",
+            )
+        made = self.finish(work)
+        if event.get("waited_s") is not None:
+            made = made | {"waited_in_triggerer_s": event["waited_s"]}
+        return made
 
 
 class BakeOperator(_ImageOperator):

@@ -105,9 +105,10 @@ def build(upstream: dict[str, Any], plan: dict[str, Any], run_id: str, *, wait: 
 
 
 def finish_build(built: dict[str, Any]) -> dict[str, Any]:
-    """A base build whose image was waited for in the triggerer: the image, done, or an error saying why."""
+    """After a wait of a base build in the triggerer: the image, done; a build still pending (its
+    next wait: the builder's script, then the image); or an error saying why."""
     done = platform_for().images.finish_base(BuiltBase.of(built))
-    log.info("built %s as %s", done.version, done.image_id)
+    log.info("%s %s as %s", "building" if done.pending else "built", done.version, done.image_id or "(no image yet)")
     return done.dump()
 
 

@@ -165,9 +165,10 @@ def bake(plan: dict[str, Any], packaged: dict[str, Any], run_id: str, *, wait: b
 
 
 def finish_bake(baked: dict[str, Any]) -> dict[str, Any]:
-    """A bake whose image was waited for in the triggerer: the image, done, or an error saying why."""
+    """After a wait of a bake in the triggerer: the image, done; a bake still pending (its next
+    wait: the builder's script, then the image); or an error saying why."""
     done = platform_for().images.finish_bake(Baked.of(baked))
-    log.info("baked %s as %s", done.repository, done.digest)
+    log.info("%s %s as %s", "baking" if done.pending else "baked", done.repository, done.digest or "(no image yet)")
     return done.dump()
 
 
@@ -188,13 +189,23 @@ def sign(baked: dict[str, Any]) -> dict[str, Any]:
     return {"digest": image.digest, "signature_tag": name}
 
 
-def create_environment(kind: str, plan: dict[str, Any], baked: dict[str, Any], run_id: str) -> dict[str, str]:
+def create_environment(
+    kind: str, plan: dict[str, Any], baked: dict[str, Any], run_id: str, *, wait: bool = True
+) -> dict[str, str]:
+    """Start the dev or staging environment on the image. With `wait=False` a platform whose
+    environments take minutes to come up returns at once: the caller waits (`pending_environment`)."""
     spec, platform, image = app_spec(plan["app"]), platform_for(), Baked.of(baked)
     deployable(platform, None, image.repository, image.digest)
     name = environment_name(kind, spec.name, run_id)
-    made = platform.environments.create(kind=kind, name=name, spec=spec, image=image, run_id=run_id)
+    made = platform.environments.create(kind=kind, name=name, spec=spec, image=image, run_id=run_id, wait=wait)
     log.info("%s environment %s: %s from %s", kind, name, platform.environments.describe(made), image.digest)
     return made
+
+
+def pending_environment(environment: dict[str, str]) -> tuple[Any, float] | None:
+    """What a started environment still waits for (a trigger and its timeout), or None once it is up."""
+    waiter: tuple[Any, float] | None = platform_for().environments.pending_create(environment)
+    return waiter
 
 
 def _check_table(results: list[dict[str, Any]]) -> str:

@@ -175,7 +175,17 @@ class Images(Protocol):
 class Environments(Protocol):
     """Short-lived dev and staging environments, named deterministically per run."""
 
-    def create(self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str) -> dict[str, str]: ...
+    def create(
+        self, *, kind: str, name: str, spec: AppSpec, image: ImageRef, run_id: str, wait: bool = True
+    ) -> dict[str, str]:
+        """Start the environment; with `wait=False` return before it is healthy (`pending_create`)."""
+        ...
+
+    def pending_create(self, environment: dict[str, str]) -> tuple[Any, float] | None:
+        """What a `create(wait=False)` still waits for: None once the environment is up, else a
+        trigger (the task waits for it in the triggerer) and its timeout in seconds. An environment
+        that cannot come up is removed and the error raised."""
+        ...
 
     def smoke_checks(
         self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
