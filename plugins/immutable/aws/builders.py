@@ -351,6 +351,7 @@ def advance_builder(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str
     """After a wait: "agent" online → the script is sent ("script"); "script" ended → its whole
     result ("done", `result`). A stage whose wait must go on comes back unchanged. Past a stage's
     deadline, or on any error, the builder is terminated and the error raised."""
+    from immutable.aws.hooks.ssm import AGENT_TIMEOUT_S
 
     hook = ssm(platform)
     instance_id = stage["instance_id"]
@@ -360,7 +361,7 @@ def advance_builder(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str
             status = hook.agent_status(instance_id=instance_id)
             if status != "Online":
                 if past_deadline:
-                    raise hook.agent_not_online(instance_id, status, stage["deadline"] - time.time())
+                    raise hook.agent_not_online(instance_id, status, AGENT_TIMEOUT_S)
                 return stage
             command_id = hook.send_shell(
                 instance_id=instance_id,
@@ -370,7 +371,8 @@ def advance_builder(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str
                 output_bucket=platform.aws_settings.artifact_bucket,
             )
             deadline = time.time() + stage["timeout_s"] + 60
-            return stage | {"stage": "script", "command_id": command_id, "deadline": deadline}
+            sent = {k: v for k, v in stage.items() if k != "script"}  # not carried through the next wait
+            return sent | {"stage": "script", "command_id": command_id, "deadline": deadline}
         result = hook.command_result(command_id=stage["command_id"], instance_id=instance_id, ended=past_deadline)
         if result is None:
             return stage
