@@ -246,9 +246,11 @@ def test_a_stop_ends_the_canary_gate_on_aws_and_nothing_changes(
     asked: list[float] = []
 
     def stop_once_the_canary_runs() -> None:
+        """Once the canary takes its share of the pilot's traffic: the gate is judging it then (its
+        fleets were waited for in the triggerer before the listener gave it any)."""
         deadline = time.monotonic() + 600
-        while f"{APP}-{pilot}-canary" not in groups(aws_account, pilot) and time.monotonic() < deadline:
-            time.sleep(1)
+        while not listener_weights(aws_account, pilot).get(f"{APP}-canary") and time.monotonic() < deadline:
+            time.sleep(0.5)
         asked.append(time.time())
         for region in REGIONS:
             production.request_stop(APP, region, by="ops", reason="a test on aws", at=asked[0])
