@@ -278,7 +278,7 @@ def platform_document(
             # An ALB's metrics come once a minute, minutes late; scaled down here, the same shape:
             # the gates must step by the period and wait out the delay (the test's AlbMetrics obeys it).
             "alb_metrics": {"period_s": ALB_PERIOD_S, "delay_s": ALB_DELAY_S},
-            "wait_poll_s": 1,  # the emulator's waits last seconds (tests/aws/realism.py)
+            "wait_poll_s": 2,  # the emulator's waits last seconds (tests/aws/realism.py)
         }
         | aws,
         "regions": [

@@ -103,6 +103,10 @@ class AwsBehaviour:
     metric_points: dict[
         tuple[str, str, str, tuple[tuple[str, str], ...]], list[tuple[float, list[float], list[float]]]
     ] = field(default_factory=dict)
+    # region -> the target groups its listeners forward to; dropped whenever a load balancer changes,
+    # so target-health polls (every second or two from every waiting fleet) do not each walk them all
+    forwarded_to: dict[str, set[str]] = field(default_factory=dict)
+    load_balancer_changes: int = 0
 
     def post(self, call: Call, params: dict[str, str]) -> Answer:
         """Send a Query-protocol call with these parameters to moto (which routes by the signed scope)."""
@@ -268,6 +272,10 @@ class Realism:
         return handler(call) if handler else None
 
     def after(self, call: Call, answer: Answer) -> Answer:
+        if call.service == "elasticloadbalancing" and not call.action.startswith("Describe"):
+            with self.state.lock:
+                self.state.forwarded_to.clear()
+                self.state.load_balancer_changes += 1
         handler = getattr(self, f"after_{call.service}_{call.action}", None)
         return handler(call, answer) if handler and answer.status == 200 else answer
 
@@ -556,6 +564,10 @@ class Realism:
 
     def _forwarded_to(self, region: str) -> set[str]:
         """Target groups some listener of the region forwards to (default action or rule, any weight)."""
+        with self.state.lock:
+            known, changes = self.state.forwarded_to.get(region), self.state.load_balancer_changes
+        if known is not None:
+            return known
         elb = self.state.client("elbv2", region)
         found: set[str] = set()
         for balancer in elb.describe_load_balancers()["LoadBalancers"]:
@@ -570,6 +582,9 @@ class Realism:
                         found.add(action["TargetGroupArn"])
                     groups = (action.get("ForwardConfig") or {}).get("TargetGroups", [])
                     found |= {g["TargetGroupArn"] for g in groups}
+        with self.state.lock:
+            if self.state.load_balancer_changes == changes:  # nothing changed while we looked
+                self.state.forwarded_to[region] = found
         return found
 
     # ---- CloudWatch percentiles ----------------------------------------------------------------------
