@@ -10,9 +10,10 @@ Which fixture gives what:
   CopyImage's client token and tags). Every client of the tests and of the code under test uses it.
 - `api_calls` (session, autouse for tests/aws): every AWS call the code under test makes, as
   `service:Operation` (IAM action names), recorded with botocore's `before-call` event on every
-  boto3 session created from then on (the hooks' sessions included). `tests/aws/test_zz_iam_policy.py`
-  (collected last) checks them against include/aws/iam-policy.json. Test setup and assertions use
-  `boto(service, region)`, whose calls are not recorded.
+  boto3 and aiobotocore session created from then on (the hooks' and the triggers' sessions
+  included). `tests/aws/test_zz_iam_policy.py` (collected last) checks them against
+  include/aws/iam-policy.json. Test setup and assertions use `boto(service, region)`, whose calls
+  are not recorded.
 - `aws_account` (session): what an account already has in eu-west-1 (build region), us-east-1 and
   ap-south-1: a VPC, two subnets and a security group per region, an ALB with an HTTP listener
   (fixed-response default action), the builder/dev/staging subnets, the artifact bucket, an upstream
@@ -162,17 +163,25 @@ RECORDER = ApiCallRecorder()
 
 @pytest.fixture(scope="session", autouse=True)
 def api_calls() -> Iterator[ApiCallRecorder]:
+    import aiobotocore.session
     import boto3.session
 
     recorder = RECORDER
     original = boto3.session.Session.__init__
+    original_async = aiobotocore.session.AioSession.__init__
 
     def init(self: boto3.session.Session, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self.events.register("before-call", recorder.handler)
 
+    def init_async(self: aiobotocore.session.AioSession, *args: Any, **kwargs: Any) -> None:
+        # the triggers' calls: the provider's async waiters run on aiobotocore sessions
+        original_async(self, *args, **kwargs)
+        self.register("before-call", recorder.handler)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(boto3.session.Session, "__init__", init)
+        patch.setattr(aiobotocore.session.AioSession, "__init__", init_async)
         yield recorder
     out = TEST_STATE / "aws-api-calls.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -218,21 +218,27 @@ def test_fleets_flip_by_listener_weights_and_keep_the_old_color(
     assert groups(aws_account, region) == {"sample-eu-west-1-green"}
 
 
-def test_a_launch_template_error_names_group_region_and_image_and_leaves_nothing(
-    aws_account: AwsAccount, upstream_ami: str
-) -> None:
-    """The region's security group is gone: the group cannot be created from its launch template."""
+@pytest.fixture()
+def fleets_without_security_group(aws_account: AwsAccount) -> tuple[Any, Any]:
+    """The build region's fleets, with its security group gone (a name AWS does not know), and the app."""
     from immutable.app_spec import app_spec
-    from immutable.aws.fleets import AwsFleets, FleetError
+    from immutable.aws.fleets import AwsFleets
     from immutable.config import load_platform
 
     platform = load_platform()
-    region = BUILD_REGION
-    broken = platform.aws_region(region).model_copy(update={"security_group_ids": ["sg-0123456789abcdef0"]})
-    regions = [r.model_copy(update={"aws": broken}) if r.name == region else r for r in platform.regions]
-    fleets = AwsFleets(platform.model_copy(update={"regions": regions}))
-    spec = app_spec(APP).for_platform(platform)
-    name = f"{APP}-{region}-blue"
+    broken = platform.aws_region(BUILD_REGION).model_copy(update={"security_group_ids": ["sg-0123456789abcdef0"]})
+    regions = [r.model_copy(update={"aws": broken}) if r.name == BUILD_REGION else r for r in platform.regions]
+    return AwsFleets(platform.model_copy(update={"regions": regions})), app_spec(APP).for_platform(platform)
+
+
+def test_a_launch_template_error_names_group_region_and_image_and_leaves_nothing(
+    aws_account: AwsAccount, upstream_ami: str, fleets_without_security_group: tuple[Any, Any]
+) -> None:
+    """The region's security group is gone: the group cannot be created from its launch template."""
+    from immutable.aws.fleets import FleetError
+
+    fleets, spec = fleets_without_security_group
+    region, name = BUILD_REGION, f"{APP}-{BUILD_REGION}-blue"
     with pytest.raises(FleetError) as failed:
         fleets.launch(
             spec=spec, region=region, color="blue", image=upstream_ami, digest="ami-v1", version="1.0.0", size=1
@@ -249,22 +255,15 @@ def test_a_launch_template_error_names_group_region_and_image_and_leaves_nothing
 
 
 def test_a_launch_that_cannot_fill_fails_at_its_first_resume_and_leaves_nothing(
-    aws_account: AwsAccount, upstream_ami: str
+    aws_account: AwsAccount, upstream_ami: str, fleets_without_security_group: tuple[Any, Any]
 ) -> None:
     """Launched without waiting (the task then waits in the triggerer), a group whose instances AWS
     cannot launch (its security group is gone) is judged at the first resume by its scaling
     activities, removed, and the cause named: not at the end of the launch's timeout."""
-    from immutable.app_spec import app_spec
-    from immutable.aws.fleets import AwsFleets, FleetError
-    from immutable.config import load_platform
+    from immutable.aws.fleets import FleetError
 
-    platform = load_platform()
-    region = BUILD_REGION
-    broken = platform.aws_region(region).model_copy(update={"security_group_ids": ["sg-0123456789abcdef0"]})
-    regions = [r.model_copy(update={"aws": broken}) if r.name == region else r for r in platform.regions]
-    fleets = AwsFleets(platform.model_copy(update={"regions": regions}))
-    spec = app_spec(APP).for_platform(platform)
-    name = f"{APP}-{region}-blue"
+    fleets, spec = fleets_without_security_group
+    region, name = BUILD_REGION, f"{APP}-{BUILD_REGION}-blue"
     started_at = time.time()
     fleets.launch(
         spec=spec, region=region, color="blue", image=upstream_ami, digest="ami-v1", version="1.0.0", size=1, wait=False

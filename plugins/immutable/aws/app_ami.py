@@ -17,11 +17,9 @@ from immutable.aws.builders import (
     builder_instance,
     earlier_try,
     run_script,
-    script_result,
     settle_image,
     start_image,
     start_script_on_builder,
-    terminate_builder,
 )
 from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
@@ -206,39 +204,17 @@ def bake_app(
         platform, image_id=base_image_id, role="bake", run_id=run_id, repository=spec.repository
     ) as instance_id:
         result = run_script(platform, instance_id, script, comment, BUILD_SCRIPT_TIMEOUT_S)
-        image_id, _ = _image_the_builder(platform, instance_id, result, context)
+        image_id = image_the_builder(platform, instance_id, result, context)["image_id"]
         settle_image(platform, image_id=image_id, name=ami_name(spec.repository, build_tag))
     log.info("baked %s %s as %s in %s", spec.name, version, image_id, region)
     return {"image_id": image_id, "pending": False, "started_at": None}
 
 
-def image_after_script(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
-    """Once the bake's script is done on the builder (`stage` "done"): its SBOM, then the AMI, whose
-    making the task waits for in the triggerer, the builder kept until then. A failed script, or
-    any error here, terminates the builder."""
-    try:
-        image_id, started_at = _image_the_builder(
-            platform, stage["instance_id"], script_result(stage), stage["context"]
-        )
-    except Exception:
-        terminate_builder(platform, stage)
-        raise
-    context = stage["context"]
-    log.info(
-        "baking %s %s as %s in %s; waiting for it in the triggerer",
-        context["app"],
-        context["version"],
-        image_id,
-        platform.aws_settings.build_region,
-    )
-    return {"image_id": image_id, "pending": True, "started_at": started_at}
-
-
-def _image_the_builder(
+def image_the_builder(
     platform: PlatformConfig, instance_id: str, result: CommandResult, context: dict[str, Any]
-) -> tuple[str, float]:
+) -> dict[str, Any]:
     """After the bake's script: refuse a failed one; list what the builder holds (its SBOM); stop it
-    and start its AMI, tagged with provenance. Returns the AMI id and when it began."""
+    and start its AMI, tagged with provenance. Returns {"image_id", "started_at"}."""
     region = platform.aws_settings.build_region
     app, version = context["app"], context["version"]
     if not result.ok:
@@ -270,7 +246,7 @@ def _image_the_builder(
             "Name": f"{app} {version}",
         },
     )
-    return image_id, started_at
+    return {"image_id": image_id, "started_at": started_at}
 
 
 def package(platform: PlatformConfig, *, spec: Any, version: str, ref: str, uid: int) -> dict[str, Any]:

@@ -21,11 +21,9 @@ from immutable.aws.builders import (
     earlier_try,
     instance,
     run_script,
-    script_result,
     settle_image,
     start_image,
     start_script_on_builder,
-    terminate_builder,
 )
 from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
@@ -123,35 +121,18 @@ def build_base(
         platform, image_id=upstream_image, role="builder", run_id=run_id, repository=spec.repository
     ) as instance_id:
         result = run_script(platform, instance_id, script, f"base {version}", BUILD_SCRIPT_TIMEOUT_S)
-        image_id, package_list, _ = _image_the_builder(platform, instance_id, result, made_of)
+        made = image_the_builder(platform, instance_id, result, made_of)
+        image_id, package_list = made["image_id"], made["package_list"]
         settle_image(platform, image_id=image_id, name=ami_name(spec.repository, version))
     log.info("built %s %s as %s in %s", spec.repository, version, image_id, settings.build_region)
     return {"image_id": image_id, "package_list": package_list, "pending": False, "started_at": None}
 
 
-def image_after_script(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
-    """Once the base scripts are done on the builder (`stage` "done"): its package list and SBOM,
-    then the AMI, whose making the task waits for in the triggerer, the builder kept until then. A
-    failed script, or any error here, terminates the builder."""
-    try:
-        image_id, package_list, started_at = _image_the_builder(
-            platform, stage["instance_id"], script_result(stage), stage["context"]
-        )
-    except Exception:
-        terminate_builder(platform, stage)
-        raise
-    made_of = stage["context"]
-    log.info(
-        "building %s %s as %s; waiting for it in the triggerer", made_of["repository"], made_of["version"], image_id
-    )
-    return {"image_id": image_id, "package_list": package_list, "pending": True, "started_at": started_at}
-
-
-def _image_the_builder(
+def image_the_builder(
     platform: PlatformConfig, instance_id: str, result: CommandResult, made_of: dict[str, Any]
-) -> tuple[str, str, float]:
+) -> dict[str, Any]:
     """After the base scripts: refuse a failed run; read the package list and the SBOM; stop the
-    builder and start its AMI, tagged. Returns the AMI id, the package list and when it began."""
+    builder and start its AMI, tagged. Returns {"image_id", "package_list", "started_at"}."""
     repository, version = made_of["repository"], made_of["version"]
     for line in result.stdout.splitlines()[-200:]:
         log.info("build: %s", line)
@@ -179,7 +160,7 @@ def _image_the_builder(
         tags=made_of["labels"]
         | {TAG_REPOSITORY: repository, TAG_KIND: "base", TAG_SBOM: sbom, "Name": f"{repository} {version}"},
     )
-    return image_id, listing.stdout, started_at
+    return {"image_id": image_id, "package_list": listing.stdout, "started_at": started_at}
 
 
 @dataclass

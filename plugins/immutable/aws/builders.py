@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
@@ -255,18 +255,26 @@ def builder_instance(
     """An instance in the builder subnet (base build or bake), after terminating what an earlier try
     of this run left; terminated on the way out."""
     terminate_leftovers(platform, role=role, run_id=run_id)
-    builder = platform.aws_settings.builder
     with instance(
-        platform,
-        image_id=image_id,
-        role=role,
-        run_id=run_id,
-        subnet_id=builder.subnet_id,
-        security_group_ids=list(builder.security_group_ids),
-        instance_profile=builder.instance_profile,
-        extra_tags={TAG_REPOSITORY: repository},
+        platform, **_builder_placement(platform, image_id=image_id, role=role, run_id=run_id, repository=repository)
     ) as instance_id:
         yield instance_id
+
+
+def _builder_placement(
+    platform: PlatformConfig, *, image_id: str, role: str, run_id: str, repository: str
+) -> dict[str, Any]:
+    """A builder's launch arguments: the image, and where it runs (subnet, security groups, profile, tags)."""
+    builder = platform.aws_settings.builder
+    return {
+        "image_id": image_id,
+        "role": role,
+        "run_id": run_id,
+        "subnet_id": builder.subnet_id,
+        "security_group_ids": list(builder.security_group_ids),
+        "instance_profile": builder.instance_profile,
+        "extra_tags": {TAG_REPOSITORY: repository},
+    }
 
 
 # --- a builder's script run in stages, each wait in the triggerer -------------------------------------
@@ -295,16 +303,8 @@ def start_script_on_builder(
     from immutable.aws.hooks.ssm import AGENT_TIMEOUT_S
 
     terminate_leftovers(platform, role=role, run_id=run_id)
-    builder = platform.aws_settings.builder
     instance_id = _launch(
-        platform,
-        image_id=image_id,
-        role=role,
-        run_id=run_id,
-        subnet_id=builder.subnet_id,
-        security_group_ids=list(builder.security_group_ids),
-        instance_profile=builder.instance_profile,
-        extra_tags={TAG_REPOSITORY: repository},
+        platform, **_builder_placement(platform, image_id=image_id, role=role, run_id=run_id, repository=repository)
     )
     log.info("builder %s launched from %s; waiting for its SSM agent in the triggerer", instance_id, image_id)
     return {
@@ -387,6 +387,28 @@ def script_result(stage: dict[str, Any]) -> CommandResult:
     from immutable.aws.hooks.ssm import CommandResult
 
     return CommandResult(**stage["result"])
+
+
+def image_after_script(
+    platform: PlatformConfig,
+    stage: dict[str, Any],
+    image_the_builder: Callable[[PlatformConfig, str, CommandResult, dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Once the script is done on the builder (`stage` "done"): `image_the_builder` judges its result
+    and starts the AMI, whose making the task waits for in the triggerer, the builder kept until then.
+    A failed script, or any error here, terminates the builder. Returns what it made, pending."""
+    try:
+        made = image_the_builder(platform, stage["instance_id"], script_result(stage), stage["context"])
+    except Exception:
+        terminate_builder(platform, stage)
+        raise
+    log.info(
+        "%s: AMI %s started from builder %s; waiting for it in the triggerer",
+        stage["comment"],
+        made["image_id"],
+        stage["instance_id"],
+    )
+    return made | {"pending": True}
 
 
 def terminate_builder(platform: PlatformConfig, stage: dict[str, Any]) -> None:

@@ -9,13 +9,13 @@ Each method turns the pipelines' typed payloads into the calls of one module wit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from immutable.aws import app_ami, base_ami, copies, revocations, sboms, signatures, upstream
 from immutable.aws.amis import AwsImageError, image_labels
-from immutable.aws.builders import advance_builder, builder_waiter
+from immutable.aws.builders import advance_builder, builder_waiter, image_after_script
 from immutable.aws.tags import TAG_SBOM, TAG_SIGNATURE
 from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
 
@@ -108,14 +108,8 @@ class AwsImages:
         from immutable.aws.builders import ami_name, finish_image
         from immutable.config import load_base_spec
 
-        stage = (built.model_extra or {}).get("builder")
-        if stage:
-            stage = advance_builder(self.config, stage)
-            if stage["stage"] != "done":
-                return BuiltBase.model_validate(built.dump() | {"builder": stage})
-            made = base_ami.image_after_script(self.config, stage)
-            rest = {k: v for k, v in built.dump().items() if k != "builder"}
-            return BuiltBase.model_validate(rest | made)
+        if (built.model_extra or {}).get("builder"):
+            return BuiltBase.model_validate(self._after_builder_wait(built.dump(), base_ami.image_the_builder))
         image_id = finish_image(
             self.config,
             image_id=built.image_id,
@@ -124,6 +118,18 @@ class AwsImages:
             run_id=built.run_id,
         )
         return BuiltBase.model_validate(built.dump() | {"image_id": image_id, "pending": False})
+
+    def _after_builder_wait(
+        self, record: dict[str, Any], image_the_builder: Callable[..., dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A pending image's record after a wait on its builder: the next stage while the builder
+        works (unchanged when the wait must go on); once its script is done, without the builder
+        and with the AMI it started (`image_the_builder`), still pending."""
+        stage = advance_builder(self.config, record["builder"])
+        if stage["stage"] != "done":
+            return record | {"builder": stage}
+        rest = {k: v for k, v in record.items() if k != "builder"}
+        return rest | image_after_script(self.config, stage, image_the_builder)
 
     def _image_waiter(self, image_id: str, return_value: dict[str, Any], started_at: float | None) -> tuple[Any, float]:
         """The trigger that waits for an AMI this run is making (from `started_at`, so a triggerer
@@ -232,14 +238,11 @@ class AwsImages:
         it was made from; an AMI that failed is deregistered, one still pending is kept for the retry."""
         from immutable.aws.builders import ami_name, finish_image
 
-        stage = (baked.model_extra or {}).get("builder")
-        if stage:
-            stage = advance_builder(self.config, stage)
-            if stage["stage"] != "done":
-                return Baked.model_validate(baked.dump() | {"builder": stage})
-            made = app_ami.image_after_script(self.config, stage)
-            rest = {k: v for k, v in baked.dump().items() if k != "builder"}
-            return Baked.model_validate(rest | {"digest": made["image_id"], "started_at": made["started_at"]})
+        if (baked.model_extra or {}).get("builder"):
+            record = self._after_builder_wait(baked.dump(), app_ami.image_the_builder)
+            if "image_id" in record:  # a bake's AMI id is its digest
+                record["digest"] = record.pop("image_id")
+            return Baked.model_validate(record)
         build_tag = baked.tags[-1]
         run_id = str((baked.model_extra or {}).get("run_id", ""))
         image_id = finish_image(
