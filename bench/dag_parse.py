@@ -71,20 +71,23 @@ def main() -> None:
     rounds = 2 if QUICK else 5
     print("\nreleases.py with generated apps, each in a fresh process (median of runs):")
     print("  every DAG = as the dag-processor parses it; a task = process start to its own DAG built")
-    print(f"  {'apps':>5}  {'every DAG: parse':>16}  {'a task: parse':>13}  {'a task: start to DAG':>20}")
+    print("  (every DAG: as on each of the dag-processor's parses; the first after every spec changed in brackets,")
+    print("  when each spec's YAML is parsed anew rather than read back from var/cache/yaml)")
+    print(f"  {'apps':>5}  {'every DAG: parse':>24}  {'a task: parse':>13}  {'a task: start to DAG':>20}")
     task_wall: dict[int, float] = {}
     every_ms: dict[int, float] = {}
-    with tempfile.TemporaryDirectory() as apps:
+    with tempfile.TemporaryDirectory() as apps, tempfile.TemporaryDirectory() as cache:
         for count in counts:
             with_apps(count, Path(apps))
-            env = {"IMMUTABLE_APPS_DIR": apps, "PYTHONPATH": str(ROOT / "plugins")}
-            _, everything_ms, built = in_a_fresh_process(env)
+            env = {"IMMUTABLE_APPS_DIR": apps, "PYTHONPATH": str(ROOT / "plugins"), "IMMUTABLE_CACHE_DIR": cache}
+            _, changed_ms, built = in_a_fresh_process(env)
             assert built == count, f"{built} DAGs built from {count} apps"
-            every_ms[count] = everything_ms
+            every_ms[count] = statistics.median(in_a_fresh_process(env)[1] for _ in range(rounds))
             task = [in_a_fresh_process(env | {PARSING_CONTEXT: "release_app0000"}) for _ in range(rounds)]
             task_wall[count] = statistics.median(t[0] for t in task)
             task_parse = statistics.median(t[1] for t in task)
-            print(f"  {count:>5}  {everything_ms:13.0f} ms  {task_parse:10.0f} ms  {task_wall[count]:17.0f} ms")
+            every = f"{every_ms[count]:.0f} ms ({changed_ms:.0f} ms)"
+            print(f"  {count:>5}  {every:>24}  {task_parse:10.0f} ms  {task_wall[count]:17.0f} ms")
     print(
         f"  a task, process start to its DAG, 200 apps / 1 app: {task_wall[200] / task_wall[1]:.2f} (goal: at most 1.2)"
     )

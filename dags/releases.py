@@ -11,12 +11,12 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, task, teardown
-from airflow.sdk.definitions.param import ParamsDict
 
 from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
+from immutable.form_params import set_shared_form
 from immutable.notifications import notifiers_for
 from immutable.operators.fleets import CreateEnvironmentOperator, LaunchNewColorOperator, PrepareCanaryOperator
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
@@ -374,7 +374,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         undo = rollback(plan, baked)
         production_tasks >> undo
         [recorded, undo] >> release_leases()
-    dag.params = ParamsDict(release_form())  # its defaults pass its schema: tests/dags checks it
+    set_shared_form(dag, release_form())  # its defaults pass its schema: tests/dags checks it
     return dag
 
 

@@ -36,6 +36,11 @@ def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def load_bounded_yaml(path: Path) -> object:
+    return parse_bounded_yaml(read_bounded_text(path), str(path))
+
+
+def read_bounded_text(path: Path) -> str:
+    """The file's text, refused when it is too big or not UTF-8."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -48,7 +53,7 @@ def load_bounded_yaml(path: Path) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlRefused(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse_bounded_yaml(text, str(path))
+    return text
 
 
 def parse_bounded_yaml(text: str, source: str) -> object:

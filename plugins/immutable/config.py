@@ -25,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from immutable.bounded_yaml import YamlRefused, bounded, load_bounded_yaml
+from immutable.bounded_yaml import YamlRefused, bounded
 from immutable.paths import BASE_SPEC_FILE, PLATFORM_FILE, PROJECT_ROOT
+from immutable.yaml_once import load_yaml_once
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
 PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+$"
@@ -533,7 +534,7 @@ def describe_validation_error(source: str, error: ValidationError) -> str:
 
 def _load_yaml(path: Path) -> object:
     try:
-        return load_bounded_yaml(path)
+        return load_yaml_once(path)
     except YamlRefused as exc:
         raise ConfigError(str(exc)) from None
 

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "production_state",
             "smoke",
             "bounded_yaml",
+            "yaml_once",
             "network_tuning",
             "retention",
             "cve_check",
@@ -53,7 +54,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("platform packages", ("local", "aws")),
     ("interface", ("platforms",)),
     ("pipelines", ("pipelines",)),
-    ("operators and triggers", ("operators", "triggers", "ui", "dag_specs", "stop_listener", "notifications")),
+    (
+        "operators and triggers",
+        ("operators", "triggers", "ui", "dag_specs", "form_params", "stop_listener", "notifications"),
+    ),
     ("tools", ("airflow_api", "localctl", "demo", "compose", "compose_stack", "aws_smoke")),
 ]
 FORBIDDEN = {
