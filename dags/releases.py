@@ -22,6 +22,7 @@ from immutable.operators.fleets import CreateEnvironmentOperator, LaunchNewColor
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
+from immutable.operators.staging import StagingTestOperator
 from immutable.rollout import plan_rollout
 
 RELEASE_DOC = """
@@ -147,13 +148,6 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return release.destroy_environment("dev", app, context["run_id"])
 
-        @task(multiple_outputs=False)
-        def staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
-            """Run the spec's staging test command in a container against the app."""
-            from immutable.pipelines import release
-
-            return release.staging_test(plan, environment)
-
         @teardown
         def destroy_staging_env(**context: Any) -> list[str]:
             """Remove the staging environment, whatever happened in it."""
@@ -276,7 +270,13 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             "instance, its status checks waited for in the triggerer).",
         ).as_setup()
         dev_checked >> staging_env
-        staging_checked = staging_test(plan, staging_env.output)
+        staging_checked = StagingTestOperator(
+            task_id="staging_test",
+            plan=plan,
+            environment=staging_env.output,
+            doc_md="Run the spec's staging test command against the app in staging (aws: on the instance over "
+            "SSM, its agent and the command waited for in the triggerer).",
+        )
         staging_checked >> destroy_staging_env()
 
         copies = CopyToRegionOperator.partial(

@@ -177,12 +177,13 @@ def test_dev_and_staging_ran_and_were_terminated(aws_account: AwsAccount, releas
         assert {i["State"]["Name"] for i in instances} == {"terminated"}
 
 
-def test_an_environment_waits_in_the_triggerer_for_its_status_checks_and_a_restarted_triggerer_goes_on(
+def test_an_environment_waits_in_the_triggerer_for_its_status_checks_then_for_its_staging_test(
     aws_account: AwsAccount, release: dict[str, Any]
 ) -> None:
     """A staging instance's status checks (minutes on AWS; `initializing` for a moment here) are
     waited for in the triggerer with EC2's own `instance_status_ok` waiter; a new triggerer process
-    rebuilds the trigger from its serialized form; the resumed task returns the environment."""
+    rebuilds the trigger from its serialized form; the resumed task returns the environment. Then
+    its staging test waits in the triggerer too."""
     from airflow.sdk.exceptions import TaskDeferred
 
     from immutable.aws.triggers import WaiterTrigger
@@ -208,8 +209,47 @@ def test_an_environment_waits_in_the_triggerer_for_its_status_checks_and_a_resta
         assert done["instance_id"] == environment["instance_id"] and done["url"].startswith("http://"), done
         statuses = ec2.describe_instance_status(InstanceIds=[done["instance_id"]])["InstanceStatuses"]
         assert [s["InstanceStatus"]["Status"] for s in statuses] == ["ok"], statuses
+        _the_staging_test_waits_in_the_triggerer(aws_account, release, done)
     finally:
         platform_for().environments.destroy(environment["name"])
+
+
+def _the_staging_test_waits_in_the_triggerer(
+    aws_account: AwsAccount, release: dict[str, Any], environment: dict[str, Any]
+) -> None:
+    """On the ready staging instance, the staging test command runs over SSM: the task waits in the
+    triggerer for the instance's agent and then for the command, each trigger rebuilt as a new
+    triggerer process would; the resumed task judges the command's exit code. The instance is
+    left to the environment's teardown."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.app_spec import app_spec
+    from immutable.aws.triggers import WaiterTrigger
+    from immutable.operators.staging import StagingTestOperator
+
+    operator = StagingTestOperator(task_id="staging_test", plan=release["plan"], environment=environment)
+    with pytest.raises(TaskDeferred) as first:
+        operator.execute({"run_id": "test-deferred-env"})
+    deferred, waits = first.value, []
+    while True:
+        trigger = deferred.trigger
+        assert isinstance(trigger, WaiterTrigger) and trigger.service == "ssm", trigger
+        waits.append(trigger.waiter_name)
+        event = _first_event(WaiterTrigger(**trigger.serialize()[1]))
+        assert event["status"] == "success", event
+        try:
+            result = operator.execute_complete({}, event)
+            break
+        except TaskDeferred as again:
+            deferred = again
+    assert waits == ["AgentOnline", "CommandEnded"], waits
+    assert result["exit_code"] == 0, result
+    sent = aws_account.client("ssm").list_commands(InstanceId=environment["instance_id"])["Commands"]
+    port = app_spec(release["plan"]["app"]).runtime.port
+    lines = [line for c in sent if c["Comment"] == "staging test" for line in c["Parameters"]["commands"]]
+    assert len(lines) == 1 and f"http://127.0.0.1:{port}" in lines[0], lines
+    state = aws_account.client("ec2").describe_instances(InstanceIds=[environment["instance_id"]])
+    assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
 
 
 def test_copies_in_every_region_carry_tags_and_signature(aws_account: AwsAccount, release: dict[str, Any]) -> None:

@@ -187,7 +187,7 @@ def bake_app(
         "run_id": run_id,
     }
     comment = f"bake {spec.name} {version}"
-    if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_builder`), the AMI
+    if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_script`), the AMI
         stage = start_script_on_builder(
             platform,
             image_id=base_image_id,

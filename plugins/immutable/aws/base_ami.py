@@ -104,7 +104,7 @@ def build_base(
         )
     script = base_build_script(spec, version, context)
     made_of = {"repository": spec.repository, "version": version, "labels": labels, "run_id": run_id}
-    if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_builder`), the AMI
+    if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_script`), the AMI
         stage = start_script_on_builder(
             platform,
             image_id=upstream_image,

@@ -277,13 +277,13 @@ def _builder_placement(
     }
 
 
-# --- a builder's script run in stages, each wait in the triggerer -------------------------------------
+# --- a script run in stages over SSM, each wait in the triggerer ----------------------------------------
 #
-# The builder is launched and a stage record returned; then the task waits in the triggerer for the
-# SSM agent to come online ("agent"), sends the script and waits for it to end ("script"), and gets
-# its result ("done"). The record is plain JSON (it travels with the deferred task); `advance`
-# moves it on once a wait is over, or returns it unchanged when the wait must go on. A failure at
-# any stage terminates the builder.
+# The task waits in the triggerer for the instance's SSM agent to come online ("agent"), sends the
+# script and waits for it to end ("script"), and gets its result ("done"). The record is plain JSON
+# (it travels with the deferred task); `advance_script` moves it on once a wait is over, or returns
+# it unchanged when the wait must go on. A builder is terminated at any failure; an environment's
+# instance is left to its environment's teardown.
 
 
 def start_script_on_builder(
@@ -300,27 +300,52 @@ def start_script_on_builder(
 ) -> dict[str, Any]:
     """Launch a builder (after terminating what an earlier try of this run left) to run `script`;
     `context` is what the caller needs once the script is done. Returns the "agent" stage."""
-    from immutable.aws.hooks.ssm import AGENT_TIMEOUT_S
-
     terminate_leftovers(platform, role=role, run_id=run_id)
     instance_id = _launch(
         platform, **_builder_placement(platform, image_id=image_id, role=role, run_id=run_id, repository=repository)
     )
-    log.info("builder %s launched from %s; waiting for its SSM agent in the triggerer", instance_id, image_id)
+    log.info("builder %s launched from %s", instance_id, image_id)
+    return start_script(
+        platform,
+        instance_id=instance_id,
+        role=role,
+        script=script,
+        comment=comment,
+        timeout_s=timeout_s,
+        context=context,
+        terminate_on_failure=True,
+    )
+
+
+def start_script(
+    platform: PlatformConfig,
+    *,
+    instance_id: str,
+    role: str,
+    script: list[str],
+    comment: str,
+    timeout_s: int,
+    context: dict[str, Any],
+    terminate_on_failure: bool,
+) -> dict[str, Any]:
+    """The "agent" stage of `script` on a running instance of ours (`role` names it in messages)."""
+    from immutable.aws.hooks.ssm import AGENT_TIMEOUT_S
+
+    log.info("%s instance %s: waiting for its SSM agent in the triggerer to run %s", role, instance_id, comment)
     return {
         "stage": "agent",
         "instance_id": instance_id,
         "role": role,
-        "run_id": run_id,
         "script": script,
         "comment": comment,
         "timeout_s": timeout_s,
         "deadline": time.time() + AGENT_TIMEOUT_S,
         "context": context,
+        "terminate_on_failure": terminate_on_failure,
     }
 
 
-def builder_waiter(platform: PlatformConfig, stage: dict[str, Any]) -> tuple[Any, float]:
+def script_waiter(platform: PlatformConfig, stage: dict[str, Any]) -> tuple[Any, float]:
     """The trigger a stage waits on (the provider's async waiter with the project's SSM waiters,
     include/aws/waiters/ssm.json) and how long, in seconds, until its deadline."""
     from immutable.aws.triggers import WaiterTrigger
@@ -329,10 +354,10 @@ def builder_waiter(platform: PlatformConfig, stage: dict[str, Any]) -> tuple[Any
     instance_id = stage["instance_id"]
     if stage["stage"] == "agent":
         name, args = "AgentOnline", {"Filters": [{"Key": "InstanceIds", "Values": [instance_id]}]}
-        what = f"the SSM agent of builder {instance_id}"
+        what = f"the SSM agent of {stage['role']} instance {instance_id}"
     else:
         name, args = "CommandEnded", {"CommandId": stage["command_id"], "InstanceId": instance_id}
-        what = f"SSM command {stage['command_id']} ({stage['comment']}) on builder {instance_id}"
+        what = f"SSM command {stage['command_id']} ({stage['comment']}) on {stage['role']} instance {instance_id}"
     left_s = max(float(settings.wait_poll_s), stage["deadline"] - time.time())
     trigger = WaiterTrigger(
         service="ssm",
@@ -347,10 +372,10 @@ def builder_waiter(platform: PlatformConfig, stage: dict[str, Any]) -> tuple[Any
     return trigger, left_s
 
 
-def advance_builder(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
+def advance_script(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str, Any]:
     """After a wait: "agent" online → the script is sent ("script"); "script" ended → its whole
     result ("done", `result`). A stage whose wait must go on comes back unchanged. Past a stage's
-    deadline, or on any error, the builder is terminated and the error raised."""
+    deadline, or on any error, the error is raised (a builder terminated first)."""
     from immutable.aws.hooks.ssm import AGENT_TIMEOUT_S
 
     hook = ssm(platform)
@@ -379,8 +404,11 @@ def advance_builder(platform: PlatformConfig, stage: dict[str, Any]) -> dict[str
         whole: CommandResult = _read_whole(platform, result)
         return stage | {"stage": "done", "result": asdict(whole)}
     except Exception as exc:
+        where = f"{stage['role']} instance {instance_id} ({stage['comment']}): {exc}"
+        if not stage.get("terminate_on_failure", True):
+            raise AwsImageError(where) from exc
         _terminate(platform, role=stage["role"], instance_id=instance_id, failed=True)
-        raise AwsImageError(f"builder {instance_id} ({stage['comment']}): {exc}; the builder is terminated") from exc
+        raise AwsImageError(f"{where}; the instance is terminated") from exc
 
 
 def script_result(stage: dict[str, Any]) -> CommandResult:

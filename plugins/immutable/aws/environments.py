@@ -17,7 +17,14 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from immutable.aws.amis import AwsImageError, ec2
-from immutable.aws.builders import CHECK_TIMEOUT_S, run_script, ssm_agent_user_data
+from immutable.aws.builders import (
+    CHECK_TIMEOUT_S,
+    advance_script,
+    script_result,
+    script_waiter,
+    ssm_agent_user_data,
+    start_script,
+)
 from immutable.aws.tags import TAG_REPOSITORY, TAG_ROLE, TAG_RUN
 
 if TYPE_CHECKING:
@@ -152,17 +159,38 @@ class AwsEnvironments:
             )
         return list(json.loads(result.stdout.strip().splitlines()[-1]))
 
-    def run_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> tuple[int, str]:
-        """The staging test command, on the instance, against the app on loopback."""
+    def start_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> dict[str, Any]:
+        """The staging test command, to run on the instance against the app on loopback, over SSM:
+        its agent and then the command are waited for in the triggerer (`test_command_waiter`)."""
         import shlex
 
         url = f"http://127.0.0.1:{spec.runtime.port}"
         line = " ".join(shlex.quote(part.replace("{url}", url)) for part in command)
-        result = run_script(self.config, environment["instance_id"], [line], "staging test", CHECK_TIMEOUT_S)
+        stage = start_script(
+            self.config,
+            instance_id=environment["instance_id"],
+            role=environment["kind"],
+            script=[line],
+            comment=f"{environment['kind']} test",
+            timeout_s=CHECK_TIMEOUT_S,
+            context={},
+            terminate_on_failure=False,  # the environment's teardown removes it
+        )
+        return {"ssm": stage}
+
+    def test_command_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        return script_waiter(self.config, running["ssm"]) if "ssm" in running else None
+
+    def finish_test_command(self, running: dict[str, Any]) -> dict[str, Any]:
+        """After a wait: the next stage, or once the command has ended its exit code and output."""
+        stage = advance_script(self.config, running["ssm"])
+        if stage["stage"] != "done":
+            return {"ssm": stage}
+        result = script_result(stage)
         code = result.exit_code if result.exit_code >= 0 else (0 if result.ok else 1)
         if not result.ok and code == 0:
             code = 1
-        return code, (result.stdout + result.stderr) or f"(SSM {result.status}, no output)"
+        return {"exit_code": code, "output": (result.stdout + result.stderr) or f"(SSM {result.status}, no output)"}
 
     def describe(self, environment: dict[str, str]) -> str:
         return f"instance {environment['instance_id']}"

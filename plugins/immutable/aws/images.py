@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from immutable.aws import app_ami, base_ami, copies, revocations, sboms, signatures, upstream
 from immutable.aws.amis import AwsImageError, image_labels
-from immutable.aws.builders import advance_builder, builder_waiter, image_after_script
+from immutable.aws.builders import advance_script, image_after_script, script_waiter
 from immutable.aws.tags import TAG_SBOM, TAG_SIGNATURE
 from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
 
@@ -98,7 +98,7 @@ class AwsImages:
         AMI; the wait's timeout in seconds)."""
         extra = built.model_extra or {}
         if extra.get("builder"):
-            return builder_waiter(self.config, extra["builder"])
+            return script_waiter(self.config, extra["builder"])
         return self._image_waiter(built.image_id, built.dump(), extra.get("started_at"))
 
     def finish_base(self, built: BuiltBase) -> BuiltBase:
@@ -125,7 +125,7 @@ class AwsImages:
         """A pending image's record after a wait on its builder: the next stage while the builder
         works (unchanged when the wait must go on); once its script is done, without the builder
         and with the AMI it started (`image_the_builder`), still pending."""
-        stage = advance_builder(self.config, record["builder"])
+        stage = advance_script(self.config, record["builder"])
         if stage["stage"] != "done":
             return record | {"builder": stage}
         rest = {k: v for k, v in record.items() if k != "builder"}
@@ -229,7 +229,7 @@ class AwsImages:
         wait's timeout in seconds)."""
         extra = baked.model_extra or {}
         if extra.get("builder"):
-            return builder_waiter(self.config, extra["builder"])
+            return script_waiter(self.config, extra["builder"])
         return self._image_waiter(baked.digest, baked.dump(), extra.get("started_at"))
 
     def finish_bake(self, baked: Baked) -> Baked:

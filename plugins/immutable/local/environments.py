@@ -156,8 +156,16 @@ class LocalEnvironments:
     ) -> list[dict[str, Any]]:
         return smoke_checks(_environment(environment), spec=spec, checks=checks, version=version)
 
-    def run_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> tuple[int, str]:
-        return run_test_command(_environment(environment), command)
+    def start_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> dict[str, Any]:
+        """A container on the environment's network: it ends in seconds, so it is run to its end here."""
+        code, output = run_test_command(_environment(environment), command)
+        return {"exit_code": code, "output": output}
+
+    def test_command_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        return None
+
+    def finish_test_command(self, running: dict[str, Any]) -> dict[str, Any]:
+        return running
 
     def describe(self, environment: dict[str, str]) -> str:
         return f"network {environment['name']}"

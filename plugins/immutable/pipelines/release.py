@@ -229,12 +229,28 @@ def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str
     return results
 
 
-def staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+def start_staging_test(plan: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:
+    """The app healthy in staging, then its staging test command started (`staging_test_waiter`
+    names what it still waits for; `staging_test_result` judges it once it has ended)."""
     spec, environments = app_spec(plan["app"]), platform_for().environments
     health = environments.smoke_checks(environment, spec=spec, checks=[], version=plan["version"])
     if not health[0]["passed"]:
         raise ReleaseError(f"{spec.name} {plan['version']} never became healthy in staging: {health[0]['detail']}")
-    code, output = environments.run_test_command(environment, spec=spec, command=spec.staging.test_command)
+    return environments.start_test_command(environment, spec=spec, command=spec.staging.test_command)
+
+
+def staging_test_waiter(running: dict[str, Any]) -> tuple[Any, float] | None:
+    return platform_for().environments.test_command_waiter(running)
+
+
+def finish_staging_test(running: dict[str, Any]) -> dict[str, Any]:
+    return platform_for().environments.finish_test_command(running)
+
+
+def staging_test_result(plan: dict[str, Any], ended: dict[str, Any]) -> dict[str, Any]:
+    """The ended command's exit code and output; a failure stops the release before any deploy."""
+    spec = app_spec(plan["app"])
+    code, output = int(ended["exit_code"]), str(ended["output"])
     log.info("staging test command %s exited %d:\n%s", spec.staging.test_command, code, output)
     if code != 0:
         raise ReleaseError(

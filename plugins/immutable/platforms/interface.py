@@ -191,9 +191,18 @@ class Environments(Protocol):
         self, environment: dict[str, str], *, spec: AppSpec, checks: list[SmokeCheck], version: str
     ) -> list[dict[str, Any]]: ...
 
-    def run_test_command(
-        self, environment: dict[str, str], *, spec: AppSpec, command: list[str]
-    ) -> tuple[int, str]: ...
+    def start_test_command(self, environment: dict[str, str], *, spec: AppSpec, command: list[str]) -> dict[str, Any]:
+        """Start the staging test command against the environment's app. Where it ends at once the
+        answer holds its `exit_code` and `output`; else `test_command_waiter` names what to wait for."""
+        ...
+
+    def test_command_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        """None once the command has ended; else a trigger (the task waits in the triggerer) and its timeout."""
+        ...
+
+    def finish_test_command(self, running: dict[str, Any]) -> dict[str, Any]:
+        """After a wait: the command's next step, or its `exit_code` and `output` once it has ended."""
+        ...
 
     def describe(self, environment: dict[str, str]) -> str:
         """Where the environment runs, for messages ("instance i-...", "network ...")."""
