@@ -22,6 +22,7 @@ from airflow.sdk import Param, dag, task
 
 from immutable.assets import BASE_CANDIDATE
 from immutable.notifications import notifiers_for
+from immutable.operators.checks import BaseChecksOperator
 from immutable.operators.images import BuildBaseOperator
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
@@ -81,13 +82,6 @@ def base_image() -> None:
 
         return steps.check_updates(upstream, context["dag_run"].run_after)
 
-    @task
-    def test(built: dict[str, Any]) -> list[dict[str, Any]]:
-        """Run containers from the image and check every promise; a failing check names itself."""
-        from immutable.pipelines import base_image as steps
-
-        return steps.test(built)
-
     @task(multiple_outputs=False)
     def record_manifest(built: dict[str, Any]) -> dict[str, Any]:
         """Record every installed package and version as JSON, and log the provenance labels."""
@@ -127,7 +121,12 @@ def base_image() -> None:
         doc_md="Build the image: security updates, package removal, hardening, sysctl, common libraries "
         "(local: Docker build; aws: an AMI from a builder instance, waited for in the triggerer).",
     ).output
-    checks = test(built)
+    checks = BaseChecksOperator(
+        task_id="test",
+        built=built,
+        doc_md="Check every promise of the image; a failing check names itself (local: containers from "
+        "the image; aws: a test instance of the AMI, its agent and checks waited for in the triggerer).",
+    )
     manifest = record_manifest(built)
     checks >> manifest
     verified = verify_cves(upstream, built)

@@ -18,11 +18,11 @@ from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
 from immutable.form_params import set_shared_form
 from immutable.notifications import notifiers_for
+from immutable.operators.checks import StagingTestOperator
 from immutable.operators.fleets import CreateEnvironmentOperator, LaunchNewColorOperator, PrepareCanaryOperator
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
-from immutable.operators.staging import StagingTestOperator
 from immutable.rollout import plan_rollout
 
 RELEASE_DOC = """

@@ -225,7 +225,7 @@ def _the_staging_test_waits_in_the_triggerer(
 
     from immutable.app_spec import app_spec
     from immutable.aws.triggers import WaiterTrigger
-    from immutable.operators.staging import StagingTestOperator
+    from immutable.operators.checks import StagingTestOperator
 
     operator = StagingTestOperator(task_id="staging_test", plan=release["plan"], environment=environment)
     with pytest.raises(TaskDeferred) as first:

@@ -8,7 +8,7 @@ import io
 import logging
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +16,17 @@ from immutable.aws.amis import OCI, AwsImageError, ec2
 from immutable.aws.builders import (
     BUILD_SCRIPT_TIMEOUT_S,
     CHECK_TIMEOUT_S,
+    advance_script,
     ami_name,
     builder_instance,
     earlier_try,
     instance,
     run_script,
+    script_result,
     settle_image,
     start_image,
     start_script_on_builder,
+    terminate_after_script,
 )
 from immutable.aws.sboms import sbom_from_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
@@ -231,21 +234,31 @@ def parse_checks(result: CommandResult) -> list[Check]:
     return checks
 
 
-def test_base(platform: PlatformConfig, *, spec: BaseImageSpec, image_id: str, run_id: str) -> list[Check]:
-    """A test instance from the new AMI runs the checks of the base's promises; always terminated."""
-    settings = platform.aws_settings
-    placement = settings.builder
-    with instance(
+def start_test_base(platform: PlatformConfig, *, spec: BaseImageSpec, image_id: str, run_id: str) -> dict[str, Any]:
+    """A test instance from the new AMI, to run the checks of the base's promises: its agent and then
+    the checks are waited for in the triggerer (`builders.script_waiter`), then `finish_test_base`."""
+    stage = start_script_on_builder(
         platform,
         image_id=image_id,
         role="base-test",
         run_id=run_id,
-        subnet_id=placement.subnet_id,
-        security_group_ids=list(placement.security_group_ids),
-        instance_profile=placement.instance_profile,
-    ) as instance_id:
-        result = run_script(platform, instance_id, base_checks_script(spec), "base checks", CHECK_TIMEOUT_S)
-    return parse_checks(result)
+        repository=spec.repository,
+        script=base_checks_script(spec),
+        comment="base checks",
+        timeout_s=CHECK_TIMEOUT_S,
+        context={},
+    )
+    return {"ssm": stage}
+
+
+def finish_test_base(platform: PlatformConfig, running: dict[str, Any]) -> dict[str, Any]:
+    """After a wait: the next stage, or once the checks have ended the test instance terminated and
+    their results ({"checks": [...]}). Any failure on the way terminates the instance too."""
+    stage = advance_script(platform, running["ssm"])
+    if stage["stage"] != "done":
+        return {"ssm": stage}
+    terminate_after_script(platform, stage)
+    return {"checks": [asdict(check) for check in parse_checks(script_result(stage))]}
 
 
 def pending_upgrades(platform: PlatformConfig, *, image_id: str, run_id: str) -> list[str]:

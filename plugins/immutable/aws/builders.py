@@ -439,6 +439,11 @@ def image_after_script(
     return made | {"pending": True}
 
 
+def terminate_after_script(platform: PlatformConfig, stage: dict[str, Any]) -> None:
+    """The instance a finished script ran on goes (an error if AWS would not terminate it)."""
+    _terminate(platform, role=stage["role"], instance_id=stage["instance_id"], failed=False)
+
+
 def terminate_builder(platform: PlatformConfig, stage: dict[str, Any]) -> None:
     """After a failure with the builder's script done: the builder goes (never hiding the failure)."""
     _terminate(platform, role=stage["role"], instance_id=stage["instance_id"], failed=True)

@@ -21,7 +21,7 @@ from immutable.payloads import Baked, BuiltBase, PublishedBase, RegionCopy
 
 if TYPE_CHECKING:
     from immutable.app_spec import AppSpec
-    from immutable.base_policy import CandidateInfo, CheckResult
+    from immutable.base_policy import CandidateInfo
     from immutable.config import BaseImageSpec, PlatformConfig
     from immutable.payloads import ImageRef, Packaged, Plan
 
@@ -148,11 +148,15 @@ class AwsImages:
         )
         return trigger, IMAGE_CREATE_TIMEOUT_S
 
-    def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[CheckResult]:
-        from immutable.base_policy import CheckResult
+    def start_test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> dict[str, Any]:
+        """A test instance of the new AMI; its agent and its checks are waited for in the triggerer."""
+        return base_ami.start_test_base(self.config, spec=spec, image_id=built.image_id, run_id=built.run_id)
 
-        checks = base_ami.test_base(self.config, spec=spec, image_id=built.image_id, run_id=built.run_id)
-        return [CheckResult(c.name, c.passed, c.detail) for c in checks]
+    def test_base_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        return script_waiter(self.config, running["ssm"]) if "ssm" in running else None
+
+    def finish_test_base(self, running: dict[str, Any]) -> dict[str, Any]:
+        return base_ami.finish_test_base(self.config, running)
 
     def base_packages(self, built: BuiltBase) -> dict[str, dict[str, str]]:
         """The package list the builder printed before it was imaged (the AMI cannot be read offline)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from immutable.config import BaseImageSpec, PlatformConfig
@@ -65,8 +66,15 @@ class LocalBaseImages:
     def finish_base(self, built: BuiltBase) -> BuiltBase:
         return built
 
-    def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[base.CheckResult]:
-        return base.test_image(built.image_id, spec)
+    def start_test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> dict[str, Any]:
+        """Containers from the image, each check in seconds: run to their end here."""
+        return {"checks": [asdict(check) for check in base.test_image(built.image_id, spec)]}
+
+    def test_base_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        return None
+
+    def finish_test_base(self, running: dict[str, Any]) -> dict[str, Any]:
+        return running
 
     def base_packages(self, built: BuiltBase) -> dict[str, dict[str, str]]:
         return base.package_manifest(built.image_id)

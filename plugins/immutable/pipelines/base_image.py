@@ -112,11 +112,26 @@ def finish_build(built: dict[str, Any]) -> dict[str, Any]:
     return done.dump()
 
 
-def test(built: dict[str, Any]) -> list[dict[str, Any]]:
-    from immutable.base_policy import format_checks
+def start_test(built: dict[str, Any]) -> dict[str, Any]:
+    """Start the checks of every promise on the built image (`test_waiter` names what they still wait
+    for; `test_result` judges them once they have ended)."""
+    return platform_for().images.start_test_base(spec=load_base_spec(), built=BuiltBase.of(built))
+
+
+def test_waiter(running: dict[str, Any]) -> tuple[Any, float] | None:
+    return platform_for().images.test_base_waiter(running)
+
+
+def finish_test(running: dict[str, Any]) -> dict[str, Any]:
+    return platform_for().images.finish_test_base(running)
+
+
+def test_result(built: dict[str, Any], ended: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checks' table in the log; a failing check stops the run before anything is published."""
+    from immutable.base_policy import CheckResult, format_checks
 
     image = BuiltBase.of(built)
-    results = platform_for().images.test_base(spec=load_base_spec(), built=image)
+    results = [CheckResult(**check) for check in ended["checks"]]
     table = format_checks(results)
     log.info("base image checks for %s:\n%s", image.version, table)
     failed = [r for r in results if not r.passed]

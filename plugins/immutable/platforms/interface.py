@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from immutable.app_spec import AppSpec, SmokeCheck
     from immutable.config import BaseImageSpec, PlatformConfig
-    from immutable.images.base import CandidateInfo, CheckResult
+    from immutable.images.base import CandidateInfo
     from immutable.metric_timing import BackendTiming
     from immutable.payloads import Baked, BuiltBase, ImageRef, Packaged, Plan, PublishedBase, RegionCopy
     from immutable.production_state import ProductionState
@@ -64,7 +64,19 @@ class Images(Protocol):
         """A pending base build once its wait ended: the image, done, or an error saying why."""
         ...
 
-    def test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> list[CheckResult]: ...
+    def start_test_base(self, *, spec: BaseImageSpec, built: BuiltBase) -> dict[str, Any]:
+        """Start the checks of the base's promises on the built image. Where they end at once the
+        answer holds their results (`checks`: name, passed, detail); else `test_base_waiter` names
+        what to wait for."""
+        ...
+
+    def test_base_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        """None once the checks have ended; else a trigger (the task waits in the triggerer) and its timeout."""
+        ...
+
+    def finish_test_base(self, running: dict[str, Any]) -> dict[str, Any]:
+        """After a wait: the checks' next step, or their results (`checks`) once they have ended."""
+        ...
 
     def base_packages(self, built: BuiltBase) -> dict[str, dict[str, str]]:
         """Every package of the built image with its version (the base's manifest)."""
