@@ -22,7 +22,7 @@ from airflow.sdk import Param, dag, task
 
 from immutable.assets import BASE_CANDIDATE
 from immutable.notifications import notifiers_for
-from immutable.operators.checks import BaseChecksOperator
+from immutable.operators.checks import BaseChecksOperator, UpgradeProbeOperator
 from immutable.operators.images import BuildBaseOperator
 
 CVE_PATTERN = r"^CVE-\d{4}-\d{4,}$"
@@ -76,11 +76,11 @@ def base_image() -> None:
         return steps.resolve_upstream(dict(context["params"]))
 
     @task.short_circuit(multiple_outputs=False)
-    def check_updates(upstream: dict[str, Any], **context: Any) -> dict[str, Any] | None:
+    def check_updates(upstream: dict[str, Any], probed: dict[str, Any], **context: Any) -> dict[str, Any] | None:
         """Rebuild only if the upstream changed, the candidate has pending upgrades, or force is set."""
         from immutable.pipelines import base_image as steps
 
-        return steps.check_updates(upstream, context["dag_run"].run_after)
+        return steps.check_updates(upstream, probed, context["dag_run"].run_after)
 
     @task(multiple_outputs=False)
     def record_manifest(built: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +113,14 @@ def base_image() -> None:
         return result
 
     upstream = resolve_upstream()
-    plan = check_updates(upstream)
+    probed = UpgradeProbeOperator(
+        task_id="probe_upgrades",
+        upstream=upstream,
+        doc_md="When the upstream is the candidate's own (and no rebuild is forced), list the candidate's "
+        "packages with an upgrade in the archive now (local: a container; aws: a probe instance of the AMI, its "
+        "agent and listing waited for in the triggerer).",
+    ).output
+    plan = check_updates(upstream, probed)
     built = BuildBaseOperator(
         task_id="build",
         upstream=upstream,

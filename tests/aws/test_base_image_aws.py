@@ -165,8 +165,19 @@ def test_the_base_scripts_ran_over_ssm(aws_account: AwsAccount, first_build: dic
 def test_nothing_new_skips_and_a_new_upstream_rebuilds(aws_account: AwsAccount, first_build: dict[str, Any]) -> None:
     run, states = run_base({"reason": "weekly"})
     assert str(run.state) == "success", states
-    assert states["check_updates"] == "success"
+    assert states["probe_upgrades"] == states["check_updates"] == "success"
     assert {states[t] for t in ("build", "test", "record_manifest", "verify_cves", "publish")} == {"skipped"}, states
+    # The upstream was the candidate's own: a probe instance of the candidate listed its pending
+    # upgrades (its agent and the listing waited for in the triggerer), and it is gone.
+    assert xcom(run, "probe_upgrades") == {"upgradable": [], "probed": True}
+    probes = aws_account.client("ec2").describe_instances(
+        Filters=[
+            {"Name": "tag:immutable:role", "Values": ["upgrade-probe"]},
+            {"Name": "image-id", "Values": [first_build["published"]["digest"]]},
+        ]
+    )["Reservations"]
+    found = [i for r in probes for i in r["Instances"]]
+    assert found and {i["State"]["Name"] for i in found} == {"terminated"}, found
 
     # The distribution publishes a new AMI: its SSM parameter moves and the next run rebuilds.
     ec2, ssm = aws_account.client("ec2"), aws_account.client("ssm")

@@ -23,7 +23,16 @@ def dag() -> Any:
 def test_weekly_with_the_expected_tasks_in_order(dag: Any) -> None:
     assert dag.schedule == "@weekly"
     assert dag.max_active_runs == 1
-    order = ["resolve_upstream", "check_updates", "build", "test", "record_manifest", "verify_cves", "publish"]
+    order = [
+        "resolve_upstream",
+        "probe_upgrades",
+        "check_updates",
+        "build",
+        "test",
+        "record_manifest",
+        "verify_cves",
+        "publish",
+    ]
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
 

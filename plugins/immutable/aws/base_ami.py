@@ -20,7 +20,6 @@ from immutable.aws.builders import (
     ami_name,
     builder_instance,
     earlier_try,
-    instance,
     run_script,
     script_result,
     settle_image,
@@ -261,30 +260,36 @@ def finish_test_base(platform: PlatformConfig, running: dict[str, Any]) -> dict[
     return {"checks": [asdict(check) for check in parse_checks(script_result(stage))]}
 
 
-def pending_upgrades(platform: PlatformConfig, *, image_id: str, run_id: str) -> list[str]:
-    """Packages in the AMI with an upgrade available in the archive now (a probe instance, terminated)."""
-    from immutable.base_policy import parse_upgradable
-
-    placement = platform.aws_settings.builder
-    with instance(
+def start_pending_upgrades(platform: PlatformConfig, *, repository: str, image_id: str, run_id: str) -> dict[str, Any]:
+    """A probe instance of the AMI, to list the packages with an upgrade in the archive now: its agent
+    and then the listing are waited for in the triggerer, then `finish_pending_upgrades`."""
+    stage = start_script_on_builder(
         platform,
         image_id=image_id,
         role="upgrade-probe",
         run_id=run_id,
-        subnet_id=placement.subnet_id,
-        security_group_ids=list(placement.security_group_ids),
-        instance_profile=placement.instance_profile,
-    ) as instance_id:
-        result = run_script(
-            platform,
-            instance_id,
-            ["apt-get update -qq >/dev/null && apt list --upgradable 2>/dev/null"],
-            "pending upgrades",
-            CHECK_TIMEOUT_S,
-        )
+        repository=repository,
+        script=["apt-get update -qq >/dev/null && apt list --upgradable 2>/dev/null"],
+        comment="pending upgrades",
+        timeout_s=CHECK_TIMEOUT_S,
+        context={"image_id": image_id},
+    )
+    return {"ssm": stage}
+
+
+def finish_pending_upgrades(platform: PlatformConfig, running: dict[str, Any]) -> dict[str, Any]:
+    """After a wait: the next stage, or once the listing has ended the probe terminated and the
+    packages with an upgrade ({"upgradable": [...]}). Any failure terminates the probe too."""
+    from immutable.base_policy import parse_upgradable
+
+    stage = advance_script(platform, running["ssm"])
+    if stage["stage"] != "done":
+        return {"ssm": stage}
+    terminate_after_script(platform, stage)
+    result = script_result(stage)
     if not result.ok:
         raise AwsImageError(
-            f"could not list pending upgrades on an instance of {image_id} in {platform.aws_settings.build_region} "
-            f"(SSM {result.status}): {(result.stdout + result.stderr)[-1500:]}"
+            f"could not list pending upgrades on an instance of {stage['context']['image_id']} in "
+            f"{platform.aws_settings.build_region} (SSM {result.status}): {(result.stdout + result.stderr)[-1500:]}"
         )
-    return parse_upgradable(result.stdout)
+    return {"upgradable": parse_upgradable(result.stdout)}

@@ -45,8 +45,15 @@ class AwsImages:
     def base_candidate(self, spec: BaseImageSpec) -> CandidateInfo:
         return upstream.candidate(self.config, spec.repository)
 
-    def pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> list[str]:
-        return base_ami.pending_upgrades(self.config, image_id=digest, run_id=run_id)
+    def start_pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> dict[str, Any]:
+        """A probe instance of the candidate AMI; its agent and its listing are waited for in the triggerer."""
+        return base_ami.start_pending_upgrades(self.config, repository=spec.repository, image_id=digest, run_id=run_id)
+
+    def pending_upgrades_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        return script_waiter(self.config, running["ssm"]) if "ssm" in running else None
+
+    def finish_pending_upgrades(self, running: dict[str, Any]) -> dict[str, Any]:
+        return base_ami.finish_pending_upgrades(self.config, running)
 
     def base_versions(self, repository: str) -> list[str]:
         return upstream.versions(self.config, repository)

@@ -39,9 +39,16 @@ class LocalBaseImages:
     def base_candidate(self, spec: BaseImageSpec) -> base.CandidateInfo:
         return base.current_candidate(spec, self.config)
 
-    def pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> list[str]:
-        # The candidate is pulled by digest: the registry's copy is the one that was published.
-        return base.pending_upgrades(base.pull_candidate(spec, self.config, digest))
+    def start_pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> dict[str, Any]:
+        """A container of the candidate lists them in seconds: run to its end here. The candidate is
+        pulled by digest: the registry's copy is the one that was published."""
+        return {"upgradable": base.pending_upgrades(base.pull_candidate(spec, self.config, digest))}
+
+    def pending_upgrades_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        return None
+
+    def finish_pending_upgrades(self, running: dict[str, Any]) -> dict[str, Any]:
+        return running
 
     def base_versions(self, repository: str) -> list[str]:
         return self.build.tags(repository)

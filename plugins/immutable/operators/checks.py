@@ -73,3 +73,30 @@ class BaseChecksOperator(PlatformWaitOperator):
         from immutable.pipelines import base_image
 
         return base_image.test_result(self.built, work)
+
+
+class UpgradeProbeOperator(PlatformWaitOperator):
+    """When the upstream is the candidate's own, list the candidate's packages with an upgrade in the
+    archive now (locally: a container of it; aws: a probe instance of the AMI, terminated after)."""
+
+    template_fields: Sequence[str] = ("upstream",)
+    ui_color = "#fef7e0"
+
+    def __init__(self, *, upstream: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.upstream = upstream
+
+    def start(self, context: Any) -> dict[str, Any]:
+        from immutable.pipelines import base_image
+
+        return base_image.start_upgrade_probe(self.upstream, context["dag_run"].run_after)
+
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
+        from immutable.pipelines import base_image
+
+        return base_image.upgrade_probe_waiter(work)
+
+    def after_wait(self, work: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+        from immutable.pipelines import base_image
+
+        return base_image.finish_upgrade_probe(work)

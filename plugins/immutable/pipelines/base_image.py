@@ -49,17 +49,38 @@ def resolve_upstream(params: dict[str, Any]) -> dict[str, Any]:
     return {"image": image, "digest": digest, "params": run_params.model_dump()}
 
 
-def check_updates(upstream: dict[str, Any], run_after: datetime) -> dict[str, Any] | None:
-    """Decide whether anything is new; returns the build plan, or None to skip the rest."""
+def start_upgrade_probe(upstream: dict[str, Any], run_after: datetime) -> dict[str, Any]:
+    """When the upstream is the candidate's own (and no rebuild is forced), start listing the
+    candidate's packages with an upgrade in the archive now (`upgrade_probe_waiter` names what it
+    still waits for); else nothing to probe: {"upgradable": [], "probed": false}."""
+    spec, images = load_base_spec(), platform_for().images
+    params = BaseImageRunParams.model_validate(upstream["params"])
+    candidate = images.base_candidate(spec)
+    if params.force or not candidate.digest or candidate.upstream_digest != upstream["digest"]:
+        return {"upgradable": [], "probed": False}
+    log.info("upstream unchanged: listing the pending upgrades of the candidate %s", candidate.digest)
+    running = images.start_pending_upgrades(spec, candidate.digest, run_id=f"check-{run_after.isoformat()}")
+    return running | {"probed": True}
+
+
+def upgrade_probe_waiter(running: dict[str, Any]) -> tuple[Any, float] | None:
+    return platform_for().images.pending_upgrades_waiter(running)
+
+
+def finish_upgrade_probe(running: dict[str, Any]) -> dict[str, Any]:
+    return platform_for().images.finish_pending_upgrades(running) | {"probed": running["probed"]}
+
+
+def check_updates(upstream: dict[str, Any], probed: dict[str, Any], run_after: datetime) -> dict[str, Any] | None:
+    """Decide whether anything is new (the probe's pending upgrades among the reasons); returns the
+    build plan, or None to skip the rest."""
     from immutable.base_policy import decide_rebuild
     from immutable.versioning import next_version
 
     spec, images = load_base_spec(), platform_for().images
     params = BaseImageRunParams.model_validate(upstream["params"])
     candidate = images.base_candidate(spec)
-    pending: list[str] = []
-    if not params.force and candidate.digest and candidate.upstream_digest == upstream["digest"]:
-        pending = images.pending_upgrades(spec, candidate.digest, run_id=f"check-{run_after.isoformat()}")
+    pending: list[str] = list(probed.get("upgradable", []))
     decision = decide_rebuild(
         upstream_digest=upstream["digest"],
         candidate_version=candidate.version,

@@ -34,8 +34,18 @@ class Images(Protocol):
 
     def base_candidate(self, spec: BaseImageSpec) -> CandidateInfo: ...
 
-    def pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> list[str]:
-        """Packages of the published base `digest` with an upgrade available in the archive now."""
+    def start_pending_upgrades(self, spec: BaseImageSpec, digest: str, *, run_id: str) -> dict[str, Any]:
+        """Start listing the packages of the published base `digest` with an upgrade available in the
+        archive now. Where it ends at once the answer holds them (`upgradable`); else
+        `pending_upgrades_waiter` names what to wait for."""
+        ...
+
+    def pending_upgrades_waiter(self, running: dict[str, Any]) -> tuple[Any, float] | None:
+        """None once the listing has ended; else a trigger (the task waits in the triggerer) and its timeout."""
+        ...
+
+    def finish_pending_upgrades(self, running: dict[str, Any]) -> dict[str, Any]:
+        """After a wait: the listing's next step, or the packages (`upgradable`) once it has ended."""
         ...
 
     def base_versions(self, repository: str) -> list[str]:
