@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.aws.conftest import AwsAccount
+from tests.aws.deferrals import through_every_wait
 from tests.integration import helpers
 from tests.integration.helpers import xcom
 
@@ -99,39 +100,26 @@ def test_the_base_checks_wait_in_the_triggerer_and_their_instance_goes(
     """The `test` task launches a test instance of the new AMI and waits in the triggerer for its SSM
     agent and then for the checks (each trigger rebuilt as a new triggerer process would); the
     resumed task terminates the instance and judges the checks."""
-    import asyncio
-
     from airflow.sdk.exceptions import TaskDeferred
 
     from immutable.aws.triggers import WaiterTrigger
     from immutable.operators.checks import BaseChecksOperator
 
-    async def first_event(trigger: Any) -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
+    def on_wait(trigger: Any, restarted: Any) -> None:
+        assert isinstance(trigger, WaiterTrigger) and trigger.service == "ssm", trigger
+        state = aws_account.client("ec2").describe_instances(InstanceIds=[instance_of(trigger)])
+        assert state["Reservations"][0]["Instances"][0]["State"]["Name"] in ("pending", "running")
+
+    def instance_of(trigger: Any) -> str:
+        return str(trigger.return_value["work"]["ssm"]["instance_id"])
 
     built = first_build["built"] | {"run_id": "test-deferred-checks"}
     operator = BaseChecksOperator(task_id="test", built=built)
     with pytest.raises(TaskDeferred) as first:
         operator.execute({"run_id": built["run_id"]})
-    deferred, waits = first.value, []
-    checks: Any = None  # the task's XCom: a list of checks
-    while True:
-        trigger = deferred.trigger
-        assert isinstance(trigger, WaiterTrigger) and trigger.service == "ssm", trigger
-        waits.append(trigger.waiter_name)
-        instance_id = trigger.return_value["work"]["ssm"]["instance_id"]
-        state = aws_account.client("ec2").describe_instances(InstanceIds=[instance_id])
-        assert state["Reservations"][0]["Instances"][0]["State"]["Name"] in ("pending", "running")
-        event = asyncio.run(first_event(WaiterTrigger(**trigger.serialize()[1])))
-        assert event["status"] == "success", event
-        try:
-            checks = operator.execute_complete({}, event)
-            break
-        except TaskDeferred as again:
-            deferred = again
-    assert waits == ["AgentOnline", "CommandEnded"], waits
+    checks, waited = through_every_wait(operator, first.value, on_wait)
+    assert [t.waiter_name for t in waited] == ["AgentOnline", "CommandEnded"], waited
+    instance_id = instance_of(waited[-1])
     assert [c["name"] for c in checks] == ["instance-checks"], checks  # the emulator's commands print nothing
     state = aws_account.client("ec2").describe_instances(InstanceIds=[instance_id])
     assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"

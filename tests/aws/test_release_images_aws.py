@@ -11,6 +11,7 @@ import pytest
 
 from immutable.provenance import LABEL_APP, LABEL_ARTIFACT
 from tests.aws.conftest import REGIONS, AwsAccount, run_dag_until
+from tests.aws.deferrals import first_event, through_every_wait
 from tests.integration.helpers import xcom
 
 OCI = "org.opencontainers.image"
@@ -132,30 +133,25 @@ def test_every_wait_of_a_bake_is_the_triggerers_and_each_resumes_after_a_trigger
         found = ec2.describe_instances(Filters=filters)["Reservations"]
         return {i["State"]["Name"] for r in found for i in r["Instances"]}
 
+    waits: list[str] = []
+    image_id = None
+
+    def on_wait(trigger: Any, restarted: Any) -> None:
+        nonlocal image_id
+        if isinstance(trigger, WaiterTrigger):
+            waits.append(trigger.waiter_name)
+            assert builders() == {"running"}, (trigger.waiter_name, builders())
+        else:
+            assert isinstance(trigger, ImageAvailableTrigger), trigger
+            waits.append("ImageAvailable")
+            image_id = trigger.image_id
+            assert builders() == {"stopped"}, "the builder is kept while its AMI is made"
+            assert restarted.started_at == trigger.started_at and restarted.missing_grace_s > 0
+
     with pytest.raises(TaskDeferred) as first:
         operator.execute({"run_id": run_id})
-    deferred, waits, image_id = first.value, [], None
     try:
-        while True:
-            trigger = deferred.trigger
-            assert deferred.method_name == "execute_complete"
-            restarted = type(trigger)(**trigger.serialize()[1])  # what a new triggerer process builds
-            if isinstance(trigger, WaiterTrigger):
-                waits.append(trigger.waiter_name)
-                assert builders() == {"running"}, (trigger.waiter_name, builders())
-            else:
-                assert isinstance(trigger, ImageAvailableTrigger), trigger
-                waits.append("ImageAvailable")
-                image_id = trigger.image_id
-                assert builders() == {"stopped"}, "the builder is kept while its AMI is made"
-                assert restarted.started_at == trigger.started_at and restarted.missing_grace_s > 0
-            event = _first_event(restarted)
-            assert event["status"] == "success", event
-            try:
-                done = operator.execute_complete({}, event)
-                break
-            except TaskDeferred as again:
-                deferred = again
+        done, _ = through_every_wait(operator, first.value, on_wait)
         assert waits == ["AgentOnline", "CommandEnded", "ImageAvailable"], waits
         assert done["digest"] == image_id and done["pending"] is False and done["waited_in_triggerer_s"] >= 0
         assert "builder" not in done, done
@@ -203,7 +199,7 @@ def test_an_environment_waits_in_the_triggerer_for_its_status_checks_then_for_it
         ec2 = aws_account.client("ec2")
         statuses = ec2.describe_instance_status(InstanceIds=[environment["instance_id"]])["InstanceStatuses"]
         assert {s["InstanceStatus"]["Status"] for s in statuses} <= {"initializing"}, statuses
-        event = _first_event(WaiterTrigger(**trigger.serialize()[1]))
+        event = first_event(WaiterTrigger(**trigger.serialize()[1]))
         assert event["status"] == "success", event
         done = operator.execute_complete({}, event)
         assert done["instance_id"] == environment["instance_id"] and done["url"].startswith("http://"), done
@@ -230,19 +226,9 @@ def _the_staging_test_waits_in_the_triggerer(
     operator = StagingTestOperator(task_id="staging_test", plan=release["plan"], environment=environment)
     with pytest.raises(TaskDeferred) as first:
         operator.execute({"run_id": "test-deferred-env"})
-    deferred, waits = first.value, []
-    while True:
-        trigger = deferred.trigger
-        assert isinstance(trigger, WaiterTrigger) and trigger.service == "ssm", trigger
-        waits.append(trigger.waiter_name)
-        event = _first_event(WaiterTrigger(**trigger.serialize()[1]))
-        assert event["status"] == "success", event
-        try:
-            result = operator.execute_complete({}, event)
-            break
-        except TaskDeferred as again:
-            deferred = again
-    assert waits == ["AgentOnline", "CommandEnded"], waits
+    result, waited = through_every_wait(operator, first.value)
+    assert all(isinstance(t, WaiterTrigger) and t.service == "ssm" for t in waited), waited
+    assert [t.waiter_name for t in waited] == ["AgentOnline", "CommandEnded"], waited
     assert result["exit_code"] == 0, result
     sent = aws_account.client("ssm").list_commands(InstanceId=environment["instance_id"])["Commands"]
     port = app_spec(release["plan"]["app"]).runtime.port
@@ -347,17 +333,6 @@ def _deregister_copy(account: AwsAccount, region: str, source: str) -> None:
         ec2.deregister_image(ImageId=image["ImageId"])
 
 
-def _first_event(trigger: Any) -> dict[str, Any]:
-    import asyncio
-
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(first())
-
-
 def test_a_copy_defers_until_available_then_is_verified(aws_account: AwsAccount, release: dict[str, Any]) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
@@ -376,10 +351,10 @@ def test_a_copy_defers_until_available_then_is_verified(aws_account: AwsAccount,
     assert trigger.started_at == pytest.approx(time.time(), abs=120)
     restarted = ImageAvailableTrigger(**trigger.serialize()[1])
     assert restarted.started_at == trigger.started_at
-    event = _first_event(trigger)
+    event = first_event(trigger)
     assert event["status"] == "success" and event["image_id"] == trigger.image_id, event
     begun_earlier = ImageAvailableTrigger(**(trigger.serialize()[1] | {"started_at": time.time() - 600}))
-    assert _first_event(begun_earlier)["waited_s"] >= 600
+    assert first_event(begun_earlier)["waited_s"] >= 600
     done = operator.execute_complete(
         {},
         event,
@@ -401,7 +376,7 @@ def test_a_copy_that_vanishes_while_deferred_fails_naming_region_and_amis(
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({})
     _deregister_copy(aws_account, region, source)  # as if AWS had failed and removed the copy meanwhile
-    event = _first_event(deferred.value.trigger)
+    event = first_event(deferred.value.trigger)
     assert event["status"] == "error" and "no longer exists" in event["message"], event
     with pytest.raises(AwsImageError, match=rf"copy ami-\w+ of {source} in {region} did not become available"):
         operator.execute_complete(
@@ -413,7 +388,7 @@ def test_a_copy_that_vanishes_while_deferred_fails_naming_region_and_amis(
         operator.execute({})
     operator.execute_complete(
         {},
-        _first_event(again.value.trigger),
+        first_event(again.value.trigger),
     )
 
 
