@@ -20,7 +20,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 WORKER_SERVICE = "airflow-worker"
 INIT_SERVICE = "airflow-init"
-HEALTHY_TIMEOUT_S = 600  # seconds for every service to report healthy after `up`
+HEALTHY_TIMEOUT_S = 900  # seconds for every service to report healthy after `up` (minutes on a busy machine)
 POLL_S = 3.0  # seconds between health polls
 # docker-compose.yaml's stop_grace_period of the workers: a stopped worker finishes the tasks it
 # runs (Celery's warm shutdown), so `down` waits as long before it kills anything.
@@ -99,14 +99,27 @@ def restart_counts(project: str) -> dict[str, int]:
 
 
 def container_logs(containers: list[Any], names: list[str], lines: int = 30) -> str:
-    """The last `lines` log lines of the containers named in `names` (or of all, if none is)."""
+    """The last `lines` log lines of the containers named in `names` (or of all, if none is), each
+    with its health check's last answer when it has one (what made it unhealthy)."""
     chosen = [c for c in containers if any(c.name in n for n in names)] or containers
-    return "\n".join(f"--- {c.name}\n{c.logs(tail=lines).decode(errors='replace')}" for c in chosen)
+    return "\n".join(f"--- {c.name}\n{c.logs(tail=lines).decode(errors='replace')}{last_probe(c)}" for c in chosen)
+
+
+def last_probe(container: Any) -> str:
+    """The container's last health check: exit code and output, or '' when it has none."""
+    probes = ((container.attrs.get("State") or {}).get("Health") or {}).get("Log") or []
+    if not probes:
+        return ""
+    probe = probes[-1]
+    said = str(probe.get("Output", "")).strip()[-500:]
+    return f"--- {container.name}: last health check exited {probe.get('ExitCode')}: {said}\n"
 
 
 def unhealthy(containers: list[Any], restarts_before: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
     """(containers still starting, containers that failed) of the project. A container restarted
-    by its policy more often than `restarts_before` says (before this `up`) has crashed."""
+    by its policy more often than `restarts_before` says (before this `up`) has crashed. A running
+    container whose health check says unhealthy is still waited for: on a busy machine an Airflow
+    service can take minutes to answer, and it turns healthy by itself once it does."""
     restarts_before = restarts_before or {}
     waiting, failed = [], []
     for container in containers:
@@ -123,7 +136,7 @@ def unhealthy(containers: list[Any], restarts_before: dict[str, int] | None = No
         # A service that crashed and was restarted by its policy fails the wait at once, with its log.
         restarts = int(container.attrs.get("RestartCount") or 0)
         crashed = state["Status"] == "restarting" or restarts > restarts_before.get(container.id, 0)
-        if state["Status"] in ("exited", "dead") or health == "unhealthy" or crashed:
+        if state["Status"] in ("exited", "dead") or crashed:
             failed.append(f"{container.name} {state['Status']} {health or ''}".strip())
         elif state["Status"] != "running" or health not in (None, "healthy"):
             waiting.append(f"{container.name} {health or state['Status']}")
@@ -155,8 +168,9 @@ def wait_healthy(
             missing.append(f"{WORKER_SERVICE} x{workers - services.count(WORKER_SERVICE)}")
         waiting, failed = unhealthy(containers, restarts_before)
         if failed:
+            # The logs first, the verdict last: a caller that keeps only the output's end still names it.
             logs = container_logs(containers, failed)
-            raise ComposeError(f"compose project {settings.project}: {', '.join(failed)}\n{logs}")
+            raise ComposeError(f"{logs}\ncompose project {settings.project}: {', '.join(failed)}")
         if not waiting and not missing:
             return
         status = f"waiting for {', '.join(sorted(waiting) + missing)}"
@@ -164,7 +178,10 @@ def wait_healthy(
             say(status)
             last = status
         if time.monotonic() > deadline:
-            raise ComposeError(f"compose project {settings.project} not healthy after {timeout_s:.0f}s: {status}")
+            logs = container_logs(containers, waiting) if waiting else ""
+            raise ComposeError(
+                f"{logs}\ncompose project {settings.project} not healthy after {timeout_s:.0f}s: {status}"
+            )
         time.sleep(POLL_S)
 
 
