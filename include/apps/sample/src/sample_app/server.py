@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata, resources
+from typing import Any
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # seconds
 FAULTS_FILE_CHECK_S = 1.0  # how often the injected-faults file is looked at
@@ -160,12 +162,25 @@ def make_handler(version: str, source: FaultSource, metrics: Metrics, started: f
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    """A client that hangs up is not an error worth a traceback: a load balancer's health check closes
+    its connection with a reset, once a second per server, and those tracebacks were nearly all of a
+    fleet's log (and of the engine's CPU spent logging). Any other error is still printed."""
+
+    daemon_threads = True
+    HANG_UPS = (ConnectionResetError, BrokenPipeError)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], self.HANG_UPS):
+            return
+        super().handle_error(request, client_address)
+
+
 def main() -> None:
     version = app_version()
     source = FaultSource(version)
     port = int(os.environ.get("PORT", "8000"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(version, source, Metrics(), time.monotonic()))
-    server.daemon_threads = True
+    server = Server(("0.0.0.0", port), make_handler(version, source, Metrics(), time.monotonic()))
     print(f"sample-app {version} listening on :{port} with faults {source.get()}", flush=True)
     server.serve_forever()
 
