@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from immutable.compose_stack.stack import container_logs, unhealthy
 
 
@@ -54,3 +56,15 @@ def test_the_logs_of_an_unhealthy_service_end_with_its_last_health_check() -> No
     said = container_logs([Container("triggerer", "running", "unhealthy", probes=[probe])], ["triggerer unhealthy"])
     assert said.startswith("--- triggerer\nstarted\n")
     assert "last health check exited 1: TimeoutError: the triggerer's heartbeat is 90 s old" in said
+
+
+def test_the_job_probe_is_healthy_only_with_a_recent_heartbeat_and_refuses_unknown_job_types(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from immutable.compose_stack.probe import STALE_AFTER_S, main, verdict
+
+    assert verdict("TriggererJob", 3.0) == (0, "TriggererJob: heartbeat 3s ago")
+    assert verdict("TriggererJob", STALE_AFTER_S + 1)[0] == 1
+    assert verdict("DagProcessorJob", None) == (1, "no running DagProcessorJob in this container yet")
+    assert main(["SchedulerJob"]) == 2
+    assert "DagProcessorJob,TriggererJob" in capsys.readouterr().err
