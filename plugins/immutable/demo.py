@@ -36,7 +36,7 @@ def show(message: str) -> None:
 APP = "sample"  # the canary tier: tries each new base candidate first
 CRITICAL_APP = "sample-critical"  # the critical tier: the same code, on the stable base only
 APPS = (APP, CRITICAL_APP)
-BAD_VERSION = "1.2.0"  # turns bad 15 s after it starts: passes dev and staging, fails the canary
+BAD_VERSION = "1.2.0"  # turns bad after 15 s of traffic: passes dev and staging, fails the canary
 STABLE_WAIT_S = 600.0  # how long the demo waits for promote_base to make the first candidate stable
 
 

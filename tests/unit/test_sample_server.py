@@ -33,3 +33,16 @@ def test_a_client_that_hangs_up_prints_nothing_and_other_errors_print_their_trac
         assert "Traceback" in said and "ValueError: a bug in a handler" in said
     finally:
         server.server_close()
+
+
+def test_the_late_faults_clock_starts_at_the_first_request_to_the_root_not_at_the_servers_start() -> None:
+    from sample_app.server import TrafficClock
+
+    clock = TrafficClock()
+    assert clock.seconds(start=False) == 0.0  # health checks and scrapes do not start it
+    assert clock.seconds(start=True) == 0.0  # the first request to /
+    first = clock.first
+    assert first is not None
+    assert clock.seconds(start=True) >= 0.0 and clock.first == first  # later requests do not restart it
+    clock.first = first - 20.0  # as if the first request came 20 s ago
+    assert clock.seconds(start=False) >= 20.0

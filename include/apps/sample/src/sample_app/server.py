@@ -4,7 +4,8 @@ Fault knobs (from faults.json for this version, overridden by environment variab
   SAMPLE_ERROR_RATE        share of requests to / answered with HTTP 500 (0.0 to 1.0)
   SAMPLE_EXTRA_LATENCY_MS  milliseconds added to every request to /
   SAMPLE_FAIL_HEALTH       "1" makes /healthz answer 503
-  SAMPLE_FAULT_AFTER_S     faults start this many seconds after start (a regression that appears late)
+  SAMPLE_FAULT_AFTER_S     faults start this many seconds after the first request to / (a regression
+                           that appears after some real traffic, however late the traffic starts)
 A JSON file at SAMPLE_FAULTS_FILE (default /tmp/sample-faults.json) with the same keys as
 faults.json's entries overrides them while it exists: a fault injected into a running server.
 """
@@ -119,15 +120,36 @@ class FaultSource:
             return self.current
 
 
-def make_handler(version: str, source: FaultSource, metrics: Metrics, started: float) -> type[BaseHTTPRequestHandler]:
+class TrafficClock:
+    """Seconds since the first request to / : the clock of the late faults. Counting from the
+    server's start instead made a late regression depend on how fast the pipeline got to its tests
+    (on a busy machine, staging's test began more than 15 s after its container, and the version
+    meant to pass staging and fail its canary failed staging)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.lock = threading.Lock()
+
+    def seconds(self, *, start: bool) -> float:
+        """Since the first request to /; `start` (a request to / now) starts the clock if it has not."""
+        now = time.monotonic()
+        with self.lock:
+            if self.first is None and start:
+                self.first = now
+            return 0.0 if self.first is None else now - self.first
+
+
+def make_handler(
+    version: str, source: FaultSource, metrics: Metrics, clock: TrafficClock
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             begin = time.monotonic()
             faults = source.get()
-            faulty = time.monotonic() - started >= faults.after_s
             path = self.path.split("?", 1)[0]
+            faulty = clock.seconds(start=path == "/") >= faults.after_s
             if path == "/healthz":
                 failing = faulty and faults.fail_health
                 status, body = (503, "unhealthy\n") if failing else (200, "ok\n")
@@ -180,7 +202,7 @@ def main() -> None:
     version = app_version()
     source = FaultSource(version)
     port = int(os.environ.get("PORT", "8000"))
-    server = Server(("0.0.0.0", port), make_handler(version, source, Metrics(), time.monotonic()))
+    server = Server(("0.0.0.0", port), make_handler(version, source, Metrics(), TrafficClock()))
     print(f"sample-app {version} listening on :{port} with faults {source.get()}", flush=True)
     server.serve_forever()
 
