@@ -276,6 +276,10 @@ def test_a_release_keeps_only_the_newest_images_and_those_in_use_and_frees_their
         run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # stopped by its canary
     assert states["retire_expired"] == "success" and states["canary.analysis"] == "failed", states
     releasing = xcom(run, "bake")["digest"]
+    # 1.2.0 again, from the same source on the same base: its image is the first 1.2.0's (already
+    # stored, same digest), not new bytes from the same inputs; its labels name the run that baked it.
+    assert releasing in before["build"], (releasing, before["build"])
+    assert xcom(run, "bake")["labels"]["io.immutable.airflow.run-id"] != run.run_id
     for name, registry in registries.items():
         after = stored(name)
         assert set(after) == {releasing} | (in_use & set(before[name])), (name, after, in_use)

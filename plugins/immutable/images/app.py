@@ -116,6 +116,21 @@ def source_archive(tree: SourceTree, version: str, uid: int) -> bytes:
     return buffer.getvalue()
 
 
+def package_key(source_tar: bytes, base_digest: str) -> str:
+    """A tag naming what a package is made of: the source's files (names, modes, contents, the
+    release's VERSION among them) and the base its wheels are built on. Not the archive's own bytes:
+    those differ by the files' times alone. The same key means the same inputs, so the wheels stored
+    under it can stand for a new build."""
+    digest = hashlib.sha256(base_digest.encode())
+    with tarfile.open(fileobj=io.BytesIO(source_tar)) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            digest.update(f"{member.name}\0{member.mode:o}\0{member.type.decode()}\0{member.size}\0".encode())
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                digest.update(extracted.read())
+    return f"src-{digest.hexdigest()[:40]}"
+
+
 def build_trust_archive() -> bytes | None:
     """The build host's CA bundle, so builds trust what the host trusts (a TLS-inspecting proxy, say).
 

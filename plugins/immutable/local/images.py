@@ -25,7 +25,8 @@ from immutable.images.replicate import CopyError, copy_with_retries
 from immutable.local import registry_retention
 from immutable.local.base_images import LocalBaseImages
 from immutable.payloads import Baked, ImageRef, Packaged, Plan, RegionCopy
-from immutable.registry import RegistryClient
+from immutable.provenance import LABEL_ARTIFACT
+from immutable.registry import RegistryClient, RegistryError
 from immutable.revocation import REVOCATION_MEDIA_TYPE
 from immutable.sbom import sbom_tag
 from immutable.signing import SignatureError, load_signer, revocation_tag, signature_tag, verify
@@ -117,18 +118,25 @@ class LocalImages(LocalBaseImages):
     @registry_retention.writes_registries
     def package(self, *, plan: Plan, spec: AppSpec, uid: int) -> Packaged:
         """The wheels are built in a container from the base itself, so they match its Python and
-        libc; they are stored as one OCI artifact, which the bake fetches by digest."""
-        from immutable.images.engine import docker_client
-
+        libc; they are stored as one OCI artifact, which the bake fetches by digest. The artifact is
+        also tagged with what it was made of (`app_images.package_key`): a release of the same
+        source on the same base (a rejected version tried again, a retry) reuses those wheels, and
+        so the same artifact digest, instead of building different bytes from the same inputs."""
         base_ref = self.uri(None, plan.base.repository, plan.base.digest)
-        docker_client().images.pull(base_ref)
         with app_images.with_tempdir() as tmp:
             tree = app_images.checkout(spec, plan.ref, Path(tmp))
             source_tar = app_images.source_archive(tree, plan.version, uid)
-        wheels = app_images.build_wheels(base_ref=base_ref, source_tar=source_tar, uid=uid)
-        wheel = app_images.app_wheel_name(wheels, spec.packaging.distribution, plan.version)
         artifact_repo = f"artifacts/{spec.name}"
+        key = app_images.package_key(source_tar, plan.base.digest)
+        wheels = self._packaged_before(artifact_repo, key)
+        if wheels is None:
+            from immutable.images.engine import docker_client
+
+            docker_client().images.pull(base_ref)
+            wheels = app_images.build_wheels(base_ref=base_ref, source_tar=source_tar, uid=uid)
+        wheel = app_images.app_wheel_name(wheels, spec.packaging.distribution, plan.version)
         artifact_digest = app_images.push_wheels(self.build, artifact_repo, plan.version, wheels, wheel)
+        app_images.push_wheels(self.build, artifact_repo, key, wheels, wheel)
         return Packaged(
             wheel=wheel,
             sha256=app_images.sha256(wheels[wheel]),
@@ -139,6 +147,21 @@ class LocalImages(LocalBaseImages):
             revision=tree.revision,
             source=tree.description,
         )
+
+    def _packaged_before(self, artifact_repo: str, key: str) -> dict[str, bytes] | None:
+        """The wheels stored under `key` by an earlier package of the same inputs, or None."""
+        digest = self.build.manifest_digest(artifact_repo, key)
+        if digest is None:
+            return None
+        try:
+            wheels = app_images.fetch_wheels(self.build, artifact_repo, digest)
+        except RegistryError as error:  # retention took its blobs: build again
+            log.info("the package made of the same source on the same base is gone (%s); building it", error)
+            return None
+        log.info(
+            "the same source on the same base was packaged before as %s@%s: reusing its wheels", artifact_repo, digest
+        )
+        return wheels
 
     @registry_retention.writes_registries
     def bake(
@@ -151,20 +174,35 @@ class LocalImages(LocalBaseImages):
         run_id: str,
         wait: bool = True,
     ) -> Baked:
-        """A retry of the same run finds its own build tag (by the run-id label) and reuses it, so a
-        bake that pushed and then lost its worker does not bake a second, different digest. A local
-        bake is done when it returns, whatever `wait` says (never `pending`)."""
+        """An image already under this build tag is reused when this run baked it (a retry: a bake
+        that pushed and then lost its worker does not bake a second, different digest) or when it
+        holds the same package on the same base (a version released again): the same inputs keep
+        their digest, and its labels still name the run that baked it. A local bake is done when it
+        returns, whatever `wait` says (never `pending`)."""
         build_tag = f"{plan.version}-b{plan.base.version}"
         tags = [plan.version, build_tag]
         existing = self.build.labels(spec.repository, build_tag)
         extra = packaged.model_extra or {}
         wheels = app_images.fetch_wheels(self.build, str(extra["artifact_repository"]), str(extra["artifact_digest"]))
-        if existing is not None and existing.get(base_images.LABEL_RUN_ID) == run_id:
-            digest = self.build.manifest_digest(spec.repository, build_tag)
-            if digest is not None:
-                log.info("already baked by this run as %s; reusing it", digest)
-                self.store_sbom(spec.repository, digest, existing, wheels)
-                return self._baked(spec.repository, digest, existing, tags)
+        reusable = existing is not None and (
+            existing.get(base_images.LABEL_RUN_ID) == run_id
+            or (
+                existing.get(LABEL_ARTIFACT) == packaged.sha256
+                and existing.get(base_images.LABEL_BASE_DIGEST) == plan.base.digest
+            )
+        )
+        digest = self.build.manifest_digest(spec.repository, build_tag) if reusable else None
+        if existing is not None and digest is not None:
+            log.info(
+                "%s already holds this package on this base (baked by run %s); reusing it",
+                digest,
+                existing.get(base_images.LABEL_RUN_ID),
+            )
+            self.store_sbom(spec.repository, digest, existing, wheels)
+            raw = self.build.raw_manifest(spec.repository, digest)
+            if raw is not None and self.build.manifest_digest(spec.repository, plan.version) != digest:
+                self.build.put_manifest(spec.repository, plan.version, raw[0], raw[1])  # the version's tag: this image
+            return self._baked(spec.repository, digest, existing, tags)
 
         if app_images.sha256(wheels[packaged.wheel]) != packaged.sha256:
             raise BakeError(f"artifact {packaged.artifact} no longer matches sha256 {packaged.sha256}; package again")
@@ -175,6 +213,11 @@ class LocalImages(LocalBaseImages):
             version=plan.version,
             wheels=wheels,
         )
+        from immutable.images.engine import docker_client
+
+        docker_client().images.pull(
+            self.uri(None, plan.base.repository, plan.base.digest)
+        )  # a reused package pulled nothing
         image_id = app_images.bake(context=context, labels=labels, tag=f"{spec.repository}:{build_tag}")
         repository = f"{self.config.build_registry}/{spec.repository}"
         digest = base_images.push(image_id, repository, build_tag)
