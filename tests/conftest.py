@@ -194,7 +194,9 @@ def production_platform(local_platform: None) -> Iterator[None]:
     from immutable.localctl import production_services
 
     client = docker_client()
-    for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
+    for container in client.containers.list(
+        ignore_removed=True, all=True, filters={"label": "io.immutable.platform=test"}
+    ):
         container.remove(force=True)
     for folder in ("production", "haproxy", "prometheus", "traffic"):
         shutil.rmtree(TEST_STATE / folder, ignore_errors=True)
@@ -220,7 +222,9 @@ def production_platform(local_platform: None) -> Iterator[None]:
         else:
             os.environ["IMMUTABLE_APPS_DIR"] = earlier
         # The fleets the releases launched: nothing of the test platform outlives the session.
-        for container in client.containers.list(all=True, filters={"label": "io.immutable.platform=test"}):
+        for container in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": "io.immutable.platform=test"}
+        ):
             container.remove(force=True)
 
 
@@ -266,10 +270,14 @@ def leftovers() -> list[str]:
     except Exception:  # no engine: nothing of it can be left
         return found
     for platform in TEST_PLATFORMS:
-        for container in client.containers.list(all=True, filters={"label": f"io.immutable.platform={platform}"}):
+        for container in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"io.immutable.platform={platform}"}
+        ):
             found.append(f"container {container.name} (platform {platform})")
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(SESSION_STARTED))
-    for container in client.containers.list(all=True, filters={"label": "io.immutable.managed=true"}):
+    for container in client.containers.list(
+        ignore_removed=True, all=True, filters={"label": "io.immutable.managed=true"}
+    ):
         created = str(container.attrs.get("Created", ""))[:19]
         if created >= since and "io.immutable.platform" not in container.labels:
             found.append(f"container {container.name} ({container.labels.get('io.immutable.role', 'managed')})")

@@ -346,7 +346,9 @@ def cmd_down(_: argparse.Namespace) -> None:
 
         client = docker.from_env()
         instance = load_platform().local.instance
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}):
+        for container in client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}
+        ):
             container.remove(force=True)
             say(f"container {container.name}: removed")
     say(f"dockerd: {engine_service().stop()}")

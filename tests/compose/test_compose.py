@@ -258,5 +258,7 @@ def test_teardown_leaves_nothing() -> None:
     assert ours("volumes") == []
     # The releases' fleets belong to the platform; its `down` removes them.
     run_module("immutable.localctl", "down")
-    fleets = docker_client().containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={INSTANCE}"})
+    fleets = docker_client().containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{LABEL_INSTANCE}={INSTANCE}"}
+    )
     assert fleets == [], [c.name for c in fleets]

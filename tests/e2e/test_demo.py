@@ -181,6 +181,7 @@ def test_a_deferred_gate_survives_an_airflow_restart(demo: dict[str, Any], demo_
 
     for region in REGIONS:
         members = docker_client().containers.list(
+            ignore_removed=True,
             all=True,
             filters={
                 "label": [
@@ -255,7 +256,9 @@ def restart_docker_engine() -> None:
 def fleet_containers() -> dict[str, tuple[str, str]]:
     from immutable.images.engine import docker_client
 
-    found = docker_client().containers.list(all=True, filters={"label": ["io.immutable.platform=e2e"]})
+    found = docker_client().containers.list(
+        ignore_removed=True, all=True, filters={"label": ["io.immutable.platform=e2e"]}
+    )
     return {c.name: (c.id, c.status) for c in found}
 
 
@@ -379,5 +382,7 @@ def test_status_then_down_leaves_nothing_behind(demo: dict[str, Any], demo_env: 
         assert not port_open(port), f"port {port} still open after make down"
     from immutable.images.engine import docker_client
 
-    left = docker_client().containers.list(all=True, filters={"label": "io.immutable.platform=e2e"})
+    left = docker_client().containers.list(
+        ignore_removed=True, all=True, filters={"label": "io.immutable.platform=e2e"}
+    )
     assert left == [], [c.name for c in left]

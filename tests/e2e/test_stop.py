@@ -36,6 +36,7 @@ def versions_running() -> set[str]:
     from immutable.images.engine import docker_client
 
     found = docker_client().containers.list(
+        ignore_removed=True,
         all=True,
         filters={"label": ["io.immutable.platform=e2e", "io.immutable.role=fleet", f"io.immutable.app.name={APP}"]},
     )

@@ -84,7 +84,9 @@ def compose(settings: Settings, *args: str, capture: bool = False, timeout_s: fl
 def project_containers(project: str) -> list[Any]:
     from immutable.images.engine import docker_client
 
-    return list(docker_client().containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}))
+    return list(
+        docker_client().containers.list(all=True, ignore_removed=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+    )
 
 
 def project_networks(project: str) -> list[Any]:

@@ -115,7 +115,7 @@ def destroy(name: str) -> list[str]:
     """Remove every container and the network of environment `name`; returns what was removed."""
     client = docker_client()
     removed = []
-    for container in client.containers.list(all=True, filters={"label": f"{ENV_LABEL}={name}"}):
+    for container in client.containers.list(all=True, ignore_removed=True, filters={"label": f"{ENV_LABEL}={name}"}):
         container.remove(force=True)
         removed.append(f"container {container.name}")
     for network in client.networks.list(names=[name]):
@@ -127,7 +127,9 @@ def destroy(name: str) -> list[str]:
 
 def leftovers(name: str) -> list[str]:
     client = docker_client()
-    found = [c.name for c in client.containers.list(all=True, filters={"label": f"{ENV_LABEL}={name}"})]
+    found = [
+        c.name for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"{ENV_LABEL}={name}"})
+    ]
     found += [n.name for n in client.networks.list(names=[name]) if n.name == name]
     return found
 

@@ -115,7 +115,7 @@ class LocalFleets:
         if color:
             filters.append(f"{LABEL_COLOR}={color}")
         found = []
-        for container in client.containers.list(all=True, filters={"label": filters}):
+        for container in client.containers.list(all=True, ignore_removed=True, filters={"label": filters}):
             labels = container.labels
             networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
             address = next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")

@@ -131,7 +131,9 @@ def digests_in_use(instance: str) -> dict[str, str]:
     from immutable.local.fleets import LABEL_DIGEST, LABEL_INSTANCE, LABEL_ROLE
 
     in_use: dict[str, str] = {}
-    containers = docker_client().containers.list(all=True, filters={"label": [f"{LABEL_INSTANCE}={instance}"]})
+    containers = docker_client().containers.list(
+        all=True, ignore_removed=True, filters={"label": [f"{LABEL_INSTANCE}={instance}"]}
+    )
     for container in containers:
         digest = container.labels.get(LABEL_DIGEST)
         if digest:
