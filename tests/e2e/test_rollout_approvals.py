@@ -192,3 +192,8 @@ def test_an_approval_nobody_answers_ends_as_a_rejection_saying_it_timed_out(appr
     log = approval_log(client, run_id)
     assert "Nobody answered the approval to roll sample out to us-east, ap-south within 0:00:30" in log, log[-2000:]
     assert live_versions() == before
+    # 1.6.0 a second time, from the same source on the same base: the same image as the rejected run's,
+    # not a new one baked from the same inputs; its labels still name the run that baked it.
+    baked = client.xcom(DAG_ID, run_id, "bake")
+    assert baked["labels"]["io.immutable.airflow.run-id"] != run_id, baked["labels"]
+    assert "reusing it" in client.task_log(DAG_ID, run_id, "bake"), client.task_log(DAG_ID, run_id, "bake")[-2000:]

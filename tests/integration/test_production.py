@@ -273,13 +273,11 @@ def test_a_release_keeps_only_the_newest_images_and_those_in_use_and_frees_their
         data["local"]["image_retention"] = {"keep": 1}
 
     with platform_variant("retention", keep_one):
-        run, states = run_dag("releases.py", "release_sample", {"version": "1.2.0"})  # stopped by its canary
+        # 1.2.1: as bad as 1.2.0, but never built, so its image is the newest (1.2.0 again would reuse
+        # the image baked earlier in this module).
+        run, states = run_dag("releases.py", "release_sample", {"version": "1.2.1"})  # stopped by its canary
     assert states["retire_expired"] == "success" and states["canary.analysis"] == "failed", states
     releasing = xcom(run, "bake")["digest"]
-    # 1.2.0 again, from the same source on the same base: its image is the first 1.2.0's (already
-    # stored, same digest), not new bytes from the same inputs; its labels name the run that baked it.
-    assert releasing in before["build"], (releasing, before["build"])
-    assert xcom(run, "bake")["labels"]["io.immutable.airflow.run-id"] != run.run_id
     for name, registry in registries.items():
         after = stored(name)
         assert set(after) == {releasing} | (in_use & set(before[name])), (name, after, in_use)
