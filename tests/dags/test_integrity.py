@@ -52,7 +52,8 @@ def test_no_plugin_module_shadows_the_standard_library() -> None:
     not exclude, under its bare name: a file called copy.py would replace the standard library's
     `copy` in every Airflow process. The library (plugins/immutable/) is excluded, so only the
     entry points count."""
-    from airflow.utils.file import find_path_from_directory
+    # The function Airflow's plugin manager walks plugins/ with (airflow.utils.file's is its deprecated alias).
+    from airflow._shared.module_loading import find_path_from_directory
 
     loaded = [Path(p) for p in find_path_from_directory(ROOT / "plugins", ".airflowignore") if p.endswith(".py")]
     assert loaded, "Airflow would load no plugin file at all"

@@ -129,6 +129,7 @@ class LocalImages(LocalBaseImages):
         artifact_repo = f"artifacts/{spec.name}"
         key = app_images.package_key(source_tar, plan.base.digest)
         wheels = self._packaged_before(artifact_repo, key)
+        built = wheels is None
         if wheels is None:
             from immutable.images.engine import docker_client
 
@@ -136,7 +137,8 @@ class LocalImages(LocalBaseImages):
             wheels = app_images.build_wheels(base_ref=base_ref, source_tar=source_tar, uid=uid)
         wheel = app_images.app_wheel_name(wheels, spec.packaging.distribution, plan.version)
         artifact_digest = app_images.push_wheels(self.build, artifact_repo, plan.version, wheels, wheel)
-        app_images.push_wheels(self.build, artifact_repo, key, wheels, wheel)
+        if built:  # a reused package is already under its key
+            app_images.push_wheels(self.build, artifact_repo, key, wheels, wheel)
         return Packaged(
             wheel=wheel,
             sha256=app_images.sha256(wheels[wheel]),
@@ -206,18 +208,13 @@ class LocalImages(LocalBaseImages):
 
         if app_images.sha256(wheels[packaged.wheel]) != packaged.sha256:
             raise BakeError(f"artifact {packaged.artifact} no longer matches sha256 {packaged.sha256}; package again")
+        base_ref = self.uri(None, plan.base.repository, plan.base.digest)
         context = app_images.bake_context(
-            spec=spec,
-            base=load_base_spec(),
-            base_ref=self.uri(None, plan.base.repository, plan.base.digest),
-            version=plan.version,
-            wheels=wheels,
+            spec=spec, base=load_base_spec(), base_ref=base_ref, version=plan.version, wheels=wheels
         )
         from immutable.images.engine import docker_client
 
-        docker_client().images.pull(
-            self.uri(None, plan.base.repository, plan.base.digest)
-        )  # a reused package pulled nothing
+        docker_client().images.pull(base_ref)  # a reused package pulled nothing
         image_id = app_images.bake(context=context, labels=labels, tag=f"{spec.repository}:{build_tag}")
         repository = f"{self.config.build_registry}/{spec.repository}"
         digest = base_images.push(image_id, repository, build_tag)
