@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, TaskGroup, task, teardown
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 
 from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
@@ -69,8 +69,165 @@ def release_form() -> dict[str, Param]:
     }
 
 
+# The tasks are made once per file, not once per app: a decorated task costs its DAG each time it is
+# made (bench/dag_parse.py), and what differs between apps comes in as arguments. multiple_outputs is
+# said, not inferred: inferring evaluates the return annotation, once per task and DAG. The teardowns
+# are marked where each DAG uses them (`as_teardown`): Airflow's @teardown task cannot be called twice.
+
+
+@task(multiple_outputs=False)
+def validate(app: str, tier: str, **context: Any) -> dict[str, Any]:
+    """Check the spec and the trigger before anything is built; pin the base image by digest."""
+    from immutable.pipelines import release
+
+    events = context.get("triggering_asset_events") or {}
+    try:
+        base_events = [dict(e.extra) for e in events[base_channel(tier)]]
+    except (KeyError, TypeError):
+        base_events = []
+    try:
+        return release.validate(app, dict(context["params"]), base_events, context["dag_run"].run_after)
+    except release.NothingToRelease as exc:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        release.log.warning("nothing to release: %s", exc)  # Airflow does not log a skip's message
+        raise AirflowSkipException(str(exc)) from exc
+
+
+@task(multiple_outputs=False)
+def package(plan: dict[str, Any]) -> dict[str, Any]:
+    """Build the wheel hermetically in a container from the base image; record its sha256."""
+    from immutable.pipelines import release
+
+    return release.package(plan)
+
+
+@task(multiple_outputs=False)
+def sign(baked: dict[str, Any]) -> dict[str, Any]:
+    """Sign the digest and its provenance (ed25519); every later deploy step verifies it."""
+    from immutable.pipelines import release
+
+    return release.sign(baked)
+
+
+@task(multiple_outputs=False)
+def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
+    """Wait for health, then run the spec's smoke checks (HTTP status and body)."""
+    from immutable.pipelines import release
+
+    return release.dev_test(plan, environment)
+
+
+@task(multiple_outputs=False)
+def destroy_dev_env(app: str, **context: Any) -> list[str]:
+    """Remove the dev environment, whatever happened in it."""
+    from immutable.pipelines import release
+
+    return release.destroy_environment("dev", app, context["run_id"])
+
+
+@task(multiple_outputs=False)
+def destroy_staging_env(app: str, **context: Any) -> list[str]:
+    """Remove the staging environment, whatever happened in it."""
+    from immutable.pipelines import release
+
+    return release.destroy_environment("staging", app, context["run_id"])
+
+
+@task(multiple_outputs=False)
+def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Check every region holds the same digest before production is touched."""
+    from immutable.pipelines import release
+
+    return release.summarize(plan, baked, list(copies))
+
+
+@task(multiple_outputs=False)
+def retire_expired(baked: dict[str, Any], app: str, regions: list[str]) -> dict[str, list[str]]:
+    """Retire old colors whose rollback window is over (never waits for one still open), then
+    old images nothing needs (never this release's)."""
+    from immutable.pipelines import production
+
+    return production.retire_expired(app, list(regions), releasing=str(baked["digest"]))
+
+
+@task(multiple_outputs=False)
+def end_canary(app: str, region: str) -> dict[str, Any]:
+    """Give the pilot's traffic back to production and remove canary and baseline, pass or fail."""
+    from immutable.pipelines import production
+
+    return production.end_canary(app, region)
+
+
+@task(
+    multiple_outputs=False,
+    # Safe to retry: each step sets absolute shares, so a worker lost between two steps is
+    # followed by the same steps again, from the first.
+    retries=1,
+    doc_md="Move the load balancer's weight to the new color (in steps); the old color stays, idle.",
+)
+def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict[str, Any]:
+    """Move the load balancer's weight to the new color (in steps); the old color stays, idle."""
+    from immutable.pipelines import production
+
+    return production.flip(plan, launched, context["run_id"])
+
+
+@task(
+    multiple_outputs=False,
+    retries=1,  # safe, as for `flip`: every step sets absolute shares
+    doc_md="Synchronized rollout: once every new color is up and healthy, move every region's weights "
+    "in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and the last "
+    "region reaching 100%.",
+)
+def flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]]:
+    """Synchronized rollout: every region's weights move together, step by step."""
+    from immutable.pipelines import production
+
+    flips, skew_s = production.flip_synchronized(plan, list(launched), context["run_id"])
+    context["ti"].xcom_push(key="skew_s", value=skew_s)
+    return flips
+
+
+@task(multiple_outputs=False, trigger_rule="one_failed", retries=0)
+def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
+    """After any failure: flip back every region this run flipped; remove its new fleets."""
+    from immutable.pipelines import production
+
+    return production.rollback_release(plan, baked, context["run_id"])
+
+
+@task(multiple_outputs=False)
+def release_leases(app: str, regions: list[str], **context: Any) -> list[str]:
+    """Let the next release or rollback change this app's traffic (a teardown: always runs,
+    and does not decide the run's state, which the release and rollback tasks do)."""
+    from immutable.pipelines import production
+
+    return production.release_leases(app, list(regions), context["run_id"])
+
+
+@task(multiple_outputs=False)
+def record_release(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, Any]:
+    """Read back what runs where; the release's outcome as XCom and as an Asset event."""
+    from immutable.pipelines import production
+
+    outcome = production.record_release(plan, baked)
+    context["outlet_events"][release_asset(plan["app"])].extra = {
+        "version": outcome["version"],
+        "digest": outcome["digest"],
+        "base_digest": plan["base"]["digest"],
+        "regions": sorted(outcome["regions"]),
+    }
+    return outcome
+
+
+def base_channel(tier: str) -> Asset:
+    """The base image channel an app of this tier is released on: canary-tier apps try candidates."""
+    return BASE_CANDIDATE if tier == "canary" else BASE_STABLE
+
+
 def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
-    channel_asset = BASE_CANDIDATE if spec.tier == "canary" else BASE_STABLE
+    channel_asset = base_channel(spec.tier)
     app = spec.name
     regions = spec.rollout_regions(platform)
     waves = spec.rollout_waves(platform)
@@ -101,145 +258,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             "on_failure_callback": notifiers_for("release_failed", platform.notifications),
         },
     ) as dag:
-
-        @task(multiple_outputs=False)
-        def validate(**context: Any) -> dict[str, Any]:
-            """Check the spec and the trigger before anything is built; pin the base image by digest."""
-            from immutable.pipelines import release
-
-            events = context.get("triggering_asset_events") or {}
-            try:
-                base_events = [dict(e.extra) for e in events[channel_asset]]
-            except (KeyError, TypeError):
-                base_events = []
-            try:
-                return release.validate(app, dict(context["params"]), base_events, context["dag_run"].run_after)
-            except release.NothingToRelease as exc:
-                from airflow.sdk.exceptions import AirflowSkipException
-
-                release.log.warning("nothing to release: %s", exc)  # Airflow does not log a skip's message
-                raise AirflowSkipException(str(exc)) from exc
-
-        @task(multiple_outputs=False)
-        def package(plan: dict[str, Any]) -> dict[str, Any]:
-            """Build the wheel hermetically in a container from the base image; record its sha256."""
-            from immutable.pipelines import release
-
-            return release.package(plan)
-
-        @task(multiple_outputs=False)
-        def sign(baked: dict[str, Any]) -> dict[str, Any]:
-            """Sign the digest and its provenance (ed25519); every later deploy step verifies it."""
-            from immutable.pipelines import release
-
-            return release.sign(baked)
-
-        @task(multiple_outputs=False)
-        def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
-            """Wait for health, then run the spec's smoke checks (HTTP status and body)."""
-            from immutable.pipelines import release
-
-            return release.dev_test(plan, environment)
-
-        @teardown
-        def destroy_dev_env(**context: Any) -> list[str]:
-            """Remove the dev environment, whatever happened in it."""
-            from immutable.pipelines import release
-
-            return release.destroy_environment("dev", app, context["run_id"])
-
-        @teardown
-        def destroy_staging_env(**context: Any) -> list[str]:
-            """Remove the staging environment, whatever happened in it."""
-            from immutable.pipelines import release
-
-            return release.destroy_environment("staging", app, context["run_id"])
-
-        @task(multiple_outputs=False)
-        def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
-            """Check every region holds the same digest before production is touched."""
-            from immutable.pipelines import release
-
-            return release.summarize(plan, baked, list(copies))
-
-        @task(multiple_outputs=False)
-        def retire_expired(baked: dict[str, Any]) -> dict[str, list[str]]:
-            """Retire old colors whose rollback window is over (never waits for one still open), then
-            old images nothing needs (never this release's)."""
-            from immutable.pipelines import production
-
-            return production.retire_expired(app, regions, releasing=str(baked["digest"]))
-
-        @teardown
-        def end_canary() -> dict[str, Any]:
-            """Give the pilot's traffic back to production and remove canary and baseline, pass or fail."""
-            from immutable.pipelines import production
-
-            return production.end_canary(app, waves[0][0])
-
-        @task(
-            multiple_outputs=False,
-            # Safe to retry: each step sets absolute shares, so a worker lost between two steps is
-            # followed by the same steps again, from the first.
-            retries=1,
-            doc_md="Move the load balancer's weight to the new color (in steps); the old color stays, idle.",
-        )
-        def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Move the load balancer's weight to the new color (in steps); the old color stays, idle."""
-            from immutable.pipelines import production
-
-            return production.flip(plan, launched, context["run_id"])
-
-        @task(
-            multiple_outputs=False,
-            retries=1,  # safe, as for `flip`: every step sets absolute shares
-            doc_md="Synchronized rollout: once every new color is up and healthy, move every region's weights "
-            "in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and the last "
-            "region reaching 100%.",
-        )
-        def flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]]:
-            """Synchronized rollout: every region's weights move together, step by step."""
-            from immutable.pipelines import production
-
-            flips, skew_s = production.flip_synchronized(plan, list(launched), context["run_id"])
-            context["ti"].xcom_push(key="skew_s", value=skew_s)
-            return flips
-
-        @task(
-            multiple_outputs=False,
-            trigger_rule="one_failed",
-            retries=0,
-            on_success_callback=notifiers_for("rolled_back", platform.notifications),
-        )
-        def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
-            """After any failure: flip back every region this run flipped; remove its new fleets."""
-            from immutable.pipelines import production
-
-            return production.rollback_release(plan, baked, context["run_id"])
-
-        @teardown
-        def release_leases(**context: Any) -> list[str]:
-            """Let the next release or rollback change this app's traffic (a teardown: always runs,
-            and does not decide the run's state, which the release and rollback tasks do)."""
-            from immutable.pipelines import production
-
-            return production.release_leases(app, regions, context["run_id"])
-
-        @task(multiple_outputs=False, outlets=[release_asset(app)])
-        def record_release(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Read back what runs where; the release's outcome as XCom and as an Asset event."""
-            from immutable.pipelines import production
-
-            outcome = production.record_release(plan, baked)
-            context["outlet_events"][release_asset(app)].extra = {
-                "version": outcome["version"],
-                "digest": outcome["digest"],
-                "base_digest": plan["base"]["digest"],
-                "regions": sorted(outcome["regions"]),
-            }
-            return outcome
-
-        plan = validate()
+        plan = validate(app, spec.tier)
         baked = BakeOperator(
             task_id="bake",
             plan=plan,
@@ -259,7 +278,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         ).as_setup()
         signed >> dev_env
         dev_checked = dev_test(plan, dev_env.output)
-        dev_checked >> destroy_dev_env()
+        dev_checked >> destroy_dev_env(app).as_teardown()
 
         staging_env = CreateEnvironmentOperator(
             task_id="create_staging_env",
@@ -277,7 +296,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             doc_md="Run the spec's staging test command against the app in staging (aws: on the instance over "
             "SSM, its agent and the command waited for in the triggerer).",
         )
-        staging_checked >> destroy_staging_env()
+        staging_checked >> destroy_staging_env(app).as_teardown()
 
         copies = CopyToRegionOperator.partial(
             task_id="copy_to_region",
@@ -291,7 +310,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
         staging_checked >> copies
         copied = summarize(plan, baked, copies.output)
 
-        retired = retire_expired(baked)
+        retired = retire_expired(baked, app, regions)
         copied >> retired
         with TaskGroup("canary") as canary_group:
             canary = PrepareCanaryOperator(
@@ -308,7 +327,7 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 canary=canary.output,
                 doc_md="Judge canary against baseline every interval (Mann-Whitney per metric, Kayenta scoring).",
             )
-            gate >> end_canary().as_teardown(setups=canary)
+            gate >> end_canary(app, waves[0][0]).as_teardown(setups=canary)
         retired >> canary_group
 
         production_tasks: list[Any] = [gate]
@@ -369,11 +388,11 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
             flip_task_ids.append(f"{step.name}.{'flip_all' if step.synchronized else 'flip'}")
             previous = group
 
-        recorded = record_release(plan, baked)
+        recorded = record_release.override(outlets=[release_asset(app)])(plan, baked)
         previous >> recorded
-        undo = rollback(plan, baked)
+        undo = rollback.override(on_success_callback=notifiers_for("rolled_back", platform.notifications))(plan, baked)
         production_tasks >> undo
-        [recorded, undo] >> release_leases()
+        [recorded, undo] >> release_leases(app, regions).as_teardown()
     set_shared_form(dag, release_form())  # its defaults pass its schema: tests/dags checks it
     return dag
 
