@@ -40,6 +40,7 @@ bench: engine
 	@$(PY) bench/hostile_input.py
 	@$(PY) bench/flip_skew.py
 	@$(PY) bench/gates_triggerer.py
+	@$(PY) bench/release_overhead.py --if-demo-runs
 
 # Where a release's wall time went, read from the running demo's last good release (`make demo` first).
 bench-release: setup
