@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param, TaskGroup, task
+from airflow.sdk import DAG, Asset, Param, TaskGroup
 
 from immutable.app_spec import FORM_GIT_REF, SEMVER, AppSpec
 from immutable.assets import BASE_CANDIDATE, BASE_STABLE, release_asset
@@ -24,6 +24,7 @@ from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
 from immutable.rollout import plan_rollout
+from immutable.shared_tasks import shared_task
 
 RELEASE_DOC = """
 ### release_{app}: package, bake, sign, test, copy, canary, blue/green, rollback
@@ -69,13 +70,12 @@ def release_form() -> dict[str, Param]:
     }
 
 
-# The tasks are made once per file, not once per app: a decorated task costs its DAG each time it is
-# made (bench/dag_parse.py), and what differs between apps comes in as arguments. multiple_outputs is
-# said, not inferred: inferring evaluates the return annotation, once per task and DAG. The teardowns
-# are marked where each DAG uses them (`as_teardown`): Airflow's @teardown task cannot be called twice.
+# The tasks are made once per file, not once per app (immutable/shared_tasks.py says why); what
+# differs between apps comes in as their arguments. The teardowns are marked where each DAG uses
+# them (`as_teardown`): Airflow's @teardown task cannot be called twice.
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def validate(app: str, tier: str, **context: Any) -> dict[str, Any]:
     """Check the spec and the trigger before anything is built; pin the base image by digest."""
     from immutable.pipelines import release
@@ -94,7 +94,7 @@ def validate(app: str, tier: str, **context: Any) -> dict[str, Any]:
         raise AirflowSkipException(str(exc)) from exc
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def package(plan: dict[str, Any]) -> dict[str, Any]:
     """Build the wheel hermetically in a container from the base image; record its sha256."""
     from immutable.pipelines import release
@@ -102,7 +102,7 @@ def package(plan: dict[str, Any]) -> dict[str, Any]:
     return release.package(plan)
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def sign(baked: dict[str, Any]) -> dict[str, Any]:
     """Sign the digest and its provenance (ed25519); every later deploy step verifies it."""
     from immutable.pipelines import release
@@ -110,7 +110,7 @@ def sign(baked: dict[str, Any]) -> dict[str, Any]:
     return release.sign(baked)
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str, Any]]:
     """Wait for health, then run the spec's smoke checks (HTTP status and body)."""
     from immutable.pipelines import release
@@ -118,7 +118,7 @@ def dev_test(plan: dict[str, Any], environment: dict[str, str]) -> list[dict[str
     return release.dev_test(plan, environment)
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def destroy_dev_env(app: str, **context: Any) -> list[str]:
     """Remove the dev environment, whatever happened in it."""
     from immutable.pipelines import release
@@ -126,7 +126,7 @@ def destroy_dev_env(app: str, **context: Any) -> list[str]:
     return release.destroy_environment("dev", app, context["run_id"])
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def destroy_staging_env(app: str, **context: Any) -> list[str]:
     """Remove the staging environment, whatever happened in it."""
     from immutable.pipelines import release
@@ -134,7 +134,7 @@ def destroy_staging_env(app: str, **context: Any) -> list[str]:
     return release.destroy_environment("staging", app, context["run_id"])
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str, Any]]) -> dict[str, Any]:
     """Check every region holds the same digest before production is touched."""
     from immutable.pipelines import release
@@ -142,7 +142,7 @@ def summarize(plan: dict[str, Any], baked: dict[str, Any], copies: list[dict[str
     return release.summarize(plan, baked, list(copies))
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def retire_expired(baked: dict[str, Any], app: str, regions: list[str]) -> dict[str, list[str]]:
     """Retire old colors whose rollback window is over (never waits for one still open), then
     old images nothing needs (never this release's)."""
@@ -151,7 +151,7 @@ def retire_expired(baked: dict[str, Any], app: str, regions: list[str]) -> dict[
     return production.retire_expired(app, list(regions), releasing=str(baked["digest"]))
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def end_canary(app: str, region: str) -> dict[str, Any]:
     """Give the pilot's traffic back to production and remove canary and baseline, pass or fail."""
     from immutable.pipelines import production
@@ -159,8 +159,7 @@ def end_canary(app: str, region: str) -> dict[str, Any]:
     return production.end_canary(app, region)
 
 
-@task(
-    multiple_outputs=False,
+@shared_task(
     # Safe to retry: each step sets absolute shares, so a worker lost between two steps is
     # followed by the same steps again, from the first.
     retries=1,
@@ -173,8 +172,7 @@ def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict
     return production.flip(plan, launched, context["run_id"])
 
 
-@task(
-    multiple_outputs=False,
+@shared_task(
     retries=1,  # safe, as for `flip`: every step sets absolute shares
     doc_md="Synchronized rollout: once every new color is up and healthy, move every region's weights "
     "in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and the last "
@@ -189,7 +187,7 @@ def flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], **context: An
     return flips
 
 
-@task(multiple_outputs=False, trigger_rule="one_failed", retries=0)
+@shared_task(trigger_rule="one_failed", retries=0)
 def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, str]:
     """After any failure: flip back every region this run flipped; remove its new fleets."""
     from immutable.pipelines import production
@@ -197,7 +195,7 @@ def rollback(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dic
     return production.rollback_release(plan, baked, context["run_id"])
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def release_leases(app: str, regions: list[str], **context: Any) -> list[str]:
     """Let the next release or rollback change this app's traffic (a teardown: always runs,
     and does not decide the run's state, which the release and rollback tasks do)."""
@@ -206,7 +204,7 @@ def release_leases(app: str, regions: list[str], **context: Any) -> list[str]:
     return production.release_leases(app, list(regions), context["run_id"])
 
 
-@task(multiple_outputs=False)
+@shared_task()
 def record_release(plan: dict[str, Any], baked: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Read back what runs where; the release's outcome as XCom and as an Asset event."""
     from immutable.pipelines import production

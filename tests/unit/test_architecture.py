@@ -56,7 +56,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pipelines", ("pipelines",)),
     (
         "operators and triggers",
-        ("operators", "triggers", "ui", "dag_specs", "form_params", "stop_listener", "notifications"),
+        ("operators", "triggers", "ui", "dag_specs", "form_params", "shared_tasks", "stop_listener", "notifications"),
     ),
     ("tools", ("airflow_api", "localctl", "demo", "compose", "compose_stack", "aws_smoke")),
 ]
