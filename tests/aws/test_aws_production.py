@@ -447,6 +447,77 @@ def test_a_metrics_client_opens_one_cloudwatch_client_for_the_whole_trigger_run(
         metrics_client_for(backend).query(check | {"cloudwatch": None}, color="blue")
 
 
+def test_an_error_rate_is_read_in_one_call_from_the_periods_that_ended(aws_account: AwsAccount) -> None:
+    """The running period's point is left out even when it is there (the gate waited out the delay
+    only for the periods that ended), and a period without a 5xx point is a rate of zero."""
+    from immutable.aws.metrics import CloudWatchMetricsClient
+
+    dimensions = {"target_group": "targetgroup/sample-periods/1", "load_balancer": "app/web/2"}
+    backend = {
+        "kind": "cloudwatch",
+        "region": BUILD_REGION,
+        "connection_id": "aws_default",
+        "dimensions": {"blue": dimensions},
+    }
+    named = {"TargetGroup": "$target_group", "LoadBalancer": "$load_balancer"}
+    check = {
+        "name": "error_rate",
+        "cloudwatch": {
+            "metric": {
+                "namespace": "AWS/ApplicationELB",
+                "name": "HTTPCode_Target_5XX_Count",
+                "stat": "Sum",
+                "dimensions": named,
+            },
+            "divide_by": {
+                "namespace": "AWS/ApplicationELB",
+                "name": "RequestCount",
+                "stat": "Sum",
+                "dimensions": named,
+            },
+        },
+    }
+    period = 5
+    running = int(time.time() // period) * period + period  # a period that starts after the points are put
+    # In the order the query names them (sorted): the emulator matches dimensions in order, AWS does not.
+    put = [{"Name": "LoadBalancer", "Value": "app/web/2"}, {"Name": "TargetGroup", "Value": dimensions["target_group"]}]
+
+    def point(name: str, start: int, value: float) -> dict[str, Any]:
+        return {"MetricName": name, "Dimensions": put, "Timestamp": datetime.fromtimestamp(start, UTC), "Value": value}
+
+    aws_account.client("cloudwatch", BUILD_REGION).put_metric_data(
+        Namespace="AWS/ApplicationELB",
+        MetricData=[
+            point("RequestCount", running - 2 * period, 100),
+            point("HTTPCode_Target_5XX_Count", running - 2 * period, 100),
+            point("RequestCount", running - period, 100),  # no 5xx point: none failed
+            point("RequestCount", running, 100),
+            point("HTTPCode_Target_5XX_Count", running, 100),
+        ],
+    )
+    time.sleep(max(0.0, running + 1 - time.time()))  # inside the running period, its point already there
+
+    reads: list[str] = []
+
+    async def fetch() -> tuple[list[float], list[float]]:
+        async with CloudWatchMetricsClient(backend) as client:
+            assert client._hook is not None
+            client._hook.conn.meta.events.register(
+                "before-call.cloudwatch.GetMetricData", lambda **_: reads.append("GetMetricData")
+            )
+            query = client.query(check, app=APP, region=BUILD_REGION, color="blue", window="5s")
+            now = time.time()
+            return (
+                await client.series(query, running - 3 * period, now, period),
+                await client.series(query, running - 3 * period, running + period, period),
+            )
+
+    while_running, once_ended = asyncio.run(fetch())
+    assert reads == ["GetMetricData"] * 2  # errors and requests in one read per series
+    assert while_running == [1.0, 0.0]
+    assert once_ended == [1.0, 0.0, 1.0]
+
+
 @pytest.mark.parametrize(("canary_error_rate", "verdict"), [(0.0, "pass"), (0.3, "fail")])
 def test_the_canary_gate_judges_cloudwatch_series(
     aws_account: AwsAccount, production: Any, upstream_ami: str, canary_error_rate: float, verdict: str

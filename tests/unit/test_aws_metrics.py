@@ -64,3 +64,23 @@ def test_rate_windows_read_as_seconds() -> None:
     from immutable.triggers import duration_s
 
     assert [duration_s(w) for w in ("5s", "2m", "1h")] == [5.0, 120.0, 3600.0]
+
+
+def test_only_periods_that_ended_are_judged() -> None:
+    """A period is stamped at its start; the one still running at the window's end is left out,
+    however early its point arrived."""
+    from immutable.aws.hooks.cloudwatch import ended_by
+
+    points = {100.0: 1.0, 105.0: 2.0, 110.0: 3.0}
+    assert ended_by(points, 5, 115.0) == points
+    assert ended_by(points, 5, 114.9) == {100.0: 1.0, 105.0: 2.0}
+    assert ended_by(points, 5, 104.0) == {}
+
+
+def test_a_ratio_counts_a_missing_numerator_as_zero_and_skips_an_empty_denominator() -> None:
+    from immutable.aws.hooks.cloudwatch import ratio_series
+
+    requests = {100.0: 50.0, 105.0: 0.0, 110.0: 40.0, 115.0: 10.0}
+    errors = {110.0: 10.0, 115.0: 10.0}
+    assert ratio_series(errors, requests) == [0.0, 0.25, 1.0]
+    assert ratio_series(errors, {}) == []

@@ -33,28 +33,47 @@ def _stat_query(query_id: str, metric: dict[str, Any], period_s: int) -> dict[st
     }
 
 
+def ended_by(points: dict[float, float], period_s: int, end: float) -> dict[float, float]:
+    """The points of periods that ended by `end`. CloudWatch stamps a period at its start, and a
+    period still running at `end` may have its point or not, depending on when it arrived: the gate
+    waited out the delay for the periods that ended by `end`, not for that one."""
+    return {stamp: value for stamp, value in points.items() if stamp + period_s <= end}
+
+
+def ratio_series(numerator: dict[float, float], denominator: dict[float, float]) -> list[float]:
+    """numerator / denominator in time order, where the denominator has a non-zero point. A period
+    without a numerator point counts as zero: an ALB reports no 5xx count for a period without one."""
+    return [numerator.get(stamp, 0.0) / value for stamp, value in sorted(denominator.items()) if value]
+
+
 class CloudWatchMetricsHook(RegionalAwsHook):
     client_type = "cloudwatch"
 
-    def points(self, metric: dict[str, Any], start: float, end: float, step_s: float) -> dict[float, float]:
-        """Timestamp (epoch seconds) → value of one metric statistic over [start, end]."""
+    def points(
+        self, metrics: dict[str, dict[str, Any]], start: float, end: float, step_s: float
+    ) -> dict[str, dict[float, float]]:
+        """Each named metric statistic over [start, end] as timestamp (epoch seconds) → value, for the
+        periods that ended by `end`. One read for all of them: read one after the other, a point put
+        in between would be in one and not the other (a ratio of zero from a period full of errors)."""
         period = period_for(step_s)
-        found: dict[float, float] = {}
+        found: dict[str, dict[float, float]] = {query_id: {} for query_id in metrics}
         paginator = self.conn.get_paginator("get_metric_data")
         for page in paginator.paginate(
-            MetricDataQueries=[_stat_query("m", metric, period)],
+            MetricDataQueries=[_stat_query(query_id, metric, period) for query_id, metric in metrics.items()],
             StartTime=datetime.fromtimestamp(start, UTC),
             EndTime=datetime.fromtimestamp(end, UTC),
             ScanBy="TimestampAscending",
         ):
             for result in page["MetricDataResults"]:
-                found |= {t.timestamp(): float(v) for t, v in zip(result["Timestamps"], result["Values"], strict=True)}
-        return found
+                found[result["Id"]] |= {
+                    t.timestamp(): float(v) for t, v in zip(result["Timestamps"], result["Values"], strict=True)
+                }
+        return {query_id: ended_by(values, period, end) for query_id, values in found.items()}
 
     def series(self, query: dict[str, Any], start: float, end: float, step_s: float) -> list[float]:
         """The query's values in time order; a ratio only where its denominator has a non-zero point."""
-        numerator = self.points(query["metric"], start, end, step_s)
         if not query.get("divide_by"):
-            return [numerator[t] for t in sorted(numerator)]
-        denominator = self.points(query["divide_by"], start, end, step_s)
-        return [numerator.get(t, 0.0) / d for t, d in sorted(denominator.items()) if d]
+            values = self.points({"m": query["metric"]}, start, end, step_s)["m"]
+            return [values[stamp] for stamp in sorted(values)]
+        both = self.points({"n": query["metric"], "d": query["divide_by"]}, start, end, step_s)
+        return ratio_series(both["n"], both["d"])
