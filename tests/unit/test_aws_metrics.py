@@ -66,15 +66,15 @@ def test_rate_windows_read_as_seconds() -> None:
     assert [duration_s(w) for w in ("5s", "2m", "1h")] == [5.0, 120.0, 3600.0]
 
 
-def test_only_periods_that_ended_are_judged() -> None:
-    """A period is stamped at its start; the one still running at the window's end is left out,
-    however early its point arrived."""
-    from immutable.aws.hooks.cloudwatch import ended_by
+def test_only_periods_wholly_inside_the_window_are_read() -> None:
+    """Periods are stamped at their start on epoch multiples; the one still running at the window's
+    end, and the one that began before its start, are left out."""
+    from immutable.aws.hooks.cloudwatch import whole_periods
 
-    points = {100.0: 1.0, 105.0: 2.0, 110.0: 3.0}
-    assert ended_by(points, 5, 115.0) == points
-    assert ended_by(points, 5, 114.9) == {100.0: 1.0, 105.0: 2.0}
-    assert ended_by(points, 5, 104.0) == {}
+    assert whole_periods(100.0, 115.0, 5) == (100, 115)
+    assert whole_periods(98.5, 114.9, 5) == (100, 110)
+    assert whole_periods(101.0, 104.0, 5) == (105, 100)  # none: the caller reads nothing
+    assert whole_periods(30.0, 200.0, 60) == (60, 180)
 
 
 def test_a_ratio_counts_a_missing_numerator_as_zero_and_skips_an_empty_denominator() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,11 +34,13 @@ def _stat_query(query_id: str, metric: dict[str, Any], period_s: int) -> dict[st
     }
 
 
-def ended_by(points: dict[float, float], period_s: int, end: float) -> dict[float, float]:
-    """The points of periods that ended by `end`. CloudWatch stamps a period at its start, and a
-    period still running at `end` may have its point or not, depending on when it arrived: the gate
-    waited out the delay for the periods that ended by `end`, not for that one."""
-    return {stamp: value for stamp, value in points.items() if stamp + period_s <= end}
+def whole_periods(start: float, end: float, period_s: int) -> tuple[int, int]:
+    """The span of the periods wholly inside [start, end], on the period's edges (epoch multiples, as
+    CloudWatch stamps an ALB's points). A period still running at `end` may have its point or not,
+    depending on when it arrived: the gate waited out the delay for the periods that ended by `end`,
+    not for that one. Aligned, the span is also what AWS and the emulator cut into the same periods
+    (AWS rounds an unaligned start down, the emulator counts its periods from it)."""
+    return math.ceil(start / period_s) * period_s, math.floor(end / period_s) * period_s
 
 
 def ratio_series(numerator: dict[float, float], denominator: dict[float, float]) -> list[float]:
@@ -52,23 +55,28 @@ class CloudWatchMetricsHook(RegionalAwsHook):
     def points(
         self, metrics: dict[str, dict[str, Any]], start: float, end: float, step_s: float
     ) -> dict[str, dict[float, float]]:
-        """Each named metric statistic over [start, end] as timestamp (epoch seconds) → value, for the
-        periods that ended by `end`. One read for all of them: read one after the other, a point put
-        in between would be in one and not the other (a ratio of zero from a period full of errors)."""
+        """Each named metric statistic as timestamp (epoch seconds) → value, for the periods wholly
+        inside [start, end]. One read for all of them: read one after the other, a point put in
+        between would be in one and not the other (a ratio of zero from a period full of errors)."""
         period = period_for(step_s)
+        first, last = whole_periods(start, end, period)
         found: dict[str, dict[float, float]] = {query_id: {} for query_id in metrics}
+        if last <= first:
+            return found
         paginator = self.conn.get_paginator("get_metric_data")
         for page in paginator.paginate(
             MetricDataQueries=[_stat_query(query_id, metric, period) for query_id, metric in metrics.items()],
-            StartTime=datetime.fromtimestamp(start, UTC),
-            EndTime=datetime.fromtimestamp(end, UTC),
+            StartTime=datetime.fromtimestamp(first, UTC),
+            EndTime=datetime.fromtimestamp(last, UTC),
             ScanBy="TimestampAscending",
         ):
             for result in page["MetricDataResults"]:
                 found[result["Id"]] |= {
-                    t.timestamp(): float(v) for t, v in zip(result["Timestamps"], result["Values"], strict=True)
+                    t.timestamp(): float(v)
+                    for t, v in zip(result["Timestamps"], result["Values"], strict=True)
+                    if first <= t.timestamp() <= last - period
                 }
-        return {query_id: ended_by(values, period, end) for query_id, values in found.items()}
+        return found
 
     def series(self, query: dict[str, Any], start: float, end: float, step_s: float) -> list[float]:
         """The query's values in time order; a ratio only where its denominator has a non-zero point."""
