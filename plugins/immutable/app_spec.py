@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator, 
 
 from immutable.config import ConfigError, PlatformConfig, RegionName, _load_yaml, _Strict, parse_model
 from immutable.paths import PROJECT_ROOT, apps_dir
+from immutable.validated_once import ValidatedOnce
 
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z][0-9A-Za-z.-]*)?$"
 GIT_REF = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
@@ -45,6 +46,17 @@ class GitSource(_Strict):
     ref: Annotated[str, StringConstraints(pattern=GIT_REF), AfterValidator(_no_double_dot)] = "main"
 
 
+def source_folder_problem(path: str) -> str | None:
+    """Why `path` is not a source folder of this repo, or None. A fact of the filesystem, not of the
+    spec: checked again on every parse, also for a spec whose validation was kept."""
+    resolved = (PROJECT_ROOT / path).resolve()
+    if not resolved.is_relative_to(PROJECT_ROOT.resolve()):
+        return f"'{path}' is outside the repository; sources must be folders of this repo"
+    if not resolved.is_dir():
+        return f"'{path}' is not a folder of this repo"
+    return None
+
+
 class Source(_Strict):
     """Exactly one of `path` (a folder inside this repo) or `git` (a URL and ref)."""
 
@@ -61,13 +73,8 @@ class Source(_Strict):
     @field_validator("path")
     @classmethod
     def _inside_repo(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
-        resolved = (PROJECT_ROOT / path).resolve()
-        if not resolved.is_relative_to(PROJECT_ROOT.resolve()):
-            raise ValueError(f"'{path}' is outside the repository; sources must be folders of this repo")
-        if not resolved.is_dir():
-            raise ValueError(f"'{path}' is not a folder of this repo")
+        if path is not None and (problem := source_folder_problem(path)):
+            raise ValueError(problem)
         return path
 
     def local_dir(self) -> Path | None:
@@ -346,16 +353,23 @@ def load_app_spec(path: Path) -> AppSpec:
 
 
 def load_app_specs(folder: Path | None = None) -> tuple[dict[str, AppSpec], dict[str, str]]:
-    """All specs that validate, and an error message per file that does not."""
+    """All specs that validate, and an error message per file that does not. A spec unchanged since
+    it last validated is not validated again (see `validated_once`); its source folder is checked."""
+    folder = folder or apps_dir()
+    kept: ValidatedOnce[AppSpec] = ValidatedOnce(folder, "apps")
     specs: dict[str, AppSpec] = {}
     errors: dict[str, str] = {}
-    for path in sorted((folder or apps_dir()).glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         try:
-            spec = load_app_spec(path)
-        except ConfigError as exc:
+            key, spec = kept.lookup(path)
+            if spec is None or (spec.source.path and source_folder_problem(spec.source.path)):
+                spec = load_app_spec(path)  # a folder gone since: validating names the field and why
+            kept.keep(path, key, spec)
+        except (ConfigError, OSError) as exc:
             errors[path.name] = str(exc)
             continue
         specs[spec.name] = spec
+    kept.save()
     return specs, errors
 
 

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "smoke",
             "bounded_yaml",
             "yaml_once",
+            "validated_once",
             "network_tuning",
             "retention",
             "cve_check",
