@@ -19,6 +19,7 @@ from immutable.app_spec import AppSpec
 from immutable.config import ConfigError, PlatformConfig, load_platform
 from immutable.dag_specs import specs_to_build
 from immutable.notifications import notifiers_for
+from immutable.operators.fleets import RollbackRegionOperator
 from immutable.operators.gates import PostFlipGateOperator
 
 
@@ -64,17 +65,6 @@ def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 raise ConfigError(f"rollback trigger: field 'regions': {unknown} are not regions of {app}: {regions}")
             return chosen
 
-        @task(
-            multiple_outputs=False,
-            retries=0,
-            map_index_template="{{ task.op_kwargs['region'] }}",
-            doc_md="Flip back to the kept color, or redeploy the previous release by digest.",
-        )
-        def rollback_region(region: str, **context: Any) -> dict[str, Any]:
-            from immutable.pipelines import production
-
-            return production.rollback_region(app, region, context["run_id"])
-
         @task(multiple_outputs=False, on_success_callback=notifiers_for("rolled_back", platform.notifications))
         def redeployed(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             """The regions past their window, where the previous release was launched anew: watched."""
@@ -82,7 +72,18 @@ def rollback_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
 
             return [outcome["to"] for outcome in outcomes if outcome["how"] == REDEPLOYED]
 
-        outcomes = rollback_region.expand(region=choose_regions())
+        outcomes = (
+            RollbackRegionOperator.partial(
+                task_id="rollback_region",
+                app=app,
+                retries=0,
+                map_index_template="{{ task.region }}",
+                doc_md="Flip back to the kept color, or redeploy the previous release by digest (its fleet waited for "
+                "in the triggerer on aws).",
+            )
+            .expand(region=choose_regions())
+            .output
+        )
         PostFlipGateOperator.partial(
             task_id="post_flip_gate",
             app=app,

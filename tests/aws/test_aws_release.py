@@ -326,15 +326,26 @@ def test_a_release_retires_only_the_kept_groups_past_their_window_on_aws(
 
 
 def test_the_rollback_dag_redeploys_by_ami_past_the_window_and_watches_it_on_aws(
-    aws_account: AwsAccount, first_release: dict[str, Any]
+    aws_account: AwsAccount, first_release: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the test above: eu-west flips back to its kept group; us-east and ap-south, whose kept
-    groups were retired, get the earlier release's AMI launched anew, flipped to, and watched by the
-    post-flip gate on CloudWatch."""
+    groups were retired, get the earlier release's AMI launched anew (its fleet waited for in the
+    triggerer, not on a worker), flipped to, and watched by the post-flip gate on CloudWatch."""
+    from immutable.operators.fleets import RollbackRegionOperator
     from immutable.pipelines.production import REDEPLOYED
 
+    deferred: list[tuple[str, str]] = []
+    defer = RollbackRegionOperator.defer
+
+    def recorded(self: RollbackRegionOperator, **kwargs: Any) -> None:
+        deferred.append((self.region, type(kwargs["trigger"]).__name__))
+        defer(self, **kwargs)
+
+    monkeypatch.setattr(RollbackRegionOperator, "defer", recorded)
     run, states = run_dag("rollbacks.py", f"rollback_{APP}", {"regions": list(REGIONS), "reason": "past the window"})
     assert str(run.state) == "success", states
+    # Only the redeploys wait, each in the triggerer (the provider's waiter on target health).
+    assert sorted(set(deferred)) == [(region, "WaiterTrigger") for region in sorted(PAST_THE_WINDOW)], deferred
     outcomes = {done["region"]: done for done in (xcom(run, "rollback_region", map_index=i) for i in range(3))}
     assert outcomes[INSIDE_THE_WINDOW]["how"] == "flipped back to the kept color", outcomes
     assert sorted(r for r, done in outcomes.items() if done["how"] == REDEPLOYED) == sorted(PAST_THE_WINDOW), outcomes

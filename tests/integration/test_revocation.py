@@ -87,7 +87,7 @@ def test_a_revoked_app_image_is_refused_by_every_deploy_step_and_listed_first_wh
     revoke("app", str(kept["digest"]), app=APP)
     before = production().live(APP, REGIONS[1])
     with pytest.raises(RevokedImageError, match=refusal):
-        production_steps.rollback_region(APP, REGIONS[1], "manual__revoked")
+        production_steps.start_rollback_region(APP, REGIONS[1], "manual__revoked")
     assert production().live(APP, REGIONS[1]) == before
 
 

@@ -16,12 +16,14 @@ from immutable.aws.builders import (
     ami_name,
     builder_instance,
     earlier_try,
+    inventory_of,
     run_script,
     settle_image,
     start_image,
     start_script_on_builder,
+    with_inventory,
 )
-from immutable.aws.sboms import sbom_from_builder
+from immutable.aws.sboms import sbom_from_listing_on_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 
 if TYPE_CHECKING:
@@ -165,15 +167,17 @@ def bake_app(
             f"{artifact['sha256']}; package again"
         )
     url = s3(platform).presigned_get(bucket=artifact["bucket"], key=artifact["key"], expires_s=ARTIFACT_URL_TTL_S)
-    script = app_bake_script(
-        url=url,
-        wheel=artifact["key"].rsplit("/", 1)[1],
-        sha256_hex=artifact["sha256"].split(":", 1)[1],
-        distribution=spec.packaging.distribution,
-        python_version=python_version(version),
-        spec=spec,
-        base=base,
-        version=version,
+    script = with_inventory(
+        app_bake_script(
+            url=url,
+            wheel=artifact["key"].rsplit("/", 1)[1],
+            sha256_hex=artifact["sha256"].split(":", 1)[1],
+            distribution=spec.packaging.distribution,
+            python_version=python_version(version),
+            spec=spec,
+            base=base,
+            version=version,
+        )
     )
     context = {
         "app": spec.name,
@@ -223,9 +227,9 @@ def image_the_builder(
             f"(SSM command {result.command_id}: {result.status}, exit {result.exit_code}):\n"
             f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
         )
-    sbom = sbom_from_builder(
+    sbom = sbom_from_listing_on_builder(
         platform,
-        instance_id=instance_id,
+        listing=inventory_of(result.stdout)[1],
         repository=context["repository"],
         describes=f"{context['build_tag']}@{context['run_id']}",
         labels=context["labels"],

@@ -20,14 +20,16 @@ from immutable.aws.builders import (
     ami_name,
     builder_instance,
     earlier_try,
+    inventory_of,
     run_script,
     script_result,
     settle_image,
     start_image,
     start_script_on_builder,
     terminate_after_script,
+    with_inventory,
 )
-from immutable.aws.sboms import sbom_from_builder
+from immutable.aws.sboms import sbom_from_listing_on_builder
 from immutable.aws.tags import TAG_KIND, TAG_REPOSITORY, TAG_SBOM
 from immutable.network_tuning import shipped_network_tuning
 
@@ -104,7 +106,7 @@ def build_base(
             f"version {version} of {spec.repository} already exists in {settings.build_region} as "
             f"{existing['ImageId']} from another run; versions are never overwritten. Rerun check_updates."
         )
-    script = base_build_script(spec, version, context)
+    script = with_inventory(base_build_script(spec, version, context), package_list=PACKAGE_LIST)
     made_of = {"repository": spec.repository, "version": version, "labels": labels, "run_id": run_id}
     if not wait:  # each wait in the triggerer: the agent, the script (`builders.advance_script`), the AMI
         stage = start_script_on_builder(
@@ -136,7 +138,7 @@ def image_the_builder(
     """After the base scripts: refuse a failed run; read the package list and the SBOM; stop the
     builder and start its AMI, tagged. Returns {"image_id", "package_list", "started_at"}."""
     repository, version = made_of["repository"], made_of["version"]
-    for line in result.stdout.splitlines()[-200:]:
+    for line in inventory_of(result.stdout)[0].splitlines()[-200:]:
         log.info("build: %s", line)
     if not result.ok:
         raise AwsImageError(
@@ -145,10 +147,10 @@ def image_the_builder(
             f"{(result.stdout + result.stderr)[-3000:]}\nThe builder is terminated; no AMI was made. "
             "Fix the failing script under include/base/scripts/ and rerun."
         )
-    listing = run_script(platform, instance_id, [f"cat {PACKAGE_LIST}"], "package list", CHECK_TIMEOUT_S)
-    sbom = sbom_from_builder(
+    _, listing, package_list = inventory_of(result.stdout)
+    sbom = sbom_from_listing_on_builder(
         platform,
-        instance_id=instance_id,
+        listing=listing,
         repository=repository,
         describes=f"{version}@{made_of['run_id']}",
         labels=made_of["labels"],
@@ -162,7 +164,7 @@ def image_the_builder(
         tags=made_of["labels"]
         | {TAG_REPOSITORY: repository, TAG_KIND: "base", TAG_SBOM: sbom, "Name": f"{repository} {version}"},
     )
-    return {"image_id": image_id, "package_list": listing.stdout, "started_at": started_at}
+    return {"image_id": image_id, "package_list": package_list, "started_at": started_at}
 
 
 @dataclass

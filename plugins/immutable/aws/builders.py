@@ -128,6 +128,32 @@ def terminate_leftovers(platform: PlatformConfig, *, role: str, run_id: str) -> 
     return found
 
 
+INVENTORY_MARK = "=== immutable: what this builder holds ==="
+PACKAGE_LIST_MARK = "=== immutable: the base image package list ==="
+
+
+def with_inventory(script: list[str], *, package_list: str | None = None) -> list[str]:
+    """`script`, then what the builder holds (the SBOM's listing and, for a base, its package list)
+    printed after it by the same SSM command: read just before the builder is imaged, with no command
+    (and no wait) of its own. A script that fails prints no inventory (`set -e`)."""
+    import shlex
+
+    from immutable.images.inventory import LIST_PACKAGES
+
+    shown = [f"echo {shlex.quote(INVENTORY_MARK)}", LIST_PACKAGES]
+    if package_list:
+        shown += [f"echo {shlex.quote(PACKAGE_LIST_MARK)}", f"cat {shlex.quote(package_list)}"]
+    return [*script, *shown]
+
+
+def inventory_of(stdout: str) -> tuple[str, str, str]:
+    """(the script's own output, the SBOM's listing, the package list) from a `with_inventory` run;
+    an empty listing where the script printed none (an emulator's builder runs nothing)."""
+    output, _, inventory = stdout.partition(INVENTORY_MARK + "\n")
+    listing, _, package_list = inventory.partition(PACKAGE_LIST_MARK + "\n")
+    return output, listing, package_list
+
+
 def run_script(
     platform: PlatformConfig, instance_id: str, script: list[str], comment: str, timeout_s: int
 ) -> CommandResult:

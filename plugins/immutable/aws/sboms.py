@@ -40,31 +40,23 @@ def store_sbom(platform: PlatformConfig, *, repository: str, document: bytes) ->
     return digest
 
 
-def sbom_from_builder(
+def sbom_from_listing_on_builder(
     platform: PlatformConfig,
     *,
-    instance_id: str,
+    listing: str,
     repository: str,
     describes: str,
     labels: dict[str, str],
     wheel_sha256: dict[str, str] | None = None,
 ) -> str:
-    """The SBOM of what the builder holds now, just before it is imaged: listed over SSM, stored;
-    returns its digest for the AMI's tag. `describes` names the image in the document (the AMI id
-    does not exist yet), e.g. its version or build tag and the run."""
-    from immutable.aws.amis import AwsImageError
-    from immutable.aws.builders import CHECK_TIMEOUT_S, run_script
-    from immutable.images.inventory import LIST_PACKAGES, sbom_from_listing
+    """The SBOM of what the builder held when its script ended (`listing`: what LIST_PACKAGES printed
+    there, see `builders.with_inventory`), stored; returns its digest for the AMI's tag. `describes`
+    names the image in the document (the AMI id does not exist yet), e.g. its version or build tag and
+    the run."""
+    from immutable.images.inventory import sbom_from_listing
 
-    listing = run_script(platform, instance_id, [LIST_PACKAGES], f"list {repository} {describes}", CHECK_TIMEOUT_S)
-    if not listing.ok:
-        raise AwsImageError(
-            f"listing what {repository} {describes} holds failed on builder {instance_id} "
-            f"(SSM command {listing.command_id}: {listing.status}, exit {listing.exit_code}):\n"
-            f"{(listing.stdout + listing.stderr)[-3000:]}\nThe builder is terminated; no AMI was made."
-        )
     document = sbom_from_listing(
-        listing.stdout, repository=repository, digest=describes, labels=labels, wheel_sha256=wheel_sha256 or {}
+        listing, repository=repository, digest=describes, labels=labels, wheel_sha256=wheel_sha256 or {}
     )
     return store_sbom(platform, repository=repository, document=document)
 

@@ -93,3 +93,35 @@ class CreateEnvironmentOperator(PlatformWaitOperator):
         from immutable.pipelines import release
 
         return release.pending_environment(work)
+
+
+class RollbackRegionOperator(PlatformWaitOperator):
+    """Put the previous release back in `region`: a flip back to the kept color while its rollback
+    window lasts (seconds); past it, the previous release's image launched anew by digest, waited
+    for in the triggerer where the platform names a wait, then flipped to in the spec's steps."""
+
+    template_fields: Sequence[str] = ("region",)
+    ui_color = "#fde2e1"
+
+    def __init__(self, *, app: str, region: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.region = region
+
+    def start(self, context: Any) -> dict[str, Any]:
+        from immutable.pipelines import production
+
+        return production.start_rollback_region(self.app, self.region, context["run_id"])
+
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
+        from immutable.pipelines import production
+
+        waiter = production.pending_rollback_launch(work)
+        if waiter is not None:
+            self.log.info("%s: the previous release's fleet is waited for in the triggerer", self.region)
+        return waiter
+
+    def done(self, work: dict[str, Any]) -> dict[str, Any]:
+        from immutable.pipelines import production
+
+        return production.finish_rollback_region(work)

@@ -504,8 +504,11 @@ def record_release(plan: dict[str, Any], baked: dict[str, Any]) -> dict[str, Any
 REDEPLOYED = "redeployed the previous release by digest"
 
 
-def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
-    """Flip back to the kept color; past its window, redeploy the previous release by digest."""
+def start_rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
+    """Flip back to the kept color (seconds: done here, the result under `done`); past its window,
+    start the previous release's fleet anew by digest, without waiting: the result names it under
+    `launching`, the caller waits for it (`pending_rollback_launch`), then `finish_rollback_region`
+    flips to it. The region's lease is held from here until the rollback ends, either way."""
     platform, spec, production = _context(app)
     production.acquire(app, region, run_id, dag_id=f"rollback_{app}", run_state=run_state)
     try:
@@ -513,35 +516,75 @@ def rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
         if live is None:
             raise ProductionError(f"{app} runs nothing in {region}; there is nothing to roll back")
         kept = production.kept(app, region)
-        if kept is not None:
-            deployable(platform, region, spec.repository, str(kept["digest"]))  # no flip back onto a revoked image
-            production.fleets.wait_healthy(spec, production.members(app, region, kept["color"]))
-            production.set_shares(app, region, {kept["color"]: 100})
-            production.note_flip(
-                app,
+        if kept is None:
+            previous = production.record(app, region).get("previous_release") or {}
+            if not previous:
+                raise ProductionError(
+                    f"{app} in {region}: no kept color and no earlier release recorded; release the wanted version "
+                    "instead"
+                )
+            launched = launch_new_color(
+                {"app": app, "version": previous["version"]},
+                {"digest": previous["digest"]},
                 region,
-                live={k: kept[k] for k in ("color", "version", "digest")},
-                previous={k: live[k] for k in ("color", "version", "digest")},
-                rollback_window_s=spec.bluegreen.rollback_window_s,
-                run_id=run_id,
+                run_id,
+                dag_id=f"rollback_{app}",
+                wait=False,
             )
-            return {"region": region, "how": "flipped back to the kept color", "from": live, "to": kept}
-        previous = production.record(app, region).get("previous_release") or {}
-        if not previous:
-            raise ProductionError(
-                f"{app} in {region}: no kept color and no earlier release recorded; release the wanted version instead"
-            )
-        launched = launch_new_color(
-            {"app": app, "version": previous["version"]},
-            {"digest": previous["digest"]},
+            launching = launched.pop("launching", [])
+            return {
+                "app": app,
+                "region": region,
+                "run_id": run_id,
+                "live": live,
+                "launched": launched,
+                "launching": launching,
+            }
+        deployable(platform, region, spec.repository, str(kept["digest"]))  # no flip back onto a revoked image
+        production.fleets.wait_healthy(spec, production.members(app, region, kept["color"]))
+        production.set_shares(app, region, {kept["color"]: 100})
+        production.note_flip(
+            app,
             region,
-            run_id,
-            dag_id=f"rollback_{app}",
+            live={k: kept[k] for k in ("color", "version", "digest")},
+            previous={k: live[k] for k in ("color", "version", "digest")},
+            rollback_window_s=spec.bluegreen.rollback_window_s,
+            run_id=run_id,
         )
-        flipped = flip({"app": app}, launched, run_id)
-        return {"region": region, "how": REDEPLOYED, "from": live, "to": flipped}
+    except BaseException:
+        production.release(app, region, run_id)
+        raise
+    production.release(app, region, run_id)
+    done = {"region": region, "how": "flipped back to the kept color", "from": live, "to": kept}
+    return {"app": app, "region": region, "run_id": run_id, "done": done}
+
+
+def pending_rollback_launch(work: dict[str, Any]) -> tuple[Any, float] | None:
+    """What a redeploy started by `start_rollback_region` still waits for (see `pending_launch`); a
+    launch that failed is removed and raised, and the region's lease freed."""
+    try:
+        for launch in work.get("launching", []):
+            waiter = pending_launch(work["app"], launch)
+            if waiter is not None:
+                return waiter
+    except BaseException:
+        _, _, production = _context(work["app"])
+        production.release(work["app"], work["region"], work["run_id"])
+        raise
+    return None
+
+
+def finish_rollback_region(work: dict[str, Any]) -> dict[str, Any]:
+    """The rollback's outcome: a redeploy, once its fleet is healthy, flipped to in the spec's steps."""
+    if "done" in work:
+        return dict(work["done"])
+    app, region, run_id = work["app"], work["region"], work["run_id"]
+    _, _, production = _context(app)
+    try:
+        flipped = flip({"app": app}, work["launched"], run_id)
     finally:
         production.release(app, region, run_id)
+    return {"region": region, "how": REDEPLOYED, "from": work["live"], "to": flipped}
 
 
 # --- a person's stop (stop_<app>) -----------------------------------------------------------
