@@ -1,9 +1,12 @@
 """Waiting in the triggerer, so a wait of many minutes holds no worker slot: for an AMI (a copy, or
 one being created from a builder), and for a fleet to turn healthy.
 
-The Amazon provider's AwsBaseWaiterTrigger would do this with an async boto3 waiter, but it needs
-aiobotocore, which has no release for the botocore this project pins; so this trigger polls
-DescribeImages with the same synchronous hook, in a thread.
+Fleets, SSM agents and commands, and instances' status checks are waited for by `WaiterTrigger`,
+the Amazon provider's async waiter loop (aiobotocore, pinned with the botocore it accepts). An AMI
+is still waited for by `ImageAvailableTrigger`, which polls DescribeImages with the synchronous
+hook in a thread: its wait and timeout count from when the copy or image began, so a restarted
+triggerer does not start them over, and it tells a new AMI not visible yet from one gone. Moving
+it onto a waiter means the resumed task judging those instead, as a fleet's launch does.
 """
 
 from __future__ import annotations
