@@ -19,7 +19,12 @@ from immutable.dag_specs import specs_to_build
 from immutable.form_params import set_shared_form
 from immutable.notifications import notifiers_for
 from immutable.operators.checks import StagingTestOperator
-from immutable.operators.fleets import CreateEnvironmentOperator, LaunchNewColorOperator, PrepareCanaryOperator
+from immutable.operators.fleets import (
+    CreateEnvironmentOperator,
+    FlipOperator,
+    LaunchNewColorOperator,
+    PrepareCanaryOperator,
+)
 from immutable.operators.gates import CanaryGateOperator, PostFlipGateOperator
 from immutable.operators.images import BakeOperator
 from immutable.operators.region_copy import CopyToRegionOperator
@@ -160,20 +165,7 @@ def end_canary(app: str, region: str) -> dict[str, Any]:
 
 
 @shared_task(
-    # Safe to retry: each step sets absolute shares, so a worker lost between two steps is
-    # followed by the same steps again, from the first.
-    retries=1,
-    doc_md="Move the load balancer's weight to the new color (in steps); the old color stays, idle.",
-)
-def flip(plan: dict[str, Any], launched: dict[str, Any], **context: Any) -> dict[str, Any]:
-    """Move the load balancer's weight to the new color (in steps); the old color stays, idle."""
-    from immutable.pipelines import production
-
-    return production.flip(plan, launched, context["run_id"])
-
-
-@shared_task(
-    retries=1,  # safe, as for `flip`: every step sets absolute shares
+    retries=1,  # safe, as for the `flip` task: every step sets absolute shares
     doc_md="Synchronized rollout: once every new color is up and healthy, move every region's weights "
     "in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and the last "
     "region reaching 100%.",
@@ -376,7 +368,15 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                 flipped = (
                     flip_all(plan, launched.output)
                     if step.synchronized
-                    else flip.partial(plan=plan).expand(launched=launched.output)
+                    else FlipOperator.partial(
+                        task_id="flip",
+                        plan=plan,
+                        retries=1,  # safe: every step sets absolute shares (see FlipOperator)
+                        doc_md="Move the load balancer's weight to the new color (in steps); the old color stays, "
+                        "idle. Between steps the new color's health (aws: waited for in the triggerer).",
+                    )
+                    .expand(launched=launched.output)
+                    .output
                 )
                 gates = PostFlipGateOperator.partial(
                     task_id="post_flip_gate", app=app, doc_md="Threshold gate on the new color after the flip."

@@ -321,6 +321,70 @@ def test_a_fleet_is_waited_for_in_the_triggerer_and_a_restarted_triggerer_goes_o
     )
 
 
+def test_a_flip_waits_for_the_new_colors_health_between_steps_in_the_triggerer(
+    aws_account: AwsAccount, production: Any, upstream_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flip in two steps whose new targets are not healthy after the first (just registered: the
+    load balancer is still checking them, `initial`): the task defers on the provider's waiter on
+    target health, a restarted triggerer waits it out, and the task takes the last step."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from immutable.aws.triggers import WaiterTrigger
+    from immutable.config import load_platform
+    from immutable.operators.fleets import FlipOperator
+    from immutable.pipelines import production as steps
+    from immutable.platforms import platform_for
+    from tests.aws.deferrals import through_every_wait
+
+    real_spec_for = steps.spec_for
+
+    def in_two_steps(platform: Any, app: str) -> Any:
+        spec = real_spec_for(platform, app)
+        return spec.model_copy(update={"bluegreen": spec.bluegreen.model_copy(update={"weight_steps": [50.0, 100.0]})})
+
+    monkeypatch.setattr(steps, "spec_for", in_two_steps)
+    spec = in_two_steps(platform_for(load_platform()), APP)
+    region = REGIONS[2]
+
+    def launched(color: str, version: str, *, wait: bool) -> dict[str, Any]:
+        production.fleets.launch(
+            spec=spec,
+            region=region,
+            color=color,
+            image=upstream_ami,
+            digest=version,
+            version=version,
+            size=2,
+            wait=wait,
+        )
+        live = production.live(APP, region)
+        return {
+            "region": region,
+            "color": color,
+            "version": version,
+            "digest": version,
+            "previous": live,
+            "already_live": False,
+        }
+
+    steps.flip({"app": APP, "version": "1.0.0"}, launched("green", "1.0.0", wait=True), "test-flip-health")
+    operator = FlipOperator(
+        task_id="flip", plan={"app": APP, "version": "1.1.0"}, launched=launched("blue", "1.1.0", wait=False)
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"run_id": "test-flip-health"})
+    assert listener_weights(aws_account, region) == {f"{APP}-blue": 50, f"{APP}-green": 50}, (
+        "the first step, then the wait"
+    )
+    flipped, waited = through_every_wait(operator, deferred.value)
+    assert [(type(t), t.serialize()[1]["waiter_name"]) for t in waited] == [(WaiterTrigger, "FleetHealthy")] * len(
+        waited
+    )
+    assert flipped["flipped"] is True and flipped["color"] == "blue", flipped
+    assert listener_weights(aws_account, region) == {f"{APP}-blue": 100}
+    assert target_states(aws_account, region, f"{APP}-blue") == {"healthy"}
+
+
 def test_the_record_and_lease_live_in_the_artifact_bucket(aws_account: AwsAccount, production: Any) -> None:
     from immutable.production_state import LeaseHeld
 

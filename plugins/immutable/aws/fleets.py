@@ -243,6 +243,42 @@ class AwsFleets:
         )
         return trigger, LAUNCH_STRETCH_S
 
+    def pending_healthy(self, spec: AppSpec, members: list[AwsMember], *, since: float) -> tuple[Any, float] | None:
+        """What a flip waits for between its steps: None while every member's target is healthy;
+        else a trigger (the provider's async waiter on the color's target health, one stretch) and
+        its timeout. Not healthy `LAUNCH_TIMEOUT_S` after `since`: an error (the flip fails, and the
+        release's rollback sends the region back)."""
+        from immutable.aws.triggers import WaiterTrigger
+
+        if not members:
+            return None
+        region, color = members[0].region, members[0].color
+        target_group = self.elb(region).target_group(target_group_name(spec.name, color))
+        if target_group is None:
+            raise FleetError(f"{spec.name} in {region}: the {color} target group is missing")
+        health = self.elb(region).target_health(target_group["TargetGroupArn"])
+        states = {m.name: str(health.get(m.name, {}).get("State", "not registered")) for m in members}
+        if all(state == "healthy" for state in states.values()):
+            return None
+        waited_s = time.time() - since
+        if waited_s > LAUNCH_TIMEOUT_S:
+            raise FleetError(
+                f"{spec.name} in {region}: the {color} targets are not all healthy after {waited_s:.0f}s: {states}"
+            )
+        log.info("%s %s: the %s targets are %s; waiting in the triggerer", spec.name, region, color, states)
+        trigger = WaiterTrigger(
+            service="elbv2",
+            waiter_name="FleetHealthy",
+            waiter_args={"TargetGroupArn": target_group["TargetGroupArn"]},
+            parameters={"size": len(members)},
+            description=f"{spec.name} {region}: healthy targets of the {color} group (want {len(members)})",
+            region_name=region,
+            aws_conn_id=self.settings.connection_id,
+            waiter_delay=self.settings.wait_poll_s,
+            waiter_max_attempts=max(1, int(LAUNCH_STRETCH_S // self.settings.wait_poll_s)),
+        )
+        return trigger, LAUNCH_STRETCH_S
+
     def target_group_arns(self, app: str, region: str) -> dict[str, str]:
         """Color -> ARN of the app's target groups that exist in the region."""
         elb = self.elb(region)

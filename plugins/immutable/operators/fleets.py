@@ -116,7 +116,7 @@ class RollbackRegionOperator(PlatformWaitOperator):
     def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
         from immutable.pipelines import production
 
-        waiter = production.pending_rollback_launch(work)
+        waiter = production.pending_rollback(work)
         if waiter is not None:
             self.log.info("%s: the previous release's fleet is waited for in the triggerer", self.region)
         return waiter
@@ -125,3 +125,37 @@ class RollbackRegionOperator(PlatformWaitOperator):
         from immutable.pipelines import production
 
         return production.finish_rollback_region(work)
+
+
+class FlipOperator(PlatformWaitOperator):
+    """Move the region's traffic to the new color in the spec's steps; between two steps, the spec's
+    pause and the new color's health, waited for in the triggerer where the platform names a wait
+    (aws: a target not healthy). Safe to retry: each step sets absolute shares, so a retry takes
+    the same steps again, from the first."""
+
+    template_fields: Sequence[str] = ("plan", "launched")
+    ui_color = "#fff4e5"
+
+    def __init__(self, *, plan: Any, launched: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.launched = launched
+
+    def start(self, context: Any) -> dict[str, Any]:
+        from immutable.pipelines import production
+
+        return production.start_flip(self.plan, self.launched, context["run_id"])
+
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
+        from immutable.pipelines import production
+
+        waiter = production.advance_flip(work)
+        if waiter is not None:
+            region = work["launched"]["region"]
+            self.log.info("%s: the new color's health between two steps is waited for in the triggerer", region)
+        return waiter
+
+    def done(self, work: dict[str, Any]) -> dict[str, Any]:
+        from immutable.pipelines import production
+
+        return production.finish_flip(work)

@@ -273,24 +273,60 @@ def launch_new_color(
     }
 
 
-def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Move the region's traffic to the new color, in the spec's steps; the old color stays, idle."""
-    _, spec, production = _context(plan["app"])
-    launch = Launched.of(launched)
+def start_flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """A flip of the region's traffic to the new color, not begun: `advance_flip` takes its steps."""
+    return {"plan": plan, "launched": launched, "run_id": run_id, "next_step": 0, "started_at": time.time()}
+
+
+def advance_flip(work: dict[str, Any]) -> tuple[Any, float] | None:
+    """Take the flip's steps (`work` records how far it got). Between two steps: the spec's pause,
+    then the new color's health, which the platform judges: healthy, the next step is taken here;
+    not yet (aws: a target not healthy), the platform's trigger and its timeout are returned, for
+    the caller to wait on before it calls this again. None once the last step is taken."""
+    _, spec, production = _context(work["plan"]["app"])
+    launch = Launched.of(work["launched"])
+    if launch.already_live:
+        return None
+    steps = _steps(spec, launch)
+    while work["next_step"] < len(steps):
+        if work["next_step"] > 0:
+            if not work.get("paused"):
+                time.sleep(spec.bluegreen.step_pause_s)
+                work["paused"] = True
+            members = production.members(spec.name, launch.region, launch.color)
+            since = work.setdefault("health_wait_since", time.time())
+            waiter: tuple[Any, float] | None = production.fleets.pending_healthy(spec, members, since=since)
+            if waiter is not None:
+                return waiter
+        refuse_if_stopped(production, work["plan"], launch.region)
+        production.set_shares(spec.name, launch.region, steps[work["next_step"]])
+        work.update(next_step=work["next_step"] + 1, paused=False)
+        work.pop("health_wait_since", None)
+    return None
+
+
+def finish_flip(work: dict[str, Any]) -> dict[str, Any]:
+    """Once `advance_flip` took the last step: the flip recorded (the old color stays, idle)."""
+    _, spec, production = _context(work["plan"]["app"])
+    launch = Launched.of(work["launched"])
     if launch.already_live:
         return Flipped(**_flip_fields(launch), flipped=False).dump()
-    started = time.monotonic()
-    steps = _steps(spec, launch)
-    for number, shares in enumerate(steps, start=1):
-        refuse_if_stopped(production, plan, launch.region)
-        production.set_shares(spec.name, launch.region, shares)
-        if number < len(steps):
-            time.sleep(spec.bluegreen.step_pause_s)
-            production.fleets.wait_healthy(spec, production.members(spec.name, launch.region, launch.color))
-    _note_flip(production, spec, launch, run_id)
-    flip_s = time.monotonic() - started
+    _note_flip(production, spec, launch, work["run_id"])
+    flip_s = time.time() - work["started_at"]
     log.info("%s %s: flipped to %s (%s) in %.1fs", spec.name, launch.region, launch.color, launch.version, flip_s)
     return Flipped(**_flip_fields(launch), flipped=True, flip_s=flip_s).dump()
+
+
+HEALTH_POLL_S = 2.0  # seconds between looks at the new color's health where no triggerer waits
+
+
+def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Move the region's traffic to the new color, in the spec's steps, waiting here between them
+    (for callers outside a task; the `flip` task waits in the triggerer: `FlipOperator`)."""
+    work = start_flip(plan, launched, run_id)
+    while advance_flip(work) is not None:
+        time.sleep(HEALTH_POLL_S)
+    return finish_flip(work)
 
 
 def flip_synchronized(
@@ -507,7 +543,7 @@ REDEPLOYED = "redeployed the previous release by digest"
 def start_rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
     """Flip back to the kept color (seconds: done here, the result under `done`); past its window,
     start the previous release's fleet anew by digest, without waiting: the result names it under
-    `launching`, the caller waits for it (`pending_rollback_launch`), then `finish_rollback_region`
+    `launching`, the caller waits for it (`pending_rollback`), then `finish_rollback_region`
     flips to it. The region's lease is held from here until the rollback ends, either way."""
     platform, spec, production = _context(app)
     production.acquire(app, region, run_id, dag_id=f"rollback_{app}", run_state=run_state)
@@ -559,14 +595,19 @@ def start_rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
     return {"app": app, "region": region, "run_id": run_id, "done": done}
 
 
-def pending_rollback_launch(work: dict[str, Any]) -> tuple[Any, float] | None:
-    """What a redeploy started by `start_rollback_region` still waits for (see `pending_launch`); a
-    launch that failed is removed and raised, and the region's lease freed."""
+def pending_rollback(work: dict[str, Any]) -> tuple[Any, float] | None:
+    """What a redeploy started by `start_rollback_region` still waits for: its fleet (see
+    `pending_launch`), then its flip's steps (`advance_flip`). A launch or flip that failed is
+    raised (a failed launch removed), and the region's lease freed."""
+    if "done" in work:
+        return None
     try:
         for launch in work.get("launching", []):
             waiter = pending_launch(work["app"], launch)
             if waiter is not None:
                 return waiter
+        flipping = work.setdefault("flip", start_flip({"app": work["app"]}, work["launched"], work["run_id"]))
+        return advance_flip(flipping)
     except BaseException:
         _, _, production = _context(work["app"])
         production.release(work["app"], work["region"], work["run_id"])
@@ -575,13 +616,13 @@ def pending_rollback_launch(work: dict[str, Any]) -> tuple[Any, float] | None:
 
 
 def finish_rollback_region(work: dict[str, Any]) -> dict[str, Any]:
-    """The rollback's outcome: a redeploy, once its fleet is healthy, flipped to in the spec's steps."""
+    """The rollback's outcome: a redeploy, once its fleet is healthy and its flip's steps taken."""
     if "done" in work:
         return dict(work["done"])
     app, region, run_id = work["app"], work["region"], work["run_id"]
     _, _, production = _context(app)
     try:
-        flipped = flip({"app": app}, work["launched"], run_id)
+        flipped = finish_flip(work["flip"])
     finally:
         production.release(app, region, run_id)
     return {"region": region, "how": REDEPLOYED, "from": work["live"], "to": flipped}
