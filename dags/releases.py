@@ -21,6 +21,7 @@ from immutable.notifications import notifiers_for
 from immutable.operators.checks import StagingTestOperator
 from immutable.operators.fleets import (
     CreateEnvironmentOperator,
+    FlipAllOperator,
     FlipOperator,
     LaunchNewColorOperator,
     PrepareCanaryOperator,
@@ -162,21 +163,6 @@ def end_canary(app: str, region: str) -> dict[str, Any]:
     from immutable.pipelines import production
 
     return production.end_canary(app, region)
-
-
-@shared_task(
-    retries=1,  # safe, as for the `flip` task: every step sets absolute shares
-    doc_md="Synchronized rollout: once every new color is up and healthy, move every region's weights "
-    "in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and the last "
-    "region reaching 100%.",
-)
-def flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]]:
-    """Synchronized rollout: every region's weights move together, step by step."""
-    from immutable.pipelines import production
-
-    flips, skew_s = production.flip_synchronized(plan, list(launched), context["run_id"])
-    context["ti"].xcom_push(key="skew_s", value=skew_s)
-    return flips
 
 
 @shared_task(trigger_rule="one_failed", retries=0)
@@ -366,7 +352,15 @@ def release_dag(spec: AppSpec, platform: PlatformConfig) -> DAG:
                     "(aws: waited for in the triggerer).",
                 ).expand(region=list(step.regions))
                 flipped = (
-                    flip_all(plan, launched.output)
+                    FlipAllOperator(
+                        task_id="flip_all",
+                        plan=plan,
+                        launched=launched.output,
+                        retries=1,  # safe, as for the `flip` task: every step sets absolute shares
+                        doc_md="Synchronized rollout: once every new color is up and healthy, move every region's "
+                        "weights in lockstep (all regions at each step). XCom `skew_s`: seconds between the first and "
+                        "the last region reaching 100%.",
+                    ).output
                     if step.synchronized
                     else FlipOperator.partial(
                         task_id="flip",

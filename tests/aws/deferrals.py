@@ -20,12 +20,28 @@ def first_event(trigger: Any) -> dict[str, Any]:
     return asyncio.run(first())
 
 
+class RecordingTi:
+    """The task instance of a task run outside a DAG run: keeps what the task pushes to XCom."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, *, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+    def xcom_pull(self, **_: Any) -> None:
+        return None  # outside a DAG run no task pushed anything (no release plan: no stop to watch for)
+
+
 def through_every_wait(
-    operator: Any, deferred: Any, on_wait: Callable[[Any, Any], None] = lambda trigger, restarted: None
+    operator: Any,
+    deferred: Any,
+    on_wait: Callable[[Any, Any], None] = lambda trigger, restarted: None,
+    context: dict[str, Any] | None = None,
 ) -> tuple[Any, list[Any]]:
     """From the task's first `TaskDeferred`: each wait's trigger (with its rebuilt twin) to `on_wait`,
-    then its first event (which must be a success) to the task, until the task returns. Returns
-    (the task's result, the triggers it waited on, in order)."""
+    then its first event (which must be a success) to the task (with `context`), until the task
+    returns. Returns (the task's result, the triggers it waited on, in order)."""
     from airflow.sdk.exceptions import TaskDeferred
 
     waited: list[Any] = []
@@ -38,6 +54,6 @@ def through_every_wait(
         event = first_event(restarted)
         assert event["status"] == "success", event
         try:
-            return operator.execute_complete({}, event), waited
+            return operator.execute_complete(context or {}, event), waited
         except TaskDeferred as again:
             deferred = again

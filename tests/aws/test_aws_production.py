@@ -321,20 +321,22 @@ def test_a_fleet_is_waited_for_in_the_triggerer_and_a_restarted_triggerer_goes_o
     )
 
 
+@pytest.mark.parametrize("synchronized", [False, True], ids=["one region", "regions in lockstep"])
 def test_a_flip_waits_for_the_new_colors_health_between_steps_in_the_triggerer(
-    aws_account: AwsAccount, production: Any, upstream_ami: str, monkeypatch: pytest.MonkeyPatch
+    aws_account: AwsAccount, production: Any, upstream_ami: str, monkeypatch: pytest.MonkeyPatch, synchronized: bool
 ) -> None:
     """A flip in two steps whose new targets are not healthy after the first (just registered: the
     load balancer is still checking them, `initial`): the task defers on the provider's waiter on
-    target health, a restarted triggerer waits it out, and the task takes the last step."""
+    target health, a restarted triggerer waits it out, and the task takes the last step (in every
+    region at once, for a synchronized flip)."""
     from airflow.sdk.exceptions import TaskDeferred
 
     from immutable.aws.triggers import WaiterTrigger
     from immutable.config import load_platform
-    from immutable.operators.fleets import FlipOperator
+    from immutable.operators.fleets import FlipAllOperator, FlipOperator
     from immutable.pipelines import production as steps
     from immutable.platforms import platform_for
-    from tests.aws.deferrals import through_every_wait
+    from tests.aws.deferrals import RecordingTi, through_every_wait
 
     real_spec_for = steps.spec_for
 
@@ -344,9 +346,9 @@ def test_a_flip_waits_for_the_new_colors_health_between_steps_in_the_triggerer(
 
     monkeypatch.setattr(steps, "spec_for", in_two_steps)
     spec = in_two_steps(platform_for(load_platform()), APP)
-    region = REGIONS[2]
+    regions = list(REGIONS[1:]) if synchronized else [REGIONS[2]]
 
-    def launched(color: str, version: str, *, wait: bool) -> dict[str, Any]:
+    def launched(region: str, color: str, version: str, *, wait: bool) -> dict[str, Any]:
         production.fleets.launch(
             spec=spec,
             region=region,
@@ -367,22 +369,32 @@ def test_a_flip_waits_for_the_new_colors_health_between_steps_in_the_triggerer(
             "already_live": False,
         }
 
-    steps.flip({"app": APP, "version": "1.0.0"}, launched("green", "1.0.0", wait=True), "test-flip-health")
-    operator = FlipOperator(
-        task_id="flip", plan={"app": APP, "version": "1.1.0"}, launched=launched("blue", "1.1.0", wait=False)
+    for region in regions:
+        steps.flip({"app": APP, "version": "1.0.0"}, launched(region, "green", "1.0.0", wait=True), "test-flip-health")
+    plan = {"app": APP, "version": "1.1.0"}
+    new = [launched(region, "blue", "1.1.0", wait=False) for region in regions]
+    operator = (
+        FlipAllOperator(task_id="flip_all", plan=plan, launched=new)
+        if synchronized
+        else FlipOperator(task_id="flip", plan=plan, launched=new[0])
     )
+    ti = RecordingTi()
+    context = {"run_id": "test-flip-health", "ti": ti}
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"run_id": "test-flip-health"})
-    assert listener_weights(aws_account, region) == {f"{APP}-blue": 50, f"{APP}-green": 50}, (
-        "the first step, then the wait"
-    )
-    flipped, waited = through_every_wait(operator, deferred.value)
+        operator.execute(context)
+    for region in regions:
+        assert listener_weights(aws_account, region) == {f"{APP}-blue": 50, f"{APP}-green": 50}, region
+    done, waited = through_every_wait(operator, deferred.value, context=context)
     assert [(type(t), t.serialize()[1]["waiter_name"]) for t in waited] == [(WaiterTrigger, "FleetHealthy")] * len(
         waited
     )
-    assert flipped["flipped"] is True and flipped["color"] == "blue", flipped
-    assert listener_weights(aws_account, region) == {f"{APP}-blue": 100}
-    assert target_states(aws_account, region, f"{APP}-blue") == {"healthy"}
+    flips = done if synchronized else [done]
+    assert [(f["region"], f["flipped"], f["color"]) for f in flips] == [(r, True, "blue") for r in regions], flips
+    for region in regions:
+        assert listener_weights(aws_account, region) == {f"{APP}-blue": 100}, region
+        assert target_states(aws_account, region, f"{APP}-blue") == {"healthy"}
+    if synchronized:
+        assert 0 <= ti.pushed["skew_s"] < 5
 
 
 def test_the_record_and_lease_live_in_the_artifact_bucket(aws_account: AwsAccount, production: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.aws.conftest import REGIONS, AwsAccount
+from tests.aws.deferrals import RecordingTi
 from tests.aws.test_aws_production import APP, AlbMetrics, groups, listener_weights
 from tests.integration.helpers import run_dag, xcom
 
@@ -362,16 +363,3 @@ def versions_running(account: AwsAccount, region: str) -> set[str]:
     found = account.client("autoscaling", region).describe_auto_scaling_groups()["AutoScalingGroups"]
     tags = [{t["Key"]: t["Value"] for t in g.get("Tags", [])} for g in found]
     return {t["immutable:version"] for t in tags if t.get("immutable:app") == APP and "immutable:version" in t}
-
-
-class RecordingTi:
-    """The task instance of a gate run outside a DAG run: keeps what the gate pushes to XCom."""
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, *, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def xcom_pull(self, **_: Any) -> None:
-        return None  # outside a DAG run no task pushed anything (no release plan: no stop to watch for)

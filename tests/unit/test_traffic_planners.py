@@ -146,3 +146,17 @@ def test_lockstep_sets_each_round_in_every_region_before_the_next_round() -> Non
     with pytest.raises(LockstepError, match=r"^us-east: runtime API refused \(step 1 of 2\)$"):
         run_in_lockstep(rounds, apply_failing, pause_s=0.0)
     assert all(green == 50.0 for _, green in calls), calls  # the failed round was the last one tried
+
+
+def test_a_round_set_on_its_own_is_named_by_its_step_of_the_whole_flip() -> None:
+    """A synchronized flip that waits between rounds sets each round in its own call; a failure names
+    the step of the whole flip, not of the call."""
+    from immutable.pipelines.production import LockstepError, run_in_lockstep
+
+    rounds = lockstep_rounds({r: flip_steps("green", "blue", [50, 100]) for r in ("eu-west", "us-east")})
+
+    def refused(region: str, shares: dict[str, float]) -> None:
+        raise ConnectionError("listener busy")
+
+    with pytest.raises(LockstepError, match=r"\(step 2 of 2\)$"):
+        run_in_lockstep(rounds[1:], refused, pause_s=0.0, first_step=2, steps=len(rounds))

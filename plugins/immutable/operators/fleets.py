@@ -159,3 +159,47 @@ class FlipOperator(PlatformWaitOperator):
         from immutable.pipelines import production
 
         return production.finish_flip(work)
+
+
+class FlipAllOperator(PlatformWaitOperator):
+    """Synchronized rollout: once every new color is up and healthy, every region's weights move in
+    lockstep (all regions at each step); between steps the pause and every new color's health,
+    waited for in the triggerer where the platform names a wait. Returns the flips; XCom `skew_s`:
+    seconds between the first and the last region reaching 100%. Safe to retry, as `FlipOperator`."""
+
+    template_fields: Sequence[str] = ("plan", "launched")
+    ui_color = "#fff4e5"
+
+    def __init__(self, *, plan: Any, launched: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.launched = launched
+        self._ti: Any = None
+
+    def execute(self, context: Any) -> Any:
+        self._ti = context["ti"]
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        self._ti = context["ti"]
+        return super().execute_complete(context, event)
+
+    def start(self, context: Any) -> dict[str, Any]:
+        from immutable.pipelines import production
+
+        return production.start_flip_all(self.plan, list(self.launched), context["run_id"])
+
+    def next_wait(self, work: dict[str, Any]) -> tuple[Any, float] | None:
+        from immutable.pipelines import production
+
+        waiter = production.advance_flip_all(work)
+        if waiter is not None:
+            self.log.info("a new color's health between two steps is waited for in the triggerer")
+        return waiter
+
+    def done(self, work: dict[str, Any]) -> Any:
+        from immutable.pipelines import production
+
+        flips, skew_s = production.finish_flip_all(work)
+        self._ti.xcom_push(key="skew_s", value=skew_s)
+        return flips

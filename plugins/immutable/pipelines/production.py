@@ -329,44 +329,76 @@ def flip(plan: dict[str, Any], launched: dict[str, Any], run_id: str) -> dict[st
     return finish_flip(work)
 
 
-def flip_synchronized(
-    plan: dict[str, Any], launched: list[dict[str, Any]], run_id: str
-) -> tuple[list[dict[str, Any]], float]:
-    """Every region's traffic moves to its new color in lockstep: each weight step is set in all regions
-    at once (one thread per region, released together), then the spec's pause, then the next step; all
-    reach the new color alone in the same round. Returns the flips and the skew: the seconds between
-    the first and the last region reaching 100%. A region that fails stops the flip: the release's
-    rollback task then sends every region back, flipped or not."""
-    _, spec, production = _context(plan["app"])
-    launches = [Launched.of(one) for one in launched]
-    moving = {launch.region: launch for launch in launches if not launch.already_live}
+def start_flip_all(plan: dict[str, Any], launched: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    """A synchronized flip of every region, not begun: `advance_flip_all` takes its rounds."""
+    _, _, production = _context(plan["app"])
+    for one in launched:  # each region's client made here, one at a time, before the rounds' threads
+        launch = Launched.of(one)
+        production.shares(plan["app"], launch.region)
+        refuse_if_stopped(production, plan, launch.region)
+    return {
+        "plan": plan,
+        "launched": launched,
+        "run_id": run_id,
+        "next_round": 0,
+        "reached": {},
+        "started_at": time.time(),
+    }
+
+
+def advance_flip_all(work: dict[str, Any]) -> tuple[Any, float] | None:
+    """Every region's traffic moves to its new color in lockstep: each round's shares set in all
+    regions at once (`run_in_lockstep`), then the spec's pause and every new color's health (as
+    `advance_flip`: a platform's wait returned for the caller, then this called again), then the
+    next round; all reach the new color alone in the same round. None once the last round is set.
+    A region that fails stops the flip: the release's rollback task then sends every region back,
+    flipped or not."""
+    _, spec, production = _context(work["plan"]["app"])
+    moving = {launch.region: launch for launch in map(Launched.of, work["launched"]) if not launch.already_live}
     rounds = lockstep_rounds({region: _steps(spec, launch) for region, launch in moving.items()})
-    for region in moving:  # before the threads: each region's client is made here, one at a time
-        production.shares(spec.name, region)
-        refuse_if_stopped(production, plan, region)
+    while work["next_round"] < len(rounds):
+        if work["next_round"] > 0:
+            if not work.get("paused"):
+                time.sleep(spec.bluegreen.step_pause_s)
+                work["paused"] = True
+            since = work.setdefault("health_wait_since", time.time())
+            for region, launch in moving.items():
+                refuse_if_stopped(production, work["plan"], region)
+                members = production.members(spec.name, region, launch.color)
+                waiter: tuple[Any, float] | None = production.fleets.pending_healthy(spec, members, since=since)
+                if waiter is not None:
+                    return waiter
+        number = work["next_round"]
+        try:
+            reached = run_in_lockstep(
+                [rounds[number]],
+                lambda region, shares: production.set_shares(spec.name, region, shares),
+                pause_s=0.0,
+                first_step=number + 1,
+                steps=len(rounds),
+            )
+        except LockstepError as exc:
+            raise ProductionError(
+                f"{exc} (the synchronized flip of {spec.name}); the rollback task sends every region back to the "
+                "color live before"
+            ) from exc
+        work["reached"].update(reached)
+        work.update(next_round=number + 1, paused=False)
+        work.pop("health_wait_since", None)
+    return None
 
-    def healthy_between_steps() -> None:
-        for region, launch in moving.items():
-            refuse_if_stopped(production, plan, region)
-            production.fleets.wait_healthy(spec, production.members(spec.name, region, launch.color))
 
-    started = time.monotonic()
-    try:
-        reached = run_in_lockstep(
-            rounds,
-            lambda region, shares: production.set_shares(spec.name, region, shares),
-            pause_s=spec.bluegreen.step_pause_s,
-            between_rounds=healthy_between_steps,
-        )
-    except LockstepError as exc:
-        raise ProductionError(
-            f"{exc} (the synchronized flip of {spec.name}); the rollback task sends every region back to the "
-            "color live before"
-        ) from exc
-    for launch in moving.values():
-        _note_flip(production, spec, launch, run_id)
+def finish_flip_all(work: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+    """Once `advance_flip_all` set the last round: the flips recorded. Returns the flips and the
+    skew: the seconds between the first and the last region reaching 100%."""
+    _, spec, production = _context(work["plan"]["app"])
+    launches = [Launched.of(one) for one in work["launched"]]
+    moving = [launch for launch in launches if not launch.already_live]
+    for launch in moving:
+        _note_flip(production, spec, launch, work["run_id"])
+    reached = work["reached"]
     skew_s = max(reached.values()) - min(reached.values()) if reached else 0.0
-    flip_s = time.monotonic() - started
+    flip_s = time.time() - work["started_at"]
     log.info(
         "%s: %d region(s) flipped together in %.1fs; the first and the last reached 100%% %.3fs apart",
         spec.name,
@@ -374,9 +406,8 @@ def flip_synchronized(
         flip_s,
         skew_s,
     )
-    flips = [
-        Flipped(**_flip_fields(launch), flipped=launch.region in moving, flip_s=flip_s).dump() for launch in launches
-    ]
+    flipped = {launch.region for launch in moving}
+    flips = [Flipped(**_flip_fields(one), flipped=one.region in flipped, flip_s=flip_s).dump() for one in launches]
     return flips, skew_s
 
 
@@ -389,16 +420,19 @@ def run_in_lockstep(
     apply: Callable[[str, dict[str, float]], object],
     *,
     pause_s: float,
-    between_rounds: Callable[[], object] | None = None,
+    first_step: int = 1,
+    steps: int | None = None,
 ) -> dict[str, float]:
     """Apply each round's shares to all its regions at once: one thread per region, all released by a
-    barrier, so no region waits for another's call to finish. Between rounds: `pause_s`, then
-    `between_rounds`. Returns when each region's last call returned (epoch seconds); the first
-    round with a failed region raises, naming each region and its cause."""
+    barrier, so no region waits for another's call to finish. Between rounds: `pause_s`. Returns
+    when each region's last call returned (epoch seconds); the first round with a failed region
+    raises, naming each region and its cause. The rounds are steps `first_step`.. of `steps` (all of
+    them unless told: a caller may set them one call at a time)."""
     reached: dict[str, float] = {}
     workers = max((len(r) for r in rounds), default=1)
+    total = steps or len(rounds)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockstep") as pool:
-        for number, shares_by_region in enumerate(rounds, start=1):
+        for number, shares_by_region in enumerate(rounds, start=first_step):
             together = Barrier(len(shares_by_region))
 
             def apply_together(region: str, shares: dict[str, float], together: Barrier = together) -> float:
@@ -415,12 +449,10 @@ def run_in_lockstep(
                     failed[region] = exc
             if failed:
                 causes = "; ".join(f"{region}: {exc}" for region, exc in sorted(failed.items()))
-                raise LockstepError(f"{causes} (step {number} of {len(rounds)})")
-            log.info("step %d/%d set in %s", number, len(rounds), ", ".join(sorted(shares_by_region)))
-            if number < len(rounds):
+                raise LockstepError(f"{causes} (step {number} of {total})")
+            log.info("step %d/%d set in %s", number, total, ", ".join(sorted(shares_by_region)))
+            if number < first_step + len(rounds) - 1:
                 time.sleep(pause_s)
-                if between_rounds is not None:
-                    between_rounds()
     return reached
 
 
