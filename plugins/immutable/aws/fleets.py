@@ -260,6 +260,12 @@ class AwsFleets:
         states = {m.name: str(health.get(m.name, {}).get("State", "not registered")) for m in members}
         if all(state == "healthy" for state in states.values()):
             return None
+        not_checked = sorted(m.name for m in members if health.get(m.name, {}).get("Reason") == "Target.NotInUse")
+        if not_checked:
+            raise FleetError(
+                f"target group {target_group['TargetGroupArn']}: {not_checked} are 'unused': no listener forwards to "
+                "the group, so the load balancer does not health-check it"
+            )
         waited_s = time.time() - since
         if waited_s > LAUNCH_TIMEOUT_S:
             raise FleetError(
@@ -289,17 +295,6 @@ class AwsFleets:
         """Every color's target group but `leaving` stays health-checked, whatever its share of traffic."""
         arns = [arn for color, arn in self.target_group_arns(app, region).items() if color != leaving]
         self.elb(region).keep_health_checked(self.platform.aws_region(region).listener_arn, arns)
-
-    def wait_healthy(self, spec: AppSpec, members: list[AwsMember]) -> None:
-        if not members:
-            return
-        region, color = members[0].region, members[0].color
-        target_group = self.elb(region).target_group(target_group_name(spec.name, color))
-        if target_group is None:
-            raise FleetError(f"{spec.name} in {region}: the {color} target group is missing")
-        self.elb(region).wait_targets_healthy(
-            target_group["TargetGroupArn"], [m.name for m in members], LAUNCH_TIMEOUT_S
-        )
 
     def destroy(self, app: str, region: str, color: str, *, force: bool = False) -> list[str]:
         """Remove the color's group, launch template and target group; its traffic must be gone first.

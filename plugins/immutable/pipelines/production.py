@@ -572,92 +572,92 @@ def record_release(plan: dict[str, Any], baked: dict[str, Any]) -> dict[str, Any
 REDEPLOYED = "redeployed the previous release by digest"
 
 
+ROLLED_BACK_TO_KEPT = "flipped back to the kept color"
+
+
 def start_rollback_region(app: str, region: str, run_id: str) -> dict[str, Any]:
-    """Flip back to the kept color (seconds: done here, the result under `done`); past its window,
-    start the previous release's fleet anew by digest, without waiting: the result names it under
-    `launching`, the caller waits for it (`pending_rollback`), then `finish_rollback_region`
-    flips to it. The region's lease is held from here until the rollback ends, either way."""
+    """Begin putting the previous release back in `region`, without waiting: while its rollback
+    window lasts, the kept color (checked not revoked) is what the traffic goes back to, once it is
+    healthy; past it, the previous release's fleet is started anew by digest (named under
+    `launching`) and flipped to in the spec's steps. The caller waits while `pending_rollback`
+    names a wait, then `finish_rollback_region` ends it. The region's lease is held from here until
+    the rollback ends, and freed on any failure."""
     platform, spec, production = _context(app)
     production.acquire(app, region, run_id, dag_id=f"rollback_{app}", run_state=run_state)
+    work: dict[str, Any] = {"app": app, "region": region, "run_id": run_id}
     try:
         live = production.live(app, region)
         if live is None:
             raise ProductionError(f"{app} runs nothing in {region}; there is nothing to roll back")
         kept = production.kept(app, region)
-        if kept is None:
-            previous = production.record(app, region).get("previous_release") or {}
-            if not previous:
-                raise ProductionError(
-                    f"{app} in {region}: no kept color and no earlier release recorded; release the wanted version "
-                    "instead"
-                )
-            launched = launch_new_color(
-                {"app": app, "version": previous["version"]},
-                {"digest": previous["digest"]},
-                region,
-                run_id,
-                dag_id=f"rollback_{app}",
-                wait=False,
+        if kept is not None:
+            deployable(platform, region, spec.repository, str(kept["digest"]))  # no flip back onto a revoked image
+            return work | {"live": live, "kept": kept, "since": time.time()}
+        previous = production.record(app, region).get("previous_release") or {}
+        if not previous:
+            raise ProductionError(
+                f"{app} in {region}: no kept color and no earlier release recorded; release the wanted version instead"
             )
-            launching = launched.pop("launching", [])
-            return {
-                "app": app,
-                "region": region,
-                "run_id": run_id,
-                "live": live,
-                "launched": launched,
-                "launching": launching,
-            }
-        deployable(platform, region, spec.repository, str(kept["digest"]))  # no flip back onto a revoked image
-        production.fleets.wait_healthy(spec, production.members(app, region, kept["color"]))
-        production.set_shares(app, region, {kept["color"]: 100})
-        production.note_flip(
-            app,
+        launched = launch_new_color(
+            {"app": app, "version": previous["version"]},
+            {"digest": previous["digest"]},
             region,
-            live={k: kept[k] for k in ("color", "version", "digest")},
-            previous={k: live[k] for k in ("color", "version", "digest")},
-            rollback_window_s=spec.bluegreen.rollback_window_s,
-            run_id=run_id,
+            run_id,
+            dag_id=f"rollback_{app}",
+            wait=False,
         )
+        launching = launched.pop("launching", [])
+        return work | {"live": live, "launched": launched, "launching": launching}
     except BaseException:
         production.release(app, region, run_id)
         raise
-    production.release(app, region, run_id)
-    done = {"region": region, "how": "flipped back to the kept color", "from": live, "to": kept}
-    return {"app": app, "region": region, "run_id": run_id, "done": done}
 
 
 def pending_rollback(work: dict[str, Any]) -> tuple[Any, float] | None:
-    """What a redeploy started by `start_rollback_region` still waits for: its fleet (see
-    `pending_launch`), then its flip's steps (`advance_flip`). A launch or flip that failed is
-    raised (a failed launch removed), and the region's lease freed."""
-    if "done" in work:
-        return None
+    """What the rollback still waits for, as the platform names it: the kept color's health; or a
+    redeploy's fleet (see `pending_launch`), then its flip's steps (`advance_flip`). None once there
+    is nothing left to wait for. A failure is raised (a failed launch removed), the lease freed."""
+    _, spec, production = _context(work["app"])
     try:
-        for launch in work.get("launching", []):
+        if "kept" in work:
+            kept_members = production.members(work["app"], work["region"], work["kept"]["color"])
+            waiter: tuple[Any, float] | None = production.fleets.pending_healthy(
+                spec, kept_members, since=work["since"]
+            )
+            return waiter
+        for launch in work["launching"]:
             waiter = pending_launch(work["app"], launch)
             if waiter is not None:
                 return waiter
         flipping = work.setdefault("flip", start_flip({"app": work["app"]}, work["launched"], work["run_id"]))
         return advance_flip(flipping)
     except BaseException:
-        _, _, production = _context(work["app"])
         production.release(work["app"], work["region"], work["run_id"])
         raise
-    return None
 
 
 def finish_rollback_region(work: dict[str, Any]) -> dict[str, Any]:
-    """The rollback's outcome: a redeploy, once its fleet is healthy and its flip's steps taken."""
-    if "done" in work:
-        return dict(work["done"])
+    """Once nothing is left to wait for: the traffic back on the kept color, or the redeploy's flip
+    recorded; the region's lease freed. Returns the region, how, from what and to what."""
     app, region, run_id = work["app"], work["region"], work["run_id"]
-    _, _, production = _context(app)
+    _, spec, production = _context(app)
+    live = work["live"]
     try:
-        flipped = finish_flip(work["flip"])
+        if "kept" in work:
+            kept = work["kept"]
+            production.set_shares(app, region, {kept["color"]: 100})
+            production.note_flip(
+                app,
+                region,
+                live={k: kept[k] for k in ("color", "version", "digest")},
+                previous={k: live[k] for k in ("color", "version", "digest")},
+                rollback_window_s=spec.bluegreen.rollback_window_s,
+                run_id=run_id,
+            )
+            return {"region": region, "how": ROLLED_BACK_TO_KEPT, "from": live, "to": kept}
+        return {"region": region, "how": REDEPLOYED, "from": live, "to": finish_flip(work["flip"])}
     finally:
         production.release(app, region, run_id)
-    return {"region": region, "how": REDEPLOYED, "from": work["live"], "to": flipped}
 
 
 # --- a person's stop (stop_<app>) -----------------------------------------------------------
