@@ -118,7 +118,9 @@ class RollbackRegionOperator(PlatformWaitOperator):
 
         waiter = production.pending_rollback(work)
         if waiter is not None:
-            self.log.info("%s: the previous release's fleet is waited for in the triggerer", self.region)
+            self.log.info(
+                "%s: a fleet the rollback flips to is waited for in the triggerer, until healthy", self.region
+            )
         return waiter
 
     def done(self, work: dict[str, Any]) -> dict[str, Any]:
@@ -127,11 +129,9 @@ class RollbackRegionOperator(PlatformWaitOperator):
         return production.finish_rollback_region(work)
 
 
-class FlipOperator(PlatformWaitOperator):
-    """Move the region's traffic to the new color in the spec's steps; between two steps, the spec's
-    pause and the new color's health, waited for in the triggerer where the platform names a wait
-    (aws: a target not healthy). Safe to retry: each step sets absolute shares, so a retry takes
-    the same steps again, from the first."""
+class _FlipOperator(PlatformWaitOperator):
+    """A flip of traffic to the new color(s) `launched` for the release `plan`. Safe to retry: each
+    step sets absolute shares, so a retry takes the same steps again, from the first."""
 
     template_fields: Sequence[str] = ("plan", "launched")
     ui_color = "#fff4e5"
@@ -140,6 +140,12 @@ class FlipOperator(PlatformWaitOperator):
         super().__init__(**kwargs)
         self.plan = plan
         self.launched = launched
+
+
+class FlipOperator(_FlipOperator):
+    """Move one region's traffic to its new color in the spec's steps; between two steps, the spec's
+    pause and the new color's health, waited for in the triggerer where the platform names a wait
+    (aws: a target not healthy)."""
 
     def start(self, context: Any) -> dict[str, Any]:
         from immutable.pipelines import production
@@ -161,20 +167,15 @@ class FlipOperator(PlatformWaitOperator):
         return production.finish_flip(work)
 
 
-class FlipAllOperator(PlatformWaitOperator):
+class FlipAllOperator(_FlipOperator):
     """Synchronized rollout: once every new color is up and healthy, every region's weights move in
     lockstep (all regions at each step); between steps the pause and every new color's health,
     waited for in the triggerer where the platform names a wait. Returns the flips; XCom `skew_s`:
-    seconds between the first and the last region reaching 100%. Safe to retry, as `FlipOperator`."""
+    seconds between the first and the last region reaching 100%."""
 
-    template_fields: Sequence[str] = ("plan", "launched")
-    ui_color = "#fff4e5"
-
-    def __init__(self, *, plan: Any, launched: Any, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.plan = plan
-        self.launched = launched
-        self._ti: Any = None
+        self._ti: Any = None  # the running task's instance, for the skew's XCom once the flip is done
 
     def execute(self, context: Any) -> Any:
         self._ti = context["ti"]
