@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pydantic
 
 from immutable.paths import PROJECT_ROOT
+from immutable.yaml_once import write_cache_file
 
 CACHE_DIR = Path(os.environ.get("IMMUTABLE_CACHE_DIR", PROJECT_ROOT / "var" / "cache")) / "validated"
 PACKAGE = Path(__file__).resolve().parent
@@ -74,17 +74,12 @@ class ValidatedOnce(Generic[Model]):
         self.now[path.name] = (key, model)
 
     def save(self) -> None:
-        """Write the models kept this time (files gone or failing are left out), whole or not at all;
-        a cache that cannot be written (a read-only checkout) only costs the next parse its time."""
+        """Write the models kept this time (files gone or failing are left out), whole or not at all
+        (`write_cache_file`)."""
         if self.now.keys() == self.kept.keys() and all(self.now[n][1] is self.kept[n][1] for n in self.now):
             return  # every model came from the cache
-        written: Path | None = None
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("wb", dir=self.file.parent, suffix=".tmp", delete=False) as out:
-                written = Path(out.name)
-                pickle.dump(self.now, out, protocol=pickle.HIGHEST_PROTOCOL)
-            written.replace(self.file)
-        except (OSError, pickle.PicklingError):
-            if written is not None:
-                written.unlink(missing_ok=True)
+            data = pickle.dumps(self.now, protocol=pickle.HIGHEST_PROTOCOL)
+        except pickle.PicklingError:
+            return
+        write_cache_file(self.file, data)

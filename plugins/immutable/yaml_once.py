@@ -45,13 +45,19 @@ def _keep(kept: Path, document: object) -> None:
         return
     if json.loads(dumped) != document:  # JSON would change it (a non-string key): never keep
         return
+    write_cache_file(kept, dumped.encode())
+
+
+def write_cache_file(target: Path, data: bytes) -> None:
+    """`data` at `target`, whole or not at all (a file beside it, then renamed), for the next parse to
+    find; a cache that cannot be written (a read-only checkout) only costs the next parse its time."""
+    written: Path | None = None
     try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=kept.parent, suffix=".tmp", delete=False) as out:
-            out.write(dumped)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=target.parent, suffix=".tmp", delete=False) as out:
+            written = Path(out.name)
+            out.write(data)
+        written.replace(target)
     except OSError:
-        return
-    try:
-        Path(out.name).replace(kept)
-    except OSError:
-        Path(out.name).unlink(missing_ok=True)
+        if written is not None:
+            written.unlink(missing_ok=True)
