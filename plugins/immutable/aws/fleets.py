@@ -195,7 +195,6 @@ class AwsFleets:
         each resume looks at the scaling activities, so a launch AWS cannot make fails within a
         stretch, not at the timeout) and its timeout in seconds. A launch that failed, or is not
         healthy `LAUNCH_TIMEOUT_S` after `started_at`, is removed and raised as the inline wait does."""
-        from immutable.aws.triggers import WaiterTrigger
 
         name = group_name(spec.name, region, color)
         group = self.scaling(region).group(name)
@@ -206,13 +205,7 @@ class AwsFleets:
                 raise FleetError(f"the group or its target group is gone ({name})")
             if failed := self.scaling(region).failed_launch(name):
                 raise FleetError(f"Auto Scaling group {name} cannot launch its instances: {failed}")
-            health = self.elb(region).target_health(target_group["TargetGroupArn"])
-            not_checked = sorted(i for i, h in health.items() if h.get("Reason") == "Target.NotInUse")
-            if not_checked:
-                raise FleetError(
-                    f"target group {target_group['TargetGroupArn']}: {not_checked} are 'unused': no listener "
-                    "forwards to the group, so the load balancer does not health-check it"
-                )
+            health = self._checked_health(target_group["TargetGroupArn"], region)
             healthy = sorted(i for i, h in health.items() if h.get("State") == "healthy")
             if len(healthy) >= size:
                 return None
@@ -230,12 +223,30 @@ class AwsFleets:
             size,
             color,
         )
+        return self._health_waiter(spec.name, region, color, target_group["TargetGroupArn"], size)
+
+    def _checked_health(self, target_group_arn: str, region: str) -> dict[str, dict[str, Any]]:
+        """The group's target health; an error at once when the load balancer does not check it."""
+        health: dict[str, dict[str, Any]] = self.elb(region).target_health(target_group_arn)
+        not_checked = sorted(i for i, h in health.items() if h.get("Reason") == "Target.NotInUse")
+        if not_checked:
+            raise FleetError(
+                f"target group {target_group_arn}: {not_checked} are 'unused': no listener forwards to the group, "
+                "so the load balancer does not health-check it"
+            )
+        return health
+
+    def _health_waiter(self, app: str, region: str, color: str, target_group_arn: str, size: int) -> tuple[Any, float]:
+        """The provider's async waiter until `size` targets of the color's group are healthy, for one
+        stretch (the task looks again when it resumes), and that stretch in seconds."""
+        from immutable.aws.triggers import WaiterTrigger
+
         trigger = WaiterTrigger(
             service="elbv2",
             waiter_name="FleetHealthy",
-            waiter_args={"TargetGroupArn": target_group["TargetGroupArn"]},
+            waiter_args={"TargetGroupArn": target_group_arn},
             parameters={"size": size},
-            description=f"{spec.name} {region}: healthy targets of the {color} group (want {size})",
+            description=f"{app} {region}: healthy targets of the {color} group (want {size})",
             region_name=region,
             aws_conn_id=self.settings.connection_id,
             waiter_delay=self.settings.wait_poll_s,
@@ -248,7 +259,6 @@ class AwsFleets:
         else a trigger (the provider's async waiter on the color's target health, one stretch) and
         its timeout. Not healthy `LAUNCH_TIMEOUT_S` after `since`: an error (the flip fails, and the
         release's rollback sends the region back)."""
-        from immutable.aws.triggers import WaiterTrigger
 
         if not members:
             return None
@@ -256,34 +266,17 @@ class AwsFleets:
         target_group = self.elb(region).target_group(target_group_name(spec.name, color))
         if target_group is None:
             raise FleetError(f"{spec.name} in {region}: the {color} target group is missing")
-        health = self.elb(region).target_health(target_group["TargetGroupArn"])
+        health = self._checked_health(target_group["TargetGroupArn"], region)
         states = {m.name: str(health.get(m.name, {}).get("State", "not registered")) for m in members}
         if all(state == "healthy" for state in states.values()):
             return None
-        not_checked = sorted(m.name for m in members if health.get(m.name, {}).get("Reason") == "Target.NotInUse")
-        if not_checked:
-            raise FleetError(
-                f"target group {target_group['TargetGroupArn']}: {not_checked} are 'unused': no listener forwards to "
-                "the group, so the load balancer does not health-check it"
-            )
         waited_s = time.time() - since
         if waited_s > LAUNCH_TIMEOUT_S:
             raise FleetError(
                 f"{spec.name} in {region}: the {color} targets are not all healthy after {waited_s:.0f}s: {states}"
             )
         log.info("%s %s: the %s targets are %s; waiting in the triggerer", spec.name, region, color, states)
-        trigger = WaiterTrigger(
-            service="elbv2",
-            waiter_name="FleetHealthy",
-            waiter_args={"TargetGroupArn": target_group["TargetGroupArn"]},
-            parameters={"size": len(members)},
-            description=f"{spec.name} {region}: healthy targets of the {color} group (want {len(members)})",
-            region_name=region,
-            aws_conn_id=self.settings.connection_id,
-            waiter_delay=self.settings.wait_poll_s,
-            waiter_max_attempts=max(1, int(LAUNCH_STRETCH_S // self.settings.wait_poll_s)),
-        )
-        return trigger, LAUNCH_STRETCH_S
+        return self._health_waiter(spec.name, region, color, target_group["TargetGroupArn"], len(members))
 
     def target_group_arns(self, app: str, region: str) -> dict[str, str]:
         """Color -> ARN of the app's target groups that exist in the region."""
