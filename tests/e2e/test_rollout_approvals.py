@@ -132,7 +132,7 @@ def assert_asks_with_what_passed(request: dict[str, Any], version: str, canary: 
 
 
 def test_a_release_approved_after_a_marginal_canary_and_after_its_pilot_goes_everywhere(approvals: Approvals) -> None:
-    """1.7.0 only turns slower: every canary interval scores 50, marginal for the sample's spec, so
+    """1.7.0 only turns slower: its last canary interval scores 50, marginal for the sample's spec, so
     instead of failing the release asks, showing the score tables. Approved, it flips the pilot and
     asks again before the second wave; approved again, it goes everywhere."""
     client, notified = approvals

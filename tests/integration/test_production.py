@@ -153,7 +153,7 @@ def test_a_bad_release_is_stopped_by_the_canary_after_retiring_what_expired(
 
 
 def test_a_marginal_canary_fails_the_release_when_the_spec_says_fail(two_good_releases: dict[str, Any]) -> None:
-    """1.7.0 only turns slower: the latency metric fails, error_rate passes, every interval scores 50,
+    """1.7.0 only turns slower: the latency metric fails, error_rate passes, the last interval scores 50,
     marginal for the sample's spec (marginal_score 40). With on_marginal: fail (the sample's setting)
     the gate runs every interval, then fails the release; production is untouched."""
     before = {region: fleet_colors(region) for region in REGIONS}
