@@ -27,6 +27,9 @@ os.environ.update(
     {
         "IMMUTABLE_STATE_DIR": str(TEST_STATE),
         "IMMUTABLE_PLATFORM_FILE": str(ROOT / "tests" / "platform.yaml"),
+        # The parse caches of the specs that tests write into temporary folders stay with the tests'
+        # state, out of the checkout's own var/cache.
+        "IMMUTABLE_CACHE_DIR": str(TEST_STATE / "cache"),
         # One Airflow metadata DB per xdist worker: each group of layers wipes and migrates its own
         # (`airflow_db`), and the groups run at once.
         "AIRFLOW_HOME": str(TEST_STATE / f"airflow-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"),
